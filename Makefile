@@ -1,0 +1,28 @@
+# Two commands: `make repro` (build every artifact) and `make test` (run the tests).
+# Both create .venv when it is missing and install the pinned requirements and the package.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Stage commands call `python`: make it the venv's.
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: repro test setup clean-venv
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

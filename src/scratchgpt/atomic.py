@@ -1,0 +1,79 @@
+"""Atomic file writes: write to a temporary file in the target folder, then rename into place.
+
+A reader sees either the old file or the complete new one, never a half-written file, and an
+interrupted writer leaves only a hidden ``.<name>.*.tmp`` file that the next write cleans up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+
+def temp_path(path: Path) -> Path:
+    """A fresh temporary file name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a binary temporary file; on success it is flushed, fsynced and renamed to ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``path``; on success it replaces ``path`` whole.
+
+    On failure the staging folder is removed and ``path`` is left as it was. Staging folders
+    left by a killed process (``.<name>.partial-*``) are removed on the next call.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.partial-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        yield staging
+        if path.is_dir():
+            old = staging.with_name(staging.name + ".old")
+            os.replace(path, old)
+            os.replace(staging, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            if path.exists():
+                path.unlink()
+            os.replace(staging, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

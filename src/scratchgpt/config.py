@@ -1,0 +1,368 @@
+"""params.yaml → typed, validated sections.
+
+Everything a stage may read is declared here once. ``load_params`` validates the whole file
+before any work starts and reports every problem with its full key, e.g.::
+
+    params.yaml: 2 problems
+      pretrain.lr: must be > 0, got -1
+      prepare.max_lenght: unknown key, did you mean max_length?
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import types
+import typing
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """params.yaml is unreadable or invalid; the message lists every problem with its key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+        super().__init__(f"{source}: {count}\n" + "\n".join(f"  {p}" for p in problems))
+
+
+# ---------------------------------------------------------------------------------------------
+# Field types with their own rules
+
+
+def _check_key(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
+        raise ValueError(
+            f"must be lowercase letters, digits, '-' or '_' (it names a folder and a DVC stage), got {value!r}"
+        )
+    return value
+
+
+def _check_sha256(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"must be a sha256: 64 lowercase hex digits, got {value!r}")
+    return value
+
+
+def _check_relpath(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError(f"must be a relative path inside the folder, without '..', got {value!r}")
+    return value
+
+
+def is_loopback_url(url: str) -> bool:
+    return bool(re.match(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
+
+
+def _check_url(value: str) -> str:
+    if not (value.startswith("https://") or is_loopback_url(value)):
+        raise ValueError(
+            f"must be an https:// URL (plain http only for a server on 127.0.0.1), got {value!r}"
+        )
+    return value
+
+
+Key = Annotated[str, AfterValidator(_check_key)]
+Sha256 = Annotated[str, AfterValidator(_check_sha256)]
+RelPath = Annotated[str, AfterValidator(_check_relpath)]
+Url = Annotated[str, AfterValidator(_check_url)]
+
+
+class Section(BaseModel):
+    """A params section: unknown keys and loose types are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# download
+
+
+class HttpParams(Section):
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    retries: int = Field(3, ge=0, le=20)
+    backoff: float = Field(1.0, ge=0)
+    max_backoff: float = Field(60.0, ge=0)
+    user_agent: str = Field("scratchgpt/0.1 (educational LLM pipeline)", min_length=1)
+
+
+class FileParams(Section):
+    name: RelPath
+    sha256: Sha256
+    urls: list[Url] = []
+    zip_member: RelPath | None = None
+    size: int | None = Field(None, ge=0)
+
+
+class MediaWikiParams(Section):
+    api_url: Url = "https://en.wikipedia.org/w/api.php"
+    titles: list[str] = []
+    categories: list[str] = []
+    max_articles: int = Field(100, ge=1)
+    min_interval: float = Field(1.0, ge=0)
+    min_chars: int = Field(200, ge=0)
+    drop_sections: list[str] = [
+        "See also",
+        "Notes",
+        "References",
+        "Citations",
+        "Sources",
+        "Bibliography",
+        "Further reading",
+        "External links",
+    ]
+
+
+class DatasetParams(Section):
+    source: Literal["files", "mediawiki"] = "files"
+    files: list[FileParams] = []
+    mediawiki: MediaWikiParams | None = None
+
+
+class DownloadParams(Section):
+    http: HttpParams = HttpParams()
+    datasets: dict[Key, DatasetParams]
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+
+class CorpusParams(Section):
+    dataset: Key
+    tokenizer: Literal["gpt2", "word"] = "gpt2"
+    documents: Literal["file", "wikitext"] = "file"
+    train_ratio: float = Field(0.9, gt=0, lt=1)
+
+
+class PrepareParams(Section):
+    bpe_dataset: Key = "gpt2"
+    corpora: dict[Key, CorpusParams]
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole file
+
+
+class Params(Section):
+    download: DownloadParams
+    prepare: PrepareParams
+
+
+def _cross_checks(params: Params) -> list[str]:
+    """Rules that span sections or entries, reported like field errors."""
+    problems = []
+    datasets = params.download.datasets
+    for key, ds in datasets.items():
+        where = f"download.datasets.{key}"
+        if ds.source == "files" and not ds.files:
+            problems.append(f"{where}.files: must list at least one file when source is 'files'")
+        if ds.source == "mediawiki" and ds.mediawiki is None:
+            problems.append(f"{where}.mediawiki: required when source is 'mediawiki'")
+        if ds.source == "mediawiki" and ds.mediawiki and not (ds.mediawiki.titles or ds.mediawiki.categories):
+            problems.append(f"{where}.mediawiki: give at least one of titles or categories")
+        seen: dict[str, int] = {}
+        for i, f in enumerate(ds.files):
+            base = PurePosixPath(f.name).name
+            if base in seen:
+                problems.append(
+                    f"{where}.files[{i}].name: file name {base!r} is already used by files[{seen[base]}]"
+                )
+            seen[base] = i
+    names = ", ".join(sorted(datasets))
+    bpe = params.prepare.bpe_dataset
+    if bpe not in datasets:
+        problems.append(f"prepare.bpe_dataset: unknown dataset {bpe!r}, expected one of: {names}")
+    for key, corpus in params.prepare.corpora.items():
+        if corpus.dataset not in datasets:
+            problems.append(
+                f"prepare.corpora.{key}.dataset: unknown dataset {corpus.dataset!r}, expected one of: {names}"
+            )
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML reading: YAML 1.2 numbers (DVC reads params.yaml that way) and no silent duplicate keys
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file; syntax errors become ParamsError naming the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ParamsError(str(path), [f"cannot read: {e.strerror or e}"]) from e
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ParamsError(str(path), [f"{where}{problem}"]) from e
+
+
+# ---------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section class found by following ``loc`` (field names, dict keys, list indices)."""
+    tp: Any = model
+    rest = list(loc)
+    while rest:
+        origin = typing.get_origin(tp)
+        if origin is Annotated:
+            tp = typing.get_args(tp)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+            if not models:
+                return None
+            tp = models[0]
+            continue
+        if origin in (list, dict):
+            tp = typing.get_args(tp)[-1]
+            rest.pop(0)
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(rest.pop(0))
+            if field is None:
+                return None
+            tp = field.annotation
+            continue
+        return None
+    while typing.get_origin(tp) in (typing.Union, types.UnionType, Annotated):
+        args = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
+        tp = args[0] if args else None
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    return repr(value)
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        parent = _model_at(model, loc[:-1])
+        allowed = sorted(parent.model_fields) if parent else []
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else f"allowed keys: {', '.join(allowed)}"
+        return f"{_dotted(loc)}: unknown key, {hint}"
+    if kind == "missing":
+        return f"{_dotted(loc)}: required key is missing"
+    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+    if kind in bounds:
+        limit = next(iter(ctx.values()))
+        return f"{_dotted(loc)}: must be {bounds[kind]} {_show(limit)}, got {_show(value)}"
+    if kind == "literal_error":
+        return f"{_dotted(loc)}: must be one of {ctx['expected']}, got {_show(value)}"
+    if kind in _TYPE_WORDS:
+        return f"{_dotted(loc)}: must be {_TYPE_WORDS[kind]}, got {_show(value)}"
+    if kind == "string_too_short":
+        return f"{_dotted(loc)}: must not be empty"
+    if kind == "value_error":
+        return f"{_dotted(loc)}: {str(ctx.get('error', err['msg']))}"
+    return f"{_dotted(loc)}: {err['msg'].lower()}, got {_show(value)}"
+
+
+def validate(data: Any, source: str = PARAMS_FILE) -> Params:
+    """Validate an already-parsed params mapping; raises ParamsError listing every problem."""
+    if not isinstance(data, dict):
+        raise ParamsError(source, [f"(top level): must be a mapping of sections, got {_show(data)}"])
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as e:
+        seen: set[str] = set()
+        problems = []
+        for err in e.errors():
+            msg = _message(err, Params)
+            if msg not in seen:
+                seen.add(msg)
+                problems.append(msg)
+        raise ParamsError(source, problems) from None
+    problems = _cross_checks(params)
+    if problems:
+        raise ParamsError(source, problems)
+    return params
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml (the whole file, so a typo anywhere stops every stage)."""
+    return validate(read_yaml(path), str(path))

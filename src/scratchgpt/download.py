@@ -1,0 +1,404 @@
+"""Downloads that survive real networks: several sources per file, sha256, retries, atomic writes.
+
+Each file of a dataset is tried from its sources in order: the URLs from params.yaml (primary,
+then backups), then the mirror named by ``$SCRATCHGPT_MIRROR`` (a folder or a base URL holding
+files under their final names). A source is rejected on an HTTP error, a timeout after all
+retries, a truncated body or a sha256 mismatch, and the next one is tried. The body streams into
+a temporary file beside the target and is renamed into place only once verified, so nothing
+partial is ever left behind. When every source fails, :class:`DownloadError` lists each source
+and why it failed.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import shutil
+import time
+import urllib.parse
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, TypeVar
+
+import requests
+import urllib3
+from tqdm.auto import tqdm
+
+from .atomic import atomic_dir, temp_path
+from .config import DatasetParams, FileParams, HttpParams, is_loopback_url
+
+log = logging.getLogger(__name__)
+
+MIRROR_ENV = "SCRATCHGPT_MIRROR"
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CHUNK = 1 << 16
+MAX_REDIRECTS = 10
+T = TypeVar("T")
+
+
+class DownloadError(RuntimeError):
+    """Every source of a file failed."""
+
+    def __init__(self, name: str, failures: list[tuple[str, str]]):
+        self.name = name
+        self.failures = failures
+        lines = [f"could not download {name}: every source failed"]
+        lines += [f"  - {source}: {reason}" for source, reason in failures]
+        if not any(source.startswith("mirror") for source, _ in failures):
+            lines.append(f"  (offline? set {MIRROR_ENV} to a folder or URL holding {name})")
+        super().__init__("\n".join(lines))
+
+
+class SourceFailed(Exception):
+    """One source could not deliver the file; the reason is the message."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def check_remote_url(url: str) -> None:
+    """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine."""
+    if not (url.startswith("https://") or is_loopback_url(url)):
+        raise SourceFailed(f"refused: {url} is not https:// (plain http only for 127.0.0.1)")
+
+
+class HttpClient:
+    """A requests session with timeouts, a User-Agent and retries with exponential backoff.
+
+    Timeouts, broken connections, HTTP 408/425/429 and 5xx are retried (honouring Retry-After);
+    other HTTP errors fail at once. ``sleep`` is injectable so tests run without waiting.
+    """
+
+    def __init__(
+        self,
+        policy: HttpParams | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.policy = policy or HttpParams()
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = self.policy.user_agent
+        # Byte counts must match Content-Length, so ask servers not to compress.
+        self.session.headers["Accept-Encoding"] = "identity"
+        self.sleep = sleep
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.policy.connect_timeout, self.policy.read_timeout)
+
+    def retrying(self, attempt: Callable[[], T], what: str) -> T:
+        """Call ``attempt`` until it succeeds, retrying timeouts, lost connections and _Retryable."""
+        tries = self.policy.retries + 1
+        for n in range(tries):
+            try:
+                return attempt()
+            except _Retryable as e:
+                reason, wait = str(e), e.retry_after
+            except requests.Timeout as e:
+                reason, wait = f"timed out ({type(e).__name__})", None
+            except requests.ConnectionError as e:
+                host = _unresolved_host(e)
+                if host:  # no DNS answer: offline or a wrong host name, not worth retrying
+                    raise SourceFailed(f"cannot resolve host {host} (offline?)") from None
+                reason, wait = f"connection failed ({_short(e)})", None
+            if n + 1 == tries:
+                raise SourceFailed(f"{reason}; gave up after {tries} tries")
+            if wait is None:
+                wait = self.policy.backoff * 2**n
+            wait = min(wait, self.policy.max_backoff)
+            log.warning("%s: %s; retry %d/%d in %.1fs", what, reason, n + 1, tries - 1, wait)
+            self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _send(self, url: str, **kwargs: Any) -> requests.Response:
+        """One GET, following redirects only to allowed URLs; retryable statuses raise _Retryable,
+        other errors raise SourceFailed."""
+        for _ in range(MAX_REDIRECTS + 1):
+            check_remote_url(url)
+            resp = self.session.get(url, timeout=self.timeout, allow_redirects=False, **kwargs)
+            if not resp.is_redirect:
+                break
+            resp.close()
+            target = urllib.parse.urljoin(url, resp.headers["Location"])
+            try:
+                check_remote_url(target)
+            except SourceFailed:
+                raise SourceFailed(f"refused redirect to {target} (not https)") from None
+            url = target
+            kwargs.pop("params", None)  # the Location already carries its query
+        else:
+            raise SourceFailed(f"more than {MAX_REDIRECTS} redirects")
+        if resp.status_code in RETRY_STATUS:
+            resp.close()
+            raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After")))
+        if resp.status_code >= 400:
+            resp.close()
+            raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}")
+        return resp
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
+        """GET with retries; the whole body is read."""
+        return self.retrying(lambda: self._send(url, params=params), url)
+
+    def download(self, url: str, dest: Path, desc: str) -> None:
+        """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range."""
+        dest.write_bytes(b"")
+
+        def attempt() -> None:
+            have = dest.stat().st_size
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            resp = self._send(url, headers=headers, stream=True)
+            with resp:
+                if have and not _resumes_at(resp, have):
+                    have = 0  # the server sent the whole file again
+                length = resp.headers.get("Content-Length")
+                total = have + int(length) if length and length.isdigit() else None
+                got = have
+                with open(dest, "r+b" if have else "wb") as f, _progress(desc, total, have) as bar:
+                    f.seek(have)
+                    f.truncate()
+                    try:
+                        for chunk in resp.iter_content(CHUNK):
+                            f.write(chunk)
+                            got += len(chunk)
+                            bar.update(len(chunk))
+                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                        raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
+                if total is not None and got != total:
+                    raise _Retryable(f"truncated body: got {got} of {total} bytes")
+
+        self.retrying(attempt, url)
+
+
+def _resumes_at(resp: requests.Response, offset: int) -> bool:
+    if resp.status_code != 206:
+        return False
+    rng = resp.headers.get("Content-Range", "")  # "bytes 100-199/200"
+    try:
+        return int(rng.split()[1].split("-")[0]) == offset
+    except (IndexError, ValueError):
+        return False
+
+
+def _unresolved_host(e: requests.ConnectionError) -> str | None:
+    reason = getattr(e.args[0], "reason", None) if e.args else None
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return getattr(reason.conn, "host", None) or "?"
+    return None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _progress(desc: str, total: int | None, initial: int = 0) -> tqdm:
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        leave=False, disable=None, miniters=1,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one file may come from: a URL (maybe a zip holding it) or a mirror folder or URL."""
+
+    label: str
+    location: str
+    zip_member: str | None = None
+
+    def fetch(self, client: HttpClient, dest: Path, desc: str) -> None:
+        if "://" not in self.location or self.location.startswith("file://"):
+            _copy_local(_local_path(self.location), dest, desc)
+        elif self.zip_member:
+            archive = temp_path(dest.with_name(dest.name + ".zip"))
+            try:
+                client.download(self.location, archive, desc)
+                extract_member(archive, self.zip_member, dest)
+            finally:
+                archive.unlink(missing_ok=True)
+        else:
+            client.download(self.location, dest, desc)
+
+
+def _local_path(location: str) -> Path:
+    if location.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path))
+    return Path(location)
+
+
+def _copy_local(src: Path, dest: Path, desc: str) -> None:
+    try:
+        size = src.stat().st_size
+        with open(src, "rb") as fin, open(dest, "wb") as fout, _progress(desc, size) as bar:
+            for block in iter(lambda: fin.read(1 << 20), b""):
+                fout.write(block)
+                bar.update(len(block))
+    except FileNotFoundError:
+        raise SourceFailed(f"no such file: {src}") from None
+    except OSError as e:
+        raise SourceFailed(f"cannot read {src}: {e.strerror or e}") from None
+
+
+def mirror_from_env() -> str | None:
+    value = os.environ.get(MIRROR_ENV, "").strip()
+    return value or None
+
+
+def sources_for(spec: FileParams, mirror: str | None = None) -> list[Source]:
+    """The sources of one file in the order they are tried: its URLs, then the mirror."""
+    sources = []
+    for i, url in enumerate(spec.urls):
+        is_zip = PurePosixPath(urllib.parse.urlparse(url).path).suffix.lower() == ".zip"
+        label = "primary" if i == 0 else "backup" if i == 1 else f"backup {i}"
+        sources.append(Source(f"{label} {url}", url, spec.zip_member if is_zip else None))
+    if mirror:
+        if "://" in mirror and not mirror.startswith("file://"):
+            location = mirror.rstrip("/") + "/" + urllib.parse.quote(spec.name)
+        else:
+            location = str(_local_path(mirror) / spec.name)
+        sources.append(Source(f"mirror {location}", location))
+    return sources
+
+
+def safe_member_path(member: str, target_dir: Path) -> Path:
+    """Where ``member`` would land under ``target_dir``; refuses names that escape it."""
+    target = target_dir.resolve()
+    path = (target / member).resolve()
+    if member.startswith(("/", "\\")) or ".." in PurePosixPath(member.replace("\\", "/")).parts or (
+        target not in path.parents
+    ):
+        raise SourceFailed(f"zip member {member!r} escapes the target folder; refused")
+    return path
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy one named member of a zip to ``dest``; nothing else in the archive is read."""
+    safe_member_path(member, dest.parent)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                names = ", ".join(zf.namelist()[:10])
+                raise SourceFailed(f"zip has no member {member!r} (it has: {names})") from None
+            if info.is_dir():
+                raise SourceFailed(f"zip member {member!r} is a folder, not a file")
+            with zf.open(info) as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+    except zipfile.BadZipFile as e:
+        raise SourceFailed(f"not a valid zip file ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and datasets
+
+
+def verify(path: Path, spec: FileParams) -> str | None:
+    """None when ``path`` has the expected size and sha256, else what is wrong."""
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return f"size mismatch: expected {spec.size} bytes, got {size}"
+    digest = sha256_file(path)
+    if digest != spec.sha256:
+        return f"sha256 mismatch: expected {spec.sha256}, got {digest}"
+    return None
+
+
+def fetch_file(spec: FileParams, dest: Path, client: HttpClient, mirror: str | None = None) -> str:
+    """Put a verified copy of ``spec`` at ``dest`` and return the label of the source used."""
+    if dest.exists() and verify(dest, spec) is None:
+        return "already present"
+    sources = sources_for(spec, mirror)
+    if not sources:
+        raise DownloadError(spec.name, [("(none)", f"no URLs in params and {MIRROR_ENV} is not set")])
+    failures: list[tuple[str, str]] = []
+    for source in sources:
+        tmp = temp_path(dest)
+        try:
+            source.fetch(client, tmp, desc=spec.name)
+            problem = verify(tmp, spec)
+            if problem:
+                raise SourceFailed(problem)
+            os.replace(tmp, dest)
+            log.info("%s: from %s", spec.name, source.label)
+            return source.label
+        except SourceFailed as e:
+            log.warning("%s: %s failed: %s", spec.name, source.label, e)
+            failures.append((source.label, str(e)))
+        finally:
+            tmp.unlink(missing_ok=True)
+    raise DownloadError(spec.name, failures)
+
+
+def file_dest(out_dir: Path, spec: FileParams) -> Path:
+    """A dataset's files sit flat in its folder under their base names."""
+    return out_dir / PurePosixPath(spec.name).name
+
+
+def fetch_dataset(
+    name: str,
+    dataset: DatasetParams,
+    out_dir: str | os.PathLike[str],
+    client: HttpClient | None = None,
+    mirror: str | None = None,
+) -> dict[str, str]:
+    """Build ``out_dir`` for one dataset; it appears complete and verified, or not at all.
+
+    Files already present and verified are kept; the rest are fetched into a staging folder
+    beside ``out_dir`` which then replaces it. Returns {file name: source used}.
+    """
+    out_dir = Path(out_dir)
+    client = client or HttpClient()
+    report: dict[str, str] = {}
+    with atomic_dir(out_dir) as staging:
+        if dataset.source == "mediawiki":
+            from .wikipedia import scrape
+
+            assert dataset.mediawiki is not None
+            count = scrape(dataset.mediawiki, client, staging / "articles.jsonl")
+            report["articles.jsonl"] = f"{count} articles from {dataset.mediawiki.api_url}"
+        else:
+            for spec in dataset.files:
+                dest = file_dest(staging, spec)
+                existing = file_dest(out_dir, spec)
+                if existing.is_file() and verify(existing, spec) is None:
+                    shutil.copy2(existing, dest)
+                    report[dest.name] = "already present"
+                else:
+                    report[dest.name] = fetch_file(spec, dest, client, mirror)
+    log.info("%s: %d file(s) ready in %s", name, len(report), out_dir)
+    return report

@@ -1,0 +1,16 @@
+"""Where the pipeline's artifacts live, relative to the repository root (where DVC runs stages)."""
+
+from pathlib import Path
+
+RAW = Path("data/raw")  # download@<dataset>: one folder per dataset of params.yaml
+SHARDS = Path("data/shards")  # prepare@<corpus>: train.bin, val.bin, meta.json
+MODELS = Path("models")
+METRICS = Path("metrics")
+
+
+def raw(dataset: str) -> Path:
+    return RAW / dataset
+
+
+def shards(corpus: str) -> Path:
+    return SHARDS / corpus

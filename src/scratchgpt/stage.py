@@ -1,0 +1,45 @@
+"""What every script in stages/ shares: logging, picking its foreach item, and clean errors.
+
+Expected failures (bad params, a download that failed from every source, a corrupt shard)
+print their message without a traceback and exit with status 1; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Mapping, TypeVar
+
+from .config import ParamsError
+from .download import DownloadError
+from .shards import ShardError
+
+T = TypeVar("T")
+EXPECTED = (ParamsError, DownloadError, ShardError, FileNotFoundError)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def pick(items: Mapping[str, T], key: str, where: str) -> T:
+    """``items[key]``, or an error naming the params key and what exists."""
+    if key not in items:
+        raise UsageError(f"{where}.{key}: not in params.yaml; expected one of: {', '.join(items)}")
+    return items[key]
+
+
+def one_arg(args: list[str], what: str) -> str:
+    if len(args) != 1:
+        raise UsageError(f"usage: {sys.argv[0]} <{what}>")
+    return args[0]
+
+
+def run(main: Callable[[list[str]], None]) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        main(sys.argv[1:])
+    except (*EXPECTED, UsageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

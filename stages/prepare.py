@@ -1,0 +1,31 @@
+"""Stage prepare@<corpus>: tokenize one corpus into data/shards/<corpus>/ (train.bin, val.bin,
+meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
+
+from scratchgpt import atomic, paths, stage
+from scratchgpt.config import load_params
+from scratchgpt.shards import corpus_files, make_tokenizer, write_shards
+
+
+def main(args: list[str]) -> None:
+    name = stage.one_arg(args, "corpus")
+    params = load_params()
+    corpus = stage.pick(params.prepare.corpora, name, "prepare.corpora")
+    files = corpus_files(paths.raw(corpus.dataset))
+    tokenizer = make_tokenizer(corpus.tokenizer, paths.raw(params.prepare.bpe_dataset), files, corpus.documents)
+    meta = write_shards(
+        files, tokenizer, paths.shards(name), train_ratio=corpus.train_ratio, mode=corpus.documents, name=name
+    )
+    splits = meta["splits"]
+    metrics = {
+        "vocab_size": meta["vocab_size"],
+        "train_tokens": splits["train"]["tokens"],
+        "val_tokens": splits["val"]["tokens"],
+        "train_documents": splits["train"]["documents"],
+        "val_documents": splits["val"]["documents"],
+    }
+    atomic.write_json(paths.METRICS / "prepare" / f"{name}.json", metrics)
+    print(f"{paths.shards(name)}: " + ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
+
+
+if __name__ == "__main__":
+    stage.run(main)
