@@ -251,6 +251,8 @@ def read_yaml(path: str | Path) -> Any:
 def _dotted(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for an invalid mapping key: the key is already named
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:

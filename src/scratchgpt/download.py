@@ -178,20 +178,23 @@ class HttpClient:
             headers = {"Range": f"bytes={have}-"} if have else {}
             resp = self._send(url, headers=headers, stream=True)
             with resp:
-                if have and not _resumes_at(resp, have):
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+                if have and (encoded or not _resumes_at(resp, have)):
                     have = 0  # the server sent the whole file again
                 length = resp.headers.get("Content-Length")
-                total = have + int(length) if length and length.isdigit() else None
+                total = have + int(length) if length and length.isdigit() and not encoded else None
                 got = have
                 with open(dest, "r+b" if have else "wb") as f, _progress(desc, total, have) as bar:
                     f.seek(have)
                     f.truncate()
                     try:
-                        for chunk in resp.iter_content(CHUNK):
+                        # read1 hands over every byte that arrived, so a broken transfer
+                        # resumes where it stopped.
+                        while chunk := resp.raw.read1(CHUNK, decode_content=encoded):
                             f.write(chunk)
                             got += len(chunk)
                             bar.update(len(chunk))
-                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as e:
+                    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
                         raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
                 if total is not None and got != total:
                     raise _Retryable(f"truncated body: got {got} of {total} bytes")

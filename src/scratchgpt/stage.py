@@ -12,11 +12,11 @@ import sys
 from typing import Callable, Mapping, TypeVar
 
 from .config import ParamsError
-from .download import DownloadError
+from .download import DownloadError, SourceFailed
 from .shards import ShardError
 
 T = TypeVar("T")
-EXPECTED = (ParamsError, DownloadError, ShardError, FileNotFoundError)
+EXPECTED = (ParamsError, DownloadError, SourceFailed, ShardError, FileNotFoundError)
 
 
 class UsageError(ValueError):

@@ -1,0 +1,98 @@
+"""The DVC wiring of download → prepare, run for real in a scratch copy of the repository.
+
+Offline: the copy's params keep only the mirror as a source (the real URLs are never tried).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sh(cmd: list[str], cwd: Path, env: dict) -> str:
+    run = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"{' '.join(cmd)} failed:\n{run.stdout}\n{run.stderr}"
+    return run.stdout + run.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mirror):
+    work = tmp_path_factory.mktemp("pipeline")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, work / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for dataset in params["download"]["datasets"].values():
+        for f in dataset.get("files", []):
+            f["urls"] = []
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "SCRATCHGPT_MIRROR": str(mirror),
+        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+    }  # fmt: skip
+    sh(["git", "init", "-q"], work, env)
+    sh([sys.executable, "-m", "dvc", "init", "-q"], work, env)
+    sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], work, env)
+    first = sh([sys.executable, "-m", "dvc", "repro", "prepare"], work, env)
+    return work, env, first
+
+
+def test_repro_prepare_builds_every_artifact(repo):
+    work, _, first = repo
+    # `dvc repro prepare` runs the prepare@ stages and what they depend on, nothing else.
+    for name in ("verdict", "gpt2", "wikipedia"):
+        assert f"Running stage 'download@{name}'" in first
+    assert "download@spam" not in first
+    raw = work / "data" / "raw"
+    assert sorted(os.listdir(raw)) == ["gpt2", "verdict", "wikipedia"]
+    assert sorted(os.listdir(raw / "gpt2")) == ["encoder.json", "vocab.bpe"]
+    assert sorted(os.listdir(raw / "wikipedia")) == ["test.txt", "valid.txt"]
+    assert not [p for p in raw.iterdir() if p.name.startswith(".")], "staging folders left behind"
+    for corpus in ("verdict", "wikipedia"):
+        assert sorted(os.listdir(work / "data" / "shards" / corpus)) == ["meta.json", "train.bin", "val.bin"]
+    metrics = json.loads((work / "metrics" / "prepare" / "verdict.json").read_text())
+    assert metrics == {
+        "vocab_size": 50257,
+        "train_tokens": 4612,
+        "val_tokens": 534,
+        "train_documents": 1,
+        "val_documents": 1,
+    }
+    wiki = json.loads((work / "metrics" / "prepare" / "wikipedia.json").read_text())
+    assert wiki["train_documents"] > 100 and wiki["train_tokens"] > 400_000
+
+
+def test_second_repro_changes_nothing(repo):
+    work, env, _ = repo
+    again = sh([sys.executable, "-m", "dvc", "repro", "prepare"], work, env)
+    assert "Running stage" not in again
+    assert "didn't change, skipping" in again or "up to date" in again
+    status = sh([sys.executable, "-m", "dvc", "status", "prepare"], work, env)
+    assert "Data and pipelines are up to date." in status
+
+
+def test_download_of_the_other_datasets(repo):
+    work, env, _ = repo
+    out = sh([sys.executable, "-m", "dvc", "repro", "download"], work, env)
+    assert "Running stage 'download@spam'" in out and "Running stage 'download@instructions'" in out
+    assert "Running stage 'download@verdict'" not in out
+    assert (work / "data" / "raw" / "spam" / "SMSSpamCollection").stat().st_size == 477907
+    status = sh([sys.executable, "-m", "dvc", "status"], work, env)
+    assert "Data and pipelines are up to date." in status
+
+
+def test_metrics_are_declared_for_dvc(repo):
+    work, env, _ = repo
+    shown = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env))
+    files = next(iter(shown.values()))["data"]
+    assert files["metrics/prepare/verdict.json"]["data"]["train_tokens"] == 4612
