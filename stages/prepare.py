@@ -1,8 +1,9 @@
 """Stage prepare@<corpus>: tokenize one corpus into data/shards/<corpus>/ (train.bin, val.bin,
 meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 
-from scratchgpt import atomic, paths, stage
+from scratchgpt import paths, stage
 from scratchgpt.config import load_params
+from scratchgpt.files import write_json
 from scratchgpt.shards import corpus_files, make_tokenizer, write_shards
 
 
@@ -23,7 +24,7 @@ def main(args: list[str]) -> None:
         "train_documents": splits["train"]["documents"],
         "val_documents": splits["val"]["documents"],
     }
-    atomic.write_json(paths.METRICS / "prepare" / f"{name}.json", metrics)
+    write_json(paths.METRICS / "prepare" / f"{name}.json", metrics)
     print(f"{paths.shards(name)}: " + ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
 
 

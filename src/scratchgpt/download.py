@@ -12,7 +12,6 @@ and why it failed.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
-from .atomic import atomic_dir, temp_path
+from .files import atomic_dir, sha256_file, temp_path
 from .config import DatasetParams, FileParams, HttpParams, is_loopback_url
 
 log = logging.getLogger(__name__)
@@ -60,14 +59,6 @@ class _Retryable(Exception):
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.retry_after = retry_after
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def retry_after_seconds(value: str | None) -> float | None:

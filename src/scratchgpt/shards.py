@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from . import atomic
+from .files import atomic_dir, sha256_file, write_json
 from .tokenizer import GPT2Tokenizer, Tokenizer, WordTokenizer
 
 FORMAT_VERSION = 1
@@ -168,14 +168,6 @@ class _Split:
         self.tokens += len(ids)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
@@ -211,7 +203,7 @@ def write_shards(
     dtype = token_dtype(tokenizer.vocab_size)
     eot = tokenizer.eot_id
 
-    with atomic.atomic_dir(out_dir) as staging:
+    with atomic_dir(out_dir) as staging:
         with open(staging / "train.bin", "wb") as ftrain, open(staging / "val.bin", "wb") as fval:
             splits = {"train": _Split("train", ftrain, dtype), "val": _Split("val", fval, dtype)}
             batch: list[tuple[str, int, str]] = []
@@ -271,9 +263,9 @@ def write_shards(
                 }
                 for s in splits.values()
             },
-            "inputs": {p.name: _sha256_file(p) for p in files},
+            "inputs": {p.name: sha256_file(p) for p in files},
         }
-        atomic.write_json(staging / "meta.json", meta)
+        write_json(staging / "meta.json", meta)
     return meta
 
 
@@ -340,7 +332,7 @@ class Shards:
             size, expected = path.stat().st_size, info["tokens"] * self.dtype.itemsize
             if size != expected:
                 raise ShardError(f"{path} is {size} bytes but meta.json says {expected}: corrupt or truncated; {fix}")
-            if verify and _sha256_file(path) != info["sha256"]:
+            if verify and sha256_file(path) != info["sha256"]:
                 raise ShardError(f"{path} does not match the sha256 in meta.json: corrupt; {fix}")
 
     def tokens(self, split: str) -> int:

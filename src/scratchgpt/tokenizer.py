@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import json
 import os
 import re
@@ -20,7 +19,8 @@ import tiktoken
 import tiktoken.load
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from . import atomic
+from . import files
+from .files import sha256_file
 
 ENDOFTEXT = "<|endoftext|>"
 UNK = "<|unk|>"
@@ -45,10 +45,6 @@ class Tokenizer(Protocol):
     def decode(self, ids: Iterable[int]) -> str: ...
 
     def describe(self) -> dict[str, Any]: ...
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -99,7 +95,7 @@ class GPT2Tokenizer:
             raise FileNotFoundError(
                 f"GPT-2 BPE file(s) not found: {', '.join(missing)}; run `dvc repro download` first"
             )
-        self.hashes = (_sha256(paths[0]), _sha256(paths[1]))
+        self.hashes = (sha256_file(paths[0]), sha256_file(paths[1]))
         self.encoding = _gpt2_encoding(str(paths[0]), str(paths[1]), self.hashes)
 
     @property
@@ -176,7 +172,7 @@ class WordTokenizer:
         return self.JOIN.sub(r"\1", " ".join(self.vocab[i] for i in ids))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        atomic.write_json(path, {"kind": self.kind, "vocab": self.vocab})
+        files.write_json(path, {"kind": self.kind, "vocab": self.vocab})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "WordTokenizer":

@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .atomic import atomic_write
+from .files import atomic_write
 from .config import MediaWikiParams
 from .download import HttpClient, SourceFailed, retry_after_seconds
 

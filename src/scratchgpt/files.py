@@ -1,18 +1,28 @@
-"""Atomic file writes: write to a temporary file in the target folder, then rename into place.
+"""Safe file I/O: atomic writes of files and folders, and checksums.
 
-A reader sees either the old file or the complete new one, never a half-written file, and an
-interrupted writer leaves only a hidden ``.<name>.*.tmp`` file that the next write cleans up.
+A write goes to a temporary file (or staging folder) beside the target, then is renamed into
+place: a reader sees either the old version or the complete new one, never a half-written one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def temp_path(path: Path) -> Path:
