@@ -20,10 +20,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from .errors import PipelineError
+
 PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(PipelineError, ValueError):
     """params.yaml is unreadable or invalid; the message lists every problem with its key."""
 
     def __init__(self, source: str, problems: list[str]):
@@ -150,12 +152,55 @@ class PrepareParams(Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# model and pretrain
+
+
+class ModelParams(Section):
+    """The GPT architecture (scratchgpt.model.GPTConfig)."""
+
+    vocab_size: int = Field(50257, ge=1)
+    context_length: int = Field(1024, ge=1)
+    emb_dim: int = Field(768, ge=1)
+    n_heads: int = Field(12, ge=1)
+    n_layers: int = Field(12, ge=1)
+    drop_rate: float = Field(0.1, ge=0, lt=1)
+    qkv_bias: bool = False
+    tie_weights: bool = False
+
+
+class PretrainParams(Section):
+    corpora: list[Key] = Field(min_length=1)
+    seed: int = 123
+    epochs: int = Field(1, ge=1)
+    max_steps: int = Field(0, ge=0)
+    batch_size: int = Field(2, ge=1)
+    max_length: int = Field(256, ge=1)
+    stride: int = Field(256, ge=1)
+    lr: float = Field(4e-4, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    initial_lr: float = Field(0.0, ge=0)
+    cosine: bool = False
+    min_lr: float = Field(0.0, ge=0)
+    grad_clip: float = Field(0.0, ge=0)
+    grad_accum: int = Field(1, ge=1)
+    eval_freq: int = Field(5, ge=1)
+    eval_iter: int = Field(5, ge=1)
+    checkpoint_every: int = Field(0, ge=0)
+    sample_prompt: str = "Every effort moves you"
+    sample_tokens: int = Field(50, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole file
 
 
 class Params(Section):
     download: DownloadParams
     prepare: PrepareParams
+    model: ModelParams = ModelParams()
+    pretrain: PretrainParams
 
 
 def _cross_checks(params: Params) -> list[str]:
@@ -187,6 +232,28 @@ def _cross_checks(params: Params) -> list[str]:
             problems.append(
                 f"prepare.corpora.{key}.dataset: unknown dataset {corpus.dataset!r}, expected one of: {names}"
             )
+    model, pretrain = params.model, params.pretrain
+    if model.emb_dim % model.n_heads:
+        problems.append(
+            f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}"
+        )
+    if pretrain.max_length > model.context_length:
+        problems.append(
+            f"pretrain.max_length: must be <= model.context_length ({model.context_length}), got {pretrain.max_length}"
+        )
+    if pretrain.cosine and pretrain.min_lr > pretrain.lr:
+        problems.append(f"pretrain.min_lr: must be <= pretrain.lr ({pretrain.lr:g}), got {pretrain.min_lr:g}")
+    corpora = params.prepare.corpora
+    for i, name in enumerate(pretrain.corpora):
+        if name not in corpora:
+            problems.append(
+                f"pretrain.corpora[{i}]: unknown corpus {name!r}, expected one of: {', '.join(sorted(corpora))}"
+            )
+    kinds = {corpora[c].tokenizer for c in pretrain.corpora if c in corpora}
+    if len(kinds) > 1:
+        problems.append(f"pretrain.corpora: every corpus must use the same tokenizer, got {', '.join(sorted(kinds))}")
+    if "gpt2" in kinds and model.vocab_size < 50257:
+        problems.append(f"model.vocab_size: must be >= 50257 for the gpt2 tokenizer, got {model.vocab_size}")
     return problems
 
 

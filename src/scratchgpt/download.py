@@ -26,6 +26,7 @@ import requests
 import urllib3
 from tqdm.auto import tqdm
 
+from .errors import PipelineError
 from .files import atomic_dir, sha256_file, temp_path
 from .config import DatasetParams, FileParams, HttpParams, is_loopback_url
 
@@ -38,7 +39,7 @@ MAX_REDIRECTS = 10
 T = TypeVar("T")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(PipelineError, RuntimeError):
     """Every source of a file failed."""
 
     def __init__(self, name: str, failures: list[tuple[str, str]]):
@@ -51,7 +52,7 @@ class DownloadError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-class SourceFailed(Exception):
+class SourceFailed(PipelineError):
     """One source could not deliver the file; the reason is the message."""
 
 

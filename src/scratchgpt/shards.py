@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .errors import PipelineError
 from .files import atomic_dir, sha256_file, write_json
 from .tokenizer import GPT2Tokenizer, Tokenizer, WordTokenizer
 
@@ -36,7 +37,7 @@ BATCH_CHARS = 1 << 23  # text tokenized per parallel batch
 WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
 
 
-class ShardError(RuntimeError):
+class ShardError(PipelineError, RuntimeError):
     """A shard folder is missing, corrupt or unusable; the message names the file and the fix."""
 
 

@@ -1,8 +1,8 @@
 """What every script in stages/ shares: logging, picking its foreach item, and clean errors.
 
-Expected failures (bad params, a download that failed from every source, a corrupt shard)
-print their message without a traceback and exit with status 1; anything else is a bug and
-keeps its traceback.
+Expected failures (scratchgpt.errors.PipelineError: bad params, a download that failed from
+every source, a corrupt shard, a diverged run) and missing files print their message without a
+traceback and exit with status 1; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,15 +11,12 @@ import logging
 import sys
 from typing import Callable, Mapping, TypeVar
 
-from .config import ParamsError
-from .download import DownloadError, SourceFailed
-from .shards import ShardError
+from .errors import PipelineError
 
 T = TypeVar("T")
-EXPECTED = (ParamsError, DownloadError, SourceFailed, ShardError, FileNotFoundError)
 
 
-class UsageError(ValueError):
+class UsageError(PipelineError, ValueError):
     pass
 
 
@@ -36,10 +33,19 @@ def one_arg(args: list[str], what: str) -> str:
     return args[0]
 
 
+def no_args(args: list[str]) -> None:
+    if args:
+        raise UsageError(f"usage: {sys.argv[0]} (takes no arguments; settings come from params.yaml)")
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         main(sys.argv[1:])
-    except (*EXPECTED, UsageError) as e:
+    except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        dist = sys.modules.get("torch.distributed")  # only when this stage used torch
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

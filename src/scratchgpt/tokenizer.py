@@ -184,3 +184,33 @@ class WordTokenizer:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "vocab": "vocab.json", "vocab_size": self.vocab_size}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer files inside a model directory
+
+TOKENIZER_DIR = "tokenizer"
+
+
+def save_tokenizer(tokenizer: Tokenizer, model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy what rebuilds ``tokenizer`` into ``<model_dir>/tokenizer/``; return its description."""
+    out = Path(model_dir) / TOKENIZER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(tokenizer, GPT2Tokenizer):
+        for name in GPT2_FILES:
+            files.write_bytes(out / name, (tokenizer.bpe_dir / name).read_bytes())
+    elif isinstance(tokenizer, WordTokenizer):
+        tokenizer.save(out / "vocab.json")
+    else:
+        raise TypeError(f"cannot save a {type(tokenizer).__name__}")
+    return tokenizer.describe()
+
+
+def load_tokenizer(model_dir: str | os.PathLike[str]) -> Tokenizer:
+    """The tokenizer saved in a model directory by :func:`save_tokenizer`."""
+    folder = Path(model_dir) / TOKENIZER_DIR
+    if (folder / "vocab.json").is_file():
+        return WordTokenizer.load(folder / "vocab.json")
+    if (folder / "encoder.json").is_file():
+        return GPT2Tokenizer(folder)
+    raise FileNotFoundError(f"{folder}: no tokenizer files (encoder.json + vocab.bpe, or vocab.json)")

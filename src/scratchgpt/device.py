@@ -1,0 +1,26 @@
+"""Where tensors live: CUDA when present (with bf16 autocast), else the CPU in fp32."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the current CUDA device when one is available, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; on the CPU plain fp32 (bf16 is far slower there without AVX-512)."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

@@ -1,0 +1,233 @@
+"""Text generation: greedy decoding and sampling (temperature, top-k, top-p), stopping at an
+end-of-text id, batches of prompts of different lengths, and a KV cache.
+
+Semantics are those of the book's ``generate``: each step feeds the last ``context_length``
+tokens (positions restart at 0 in the window) and picks the next token from the last logits.
+With the KV cache each step feeds only the new token; once the window is full every position
+shifts, so the window is recomputed, which keeps the ids identical to the uncached path.
+
+Command line::
+
+    python -m scratchgpt.generate --model models/pretrained --prompt "Every effort moves you"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Iterator, Sequence
+
+import torch
+
+from .model import GPTModel, KVCache
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits of each row (ties with the k-th kept); the rest become -inf."""
+    if k <= 0:
+        raise ValueError(f"top_k must be >= 1, got {k}")
+    k = min(k, logits.shape[-1])
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most likely tokens whose probability reaches ``p``."""
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p == 1:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    mass_before = torch.cumsum(probs, dim=-1) - probs
+    remove_sorted = mass_before >= p
+    remove = remove_sorted.scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Next token ids (batch,) from last-position logits (batch, vocab).
+
+    temperature 0 is greedy (argmax); otherwise logits are divided by the temperature, filtered
+    by top-k then top-p, and sampled.
+    """
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature
+    if top_k:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _window_inputs(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Positions and attention mask for a window of left-padded rows (``valid`` marks real tokens).
+
+    Positions count real tokens from 0; a query sees real keys at or before it. A padding query
+    sees only itself, so no row of the mask is empty (that would make NaNs).
+    """
+    positions = (valid.long().cumsum(dim=1) - 1).clamp(min=0)
+    if bool(valid.all()):
+        return positions, None
+    t = valid.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=valid.device).tril()
+    mask = (valid[:, None, None, :] & causal) | torch.eye(t, dtype=torch.bool, device=valid.device)
+    return positions, mask
+
+
+@torch.no_grad()
+def stream(
+    model: GPTModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    eos_id: int | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (next ids, active rows) per step, for prompts of any lengths.
+
+    A row stops after producing ``eos_id`` (the eos id itself is yielded); generation ends when
+    every row has stopped or after ``max_new_tokens`` steps.
+    """
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    ctx = model.config.context_length
+    longest = max(len(p) for p in prompts)
+    tokens = torch.zeros(len(prompts), longest, dtype=torch.long, device=device)
+    valid = torch.zeros(len(prompts), longest, dtype=torch.bool, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i, longest - len(p) :] = torch.as_tensor(list(p), dtype=torch.long, device=device)
+        valid[i, longest - len(p) :] = True
+    active = torch.ones(len(prompts), dtype=torch.bool, device=device)
+    cache = None
+    if use_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache(model.config, len(prompts), ctx, device, dtype)
+    try:
+        for _ in range(max_new_tokens):
+            if cache is not None and 0 < cache.length < ctx:
+                window_valid = valid[:, -(cache.length + 1) :]
+                positions = (window_valid.long().sum(dim=1, keepdim=True) - 1).clamp(min=0)
+                mask = None if bool(window_valid.all()) else window_valid[:, None, None, :]
+                logits = model(tokens[:, -1:], cache=cache, positions=positions, attn_mask=mask)
+            else:  # first step, or the window is full and every position shifts
+                if cache is not None:
+                    cache.reset()
+                positions, mask = _window_inputs(valid[:, -ctx:])
+                logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask)
+            next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+            yield next_ids, active.clone()
+            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+            valid = torch.cat([valid, active[:, None]], dim=1)
+            if eos_id is not None:
+                active &= next_ids != eos_id
+                if not bool(active.any()):
+                    break
+    finally:
+        model.train(was_training)
+
+
+def generate(
+    model: GPTModel,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    **options,
+) -> list[list[int]]:
+    """The new ids of each prompt (up to and including ``eos_id`` when it is produced)."""
+    out: list[list[int]] = [[] for _ in prompts]
+    for next_ids, active in stream(model, prompts, max_new_tokens, **options):
+        for i in torch.nonzero(active).flatten().tolist():
+            out[i].append(int(next_ids[i]))
+    return out
+
+
+def generate_text(model: GPTModel, tokenizer, prompt: str, max_new_tokens: int, **options) -> str:
+    """Prompt plus continuation, decoded."""
+    ids = tokenizer.encode(prompt)
+    new = generate(model, [ids], max_new_tokens, **options)[0]
+    return tokenizer.decode(ids + new)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m scratchgpt.generate", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="a model directory (config.json + model.safetensors)")
+    ap.add_argument("--prompt", required=True)
+    ap.add_argument("--max-new-tokens", type=int, default=50)
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    ap.add_argument("--top-k", type=int, default=None)
+    ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="fixes sampling")
+    ap.add_argument("--no-cache", action="store_true", help="recompute the whole window each step")
+    ap.add_argument("--no-eos", action="store_true", help="do not stop at <|endoftext|>")
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .device import pick_device
+    from .model import load_model
+    from .tokenizer import load_tokenizer
+
+    args = _parser().parse_args(argv)
+    try:
+        device = pick_device(args.device)
+        model = load_model(args.model, device=device)
+        tokenizer = load_tokenizer(args.model)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(args.seed)
+    ids = tokenizer.encode(args.prompt)
+    if len(ids) > model.config.context_length:
+        print(
+            f"note: the prompt has {len(ids)} tokens; only the last {model.config.context_length} are seen",
+            file=sys.stderr,
+        )
+    printed = tokenizer.decode(ids)
+    sys.stdout.write(printed)
+    sys.stdout.flush()
+    options = dict(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, use_cache=not args.no_cache,
+        eos_id=None if args.no_eos else tokenizer.eot_id, generator=generator,
+    )  # fmt: skip
+    try:
+        for next_ids, _ in stream(model, [ids], args.max_new_tokens, **options):
+            ids.append(int(next_ids[0]))
+            text = tokenizer.decode(ids).rstrip("\ufffd")  # hold back half a UTF-8 character
+            if text.startswith(printed) and len(text) > len(printed):
+                sys.stdout.write(text[len(printed) :])
+                sys.stdout.flush()
+                printed = text
+    except ValueError as e:
+        print(f"\nerror: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Pretraining (chapter 5) as the pipeline runs it: shards in, a model directory, DVCLive
+metrics and curves, text samples and the book's loss figure out.
+
+Outputs (paths relative to the repository root):
+
+- ``models/pretrained/``: config.json, model.safetensors and tokenizer/ (self-contained)
+- ``models/pretrained.resume/checkpoint.pt``: model, optimizer, data position, RNG states
+- ``metrics/pretrain/``: DVCLive summary (metrics.json) and per-evaluation curves (plots/)
+- ``metrics/pretrain/samples.json``: the text sample written after each epoch
+- ``plots/pretrain/loss.png``: loss against epochs and tokens seen
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from . import paths
+from .config import Params
+from .files import atomic_dir, write_json
+from .generate import generate_text
+from .model import GPTConfig, GPTModel, save_model
+from .plots import plot_losses
+from .shards import Shards, ShardError
+from .tokenizer import save_tokenizer
+from .train import (
+    Hooks,
+    Progress,
+    TrainConfig,
+    code_hash,
+    fingerprint,
+    init_distributed,
+    loss_over,
+    seed_everything,
+    train_lm,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR = paths.MODELS / "pretrained"
+RESUME_DIR = paths.MODELS / "pretrained.resume"
+METRICS_DIR = paths.METRICS / "pretrain"
+PLOT = Path("plots/pretrain/loss.png")
+
+
+def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDataset]:
+    p = params.pretrain
+    shards = [Shards(paths.shards(name)) for name in p.corpora]
+    vocab = max(s.meta["vocab_size"] for s in shards)
+    if vocab > params.model.vocab_size:
+        raise ShardError(f"model.vocab_size is {params.model.vocab_size} but the corpora's vocabulary has {vocab} ids")
+    train = ConcatDataset([s.windows("train", p.max_length, p.stride) for s in shards])
+    val = ConcatDataset([s.windows("val", p.max_length, p.stride) for s in shards])
+    return shards, train, val
+
+
+def train_config(params: Params) -> TrainConfig:
+    p = params.pretrain.model_dump()
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in p.items() if k in names})
+
+
+class Logger:
+    """DVCLive on rank 0: one row per evaluation, the summary, and the samples file."""
+
+    def __init__(self) -> None:
+        from dvclive import Live
+
+        self.live = Live(dir=str(METRICS_DIR), dvcyaml=False, save_dvc_exp=False, report=None)
+        self.samples: list[dict[str, Any]] = []
+
+    def on_eval(self, point: dict[str, float]) -> None:
+        self.live.step = int(point["step"])
+        for name in ("train_loss", "val_loss", "lr", "tokens_seen"):
+            self.live.log_metric(name, point[name])
+        self.live.log_metric("val_perplexity", math.exp(min(point["val_loss"], 50.0)))
+        self.live.make_summary()
+
+    def on_sample(self, entry: dict[str, Any]) -> None:
+        self.samples.append(entry)
+        print(f"epoch {entry['epoch']} sample: {entry['text']!r}")
+        write_json(METRICS_DIR / "samples.json", self.samples)
+
+    def finish(self, summary: dict[str, float]) -> None:
+        self.live.summary.update(summary)
+        self.live.make_summary()
+        self.live.end()
+
+
+def run(params: Params, hooks: Hooks | None = None) -> Progress:
+    dist_info, device = init_distributed(params.pretrain.device)
+    shards, train, val = load_data(params)
+    tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
+    config = GPTConfig(**params.model.model_dump())
+    seed_everything(params.pretrain.seed)
+    model = GPTModel(config).to(device)
+    if dist_info.is_main:
+        log.info(
+            "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
+            f"{model.num_parameters():,}", len(train), len(val), params.pretrain.max_length, device,
+        )  # fmt: skip
+    run_fp = fingerprint(
+        params.model.model_dump(),
+        params.pretrain.model_dump(exclude={"device", "checkpoint_every"}),
+        [s.meta["splits"] for s in shards],
+        code_hash("model", "train", "shards"),
+        dist_info.world_size,
+    )
+    logger = Logger() if dist_info.is_main else None
+    hooks = hooks or Hooks()
+    if logger:
+        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_sample=logger.on_sample)
+    p = params.pretrain
+
+    def sample(m: torch.nn.Module) -> str:
+        if not p.sample_tokens:
+            return ""
+        return generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None)
+
+    progress = train_lm(
+        model, train, val, train_config(params), device=device, checkpoint_dir=RESUME_DIR,
+        run_fingerprint=run_fp, sample=sample, hooks=hooks, dist_info=dist_info,
+    )  # fmt: skip
+    if logger:
+        model.eval()
+        final_val = loss_over(model, val, range(len(val)), p.batch_size, None, device)
+        logger.finish({
+            "untrained_val_loss": progress.untrained_val_loss,
+            "final_val_loss": final_val,
+            "final_val_perplexity": math.exp(min(final_val, 50.0)),
+            "steps": progress.step,
+            "parameters": model.num_parameters(),
+        })  # fmt: skip
+        plot_losses(progress.history, PLOT, title=f"pretraining: {', '.join(p.corpora)}")
+        with atomic_dir(MODEL_DIR) as staging:
+            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
+            save_model(model, staging, metadata=meta)
+        log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
+    dist_info.barrier()
+    return progress

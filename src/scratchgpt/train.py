@@ -1,0 +1,446 @@
+"""The training loop of chapter 5 (with appendix D's warm-up, cosine decay and clipping), made
+resumable, distributed and observable.
+
+- Batches are drawn exactly as the book's shuffled ``DataLoader`` draws them after
+  ``torch.manual_seed``: the same random numbers are consumed in the same order (also by each
+  evaluation, which iterates fresh loaders like the book's ``calc_loss_loader``), so the run
+  sees the book's batch order and dropout masks, and an epoch can resume mid-way.
+- A checkpoint (model, optimizer, data position, RNG states, logged history) is written
+  atomically every ``checkpoint_every`` steps and at each epoch's end. A rerun with the same
+  fingerprint (params, data, code) resumes from it and ends with the same metrics as an
+  uninterrupted run; a different fingerprint starts afresh.
+- A non-finite loss stops the run with a clear error; the last good checkpoint is kept.
+- ``torchrun --nproc_per_node N`` runs DistributedDataParallel (gloo on CPU, nccl on CUDA):
+  each rank takes every N-th window of the shared order; rank 0 logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .device import autocast
+from .errors import PipelineError
+from .files import temp_path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class NonFiniteLoss(PipelineError, RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rate
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Appendix D: linear warm-up from ``initial_lr`` to ``lr`` over ``warmup_steps``, then
+    constant, or cosine decay to ``min_lr`` by ``total_steps``."""
+
+    lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    initial_lr: float = 0.0
+    cosine: bool = False
+    min_lr: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return self.initial_lr + step * (self.lr - self.initial_lr) / self.warmup_steps
+        if not self.cosine:
+            return self.lr
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+# ---------------------------------------------------------------------------------------------
+# Randomness
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for torch (CPU and CUDA), numpy and Python's random."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_tuples(state["python"]))
+
+
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _draw_seed() -> int:
+    return int(torch.empty((), dtype=torch.int64).random_().item())
+
+
+def epoch_order(n: int, shuffle: bool) -> list[int]:
+    """The order in which a fresh ``DataLoader`` iterator (no generator, no workers) visits
+    ``n`` samples, consuming the same numbers from the global RNG: a base seed, then for a
+    RandomSampler the seed of its own generator."""
+    _draw_seed()  # DataLoader iterator's base seed
+    if not shuffle:
+        return list(range(n))
+    generator = torch.Generator()
+    generator.manual_seed(_draw_seed())
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def batches(order: Sequence[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    out = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    if drop_last and out and len(out[-1]) < batch_size:
+        out.pop()
+    return out
+
+
+def collate(dataset: Dataset, indices: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*(dataset[i] for i in indices))
+    return torch.stack(xs).to(device, non_blocking=True), torch.stack(ys).to(device, non_blocking=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun; pick this rank's device."""
+    from .device import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Dist(), pick_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    device = torch.device("cuda", local) if use_cuda else torch.device("cpu")
+    return Dist(rank, world, local), device
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (params, data hashes, code hashes)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_hash(*modules: str) -> str:
+    """sha256 over the source of this package's ``modules`` (e.g. "model", "train")."""
+    h = hashlib.sha256()
+    for name in modules:
+        h.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    tmp = temp_path(path)
+    try:
+        torch.save(payload, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any] | None:
+    """A checkpoint written by :func:`save_checkpoint`, or None when absent or unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a torn or foreign file is never trusted
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        log.warning("ignoring checkpoint %s: unknown format", path)
+        return None
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.1
+    warmup_steps: int = 0
+    initial_lr: float = 0.0
+    cosine: bool = False
+    min_lr: float = 0.0
+    grad_clip: float = 0.0
+    grad_accum: int = 1
+    eval_freq: int = 5
+    eval_iter: int = 5
+    checkpoint_every: int = 0
+    max_steps: int = 0
+    seed: int = 123
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro: int = 0  # micro-batches of this epoch done
+    epoch_order: list[int] = field(default_factory=list)
+    tokens_seen: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
+    samples: list[dict[str, Any]] = field(default_factory=list)  # one per epoch
+    untrained_val_loss: float | None = None
+    complete: bool = False
+
+
+@dataclass
+class Hooks:
+    """Callbacks of the loop: logging on rank 0 and a per-step probe for tests."""
+
+    on_eval: Callable[[dict[str, float]], None] = lambda point: None
+    on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
+    after_step: Callable[[Progress], None] = lambda progress: None
+
+
+def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
+    with autocast(device):
+        logits = model(x)
+    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+@torch.no_grad()
+def loss_over(
+    model: torch.nn.Module, dataset: Dataset, order: Sequence[int], batch_size: int, n_batches: int | None,
+    device: torch.device,
+) -> float:  # fmt: skip
+    """Mean loss over the first ``n_batches`` batches (all when None), as the book's calc_loss_loader."""
+    chosen = batches(order, batch_size, drop_last=False)
+    if n_batches is not None:
+        chosen = chosen[:n_batches]
+    if not chosen:
+        return float("nan")
+    return sum(lm_loss(model, *collate(dataset, b, device), device).item() for b in chosen) / len(chosen)
+
+
+def train_lm(
+    model: torch.nn.Module,
+    train_data: Dataset,
+    val_data: Dataset,
+    cfg: TrainConfig,
+    *,
+    device: torch.device,
+    checkpoint_dir: Path,
+    run_fingerprint: str,
+    sample: Callable[[torch.nn.Module], str] | None = None,
+    hooks: Hooks | None = None,
+    dist_info: Dist | None = None,
+) -> Progress:
+    """Train ``model`` (already built after ``seed_everything``) on (input, target) windows.
+
+    Evaluation follows the book: after optimizer step s (0-based) with s % eval_freq == 0, the
+    mean loss over the first ``eval_iter`` batches of a freshly shuffled train pass and of the
+    validation set. ``sample(model)`` gives a text sample at the end of each epoch.
+    """
+    hooks = hooks or Hooks()
+    dist_info = dist_info or Dist()
+    ckpt_path = checkpoint_dir / CHECKPOINT_FILE
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    core = model
+    if dist_info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+
+    n_train, n_val = len(train_data), len(val_data)
+    per_rank = cfg.batch_size * dist_info.world_size
+    micro_per_epoch = (n_train // per_rank) // cfg.grad_accum * cfg.grad_accum
+    steps_per_epoch = micro_per_epoch // cfg.grad_accum
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{n_train} training windows are too few for one step of batch_size {cfg.batch_size} × "
+            f"{dist_info.world_size} process(es) × grad_accum {cfg.grad_accum}"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    schedule = Schedule(cfg.lr, total_steps, cfg.warmup_steps, cfg.initial_lr, cfg.cosine, cfg.min_lr)
+
+    progress = Progress()
+    saved = load_checkpoint(ckpt_path)
+    if saved is not None and saved.get("fingerprint") == run_fingerprint:
+        core.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        progress = Progress(**saved["progress"])
+        set_rng_state(saved["rng"])
+        log.info("resuming from %s at step %d (epoch %d)", ckpt_path, progress.step, progress.epoch + 1)
+    elif saved is not None:
+        log.info("ignoring %s: it belongs to other params, data or code", ckpt_path)
+    if dist_info.is_main:
+        for point in progress.history:
+            hooks.on_eval(point)
+        for s in progress.samples:
+            hooks.on_sample(s)
+
+    def checkpoint() -> None:
+        if dist_info.is_main:
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(ckpt_path, {
+                "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint,
+                "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                "progress": asdict(progress), "rng": rng_state(),
+            })  # fmt: skip
+        dist_info.barrier()
+
+    def evaluate() -> tuple[float, float]:
+        core.eval()
+        train_loss = loss_over(core, train_data, epoch_order(n_train, True), cfg.batch_size, cfg.eval_iter, device)
+        val_loss = loss_over(core, val_data, epoch_order(n_val, False), cfg.batch_size, cfg.eval_iter, device)
+        core.train()
+        return train_loss, val_loss
+
+    if progress.untrained_val_loss is None:
+        with torch.random.fork_rng(devices=[]):  # outside the book's random stream
+            core.eval()
+            progress.untrained_val_loss = loss_over(core, val_data, range(n_val), cfg.batch_size, cfg.eval_iter, device)
+            core.train()
+
+    model.train()
+    bar = tqdm(total=total_steps, initial=progress.step, desc="training", unit="step", disable=None if dist_info.is_main else True)
+    started, steps_at_start = time.perf_counter(), progress.step
+    while not progress.complete:
+        if progress.micro == 0:
+            progress.epoch_order = epoch_order(n_train, shuffle=True)
+        order = progress.epoch_order[: micro_per_epoch * per_rank]
+        mine = batches(order[dist_info.rank :: dist_info.world_size], cfg.batch_size, drop_last=True)
+        while progress.micro < micro_per_epoch and progress.step < total_steps:
+            lr = schedule(progress.step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            step_tokens = 0
+            for k in range(cfg.grad_accum):
+                x, y = collate(train_data, mine[progress.micro + k], device)
+                sync = k == cfg.grad_accum - 1 or not dist_info.enabled
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    loss = lm_loss(model, x, y, device)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLoss(
+                            f"loss is {loss.item()} at step {progress.step} (epoch {progress.epoch + 1}); the last "
+                            f"good checkpoint is kept in {checkpoint_dir}. Lower the learning rate or enable grad_clip."
+                        )
+                    (loss / cfg.grad_accum).backward()
+                step_tokens += x.numel() * dist_info.world_size
+            if cfg.grad_clip > 0 and progress.step >= cfg.warmup_steps:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            progress.micro += cfg.grad_accum
+            progress.tokens_seen += step_tokens
+            global_step = progress.step
+            progress.step += 1
+            bar.update(1)
+            if global_step % cfg.eval_freq == 0:
+                train_loss, val_loss = evaluate()
+                point = {
+                    "step": global_step, "epoch": progress.epoch + progress.micro / micro_per_epoch,
+                    "tokens_seen": progress.tokens_seen, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                }  # fmt: skip
+                progress.history.append(point)
+                if dist_info.is_main:
+                    hooks.on_eval(point)
+                    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+            epoch_done = progress.micro >= micro_per_epoch
+            if epoch_done or progress.step >= total_steps:
+                if sample is not None:
+                    entry = {"epoch": progress.epoch + 1, "step": progress.step, "text": sample(core) if dist_info.is_main else ""}
+                    progress.samples.append(entry)
+                    if dist_info.is_main:
+                        hooks.on_sample(entry)
+                if epoch_done:
+                    progress.epoch, progress.micro = progress.epoch + 1, 0
+                progress.complete = progress.epoch >= cfg.epochs or progress.step >= total_steps
+                checkpoint()
+            elif cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
+                checkpoint()
+            hooks.after_step(progress)
+            if epoch_done:
+                break
+    bar.close()
+    elapsed = time.perf_counter() - started
+    if progress.step > steps_at_start and dist_info.is_main:
+        log.info("%d steps in %.0fs (%.0f tokens/s)", progress.step - steps_at_start, elapsed,
+                 (progress.step - steps_at_start) * per_rank * cfg.grad_accum * _window(train_data) / elapsed)  # fmt: skip
+    return progress
+
+
+def _window(dataset: Dataset) -> int:
+    x, _ = dataset[0]
+    return x.numel()
+
