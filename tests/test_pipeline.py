@@ -1,4 +1,5 @@
-"""The DVC wiring of download → prepare, run for real in a scratch copy of the repository.
+"""The DVC wiring, run for real in a scratch copy of the repository: download → prepare with
+the default params, then pretrain on a tiny model.
 
 Offline: the copy's params keep only the mirror as a source (the real URLs are never tried).
 """
@@ -33,6 +34,9 @@ def repo(tmp_path_factory, mirror):
     for dataset in params["download"]["datasets"].values():
         for f in dataset.get("files", []):
             f["urls"] = []
+    params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
+    params["pretrain"].update(corpora=["verdict"], max_steps=6, batch_size=2, max_length=32, stride=32,
+                              warmup_steps=2, eval_freq=2, eval_iter=2, checkpoint_every=3, sample_tokens=5)  # fmt: skip
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -43,6 +47,8 @@ def repo(tmp_path_factory, mirror):
     sh(["git", "init", "-q"], work, env)
     sh([sys.executable, "-m", "dvc", "init", "-q"], work, env)
     sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], work, env)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "scratch copy"], work, env)
     first = sh([sys.executable, "-m", "dvc", "repro", "prepare"], work, env)
     return work, env, first
 
@@ -87,12 +93,40 @@ def test_download_of_the_other_datasets(repo):
     assert "Running stage 'download@spam'" in out and "Running stage 'download@instructions'" in out
     assert "Running stage 'download@verdict'" not in out
     assert (work / "data" / "raw" / "spam" / "SMSSpamCollection").stat().st_size == 477907
-    status = sh([sys.executable, "-m", "dvc", "status"], work, env)
+    status = sh([sys.executable, "-m", "dvc", "status", "download"], work, env)
     assert "Data and pipelines are up to date." in status
 
 
-def test_metrics_are_declared_for_dvc(repo):
+def test_pretrain_writes_model_metrics_and_plots(repo):
     work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
+    model_dir = work / "models" / "pretrained"
+    assert sorted(os.listdir(model_dir)) == ["config.json", "model.safetensors", "tokenizer"]
+    assert (work / "models" / "pretrained.resume" / "checkpoint.pt").is_file()
+    summary = json.loads((work / "metrics" / "pretrain" / "metrics.json").read_text())
+    assert summary["steps"] == 6
+    assert summary["final_val_loss"] < summary["untrained_val_loss"]
+    for name in ("train_loss", "val_loss", "val_perplexity", "lr", "tokens_seen"):
+        rows = (work / "metrics" / "pretrain" / "plots" / "metrics" / f"{name}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{name}" and [r.split("\t")[0] for r in rows[1:]] == ["0", "2", "4"]
+    samples = json.loads((work / "metrics" / "pretrain" / "samples.json").read_text())
+    assert samples[0]["text"].startswith("Every effort moves you")
+    assert (work / "plots" / "pretrain" / "loss.png").read_bytes()[:4] == b"\x89PNG"
+    out = sh([sys.executable, "-m", "scratchgpt.generate", "--model", str(model_dir), "--prompt", "Every effort",
+              "--max-new-tokens", "4"], work, env)  # fmt: skip
+    assert out.startswith("Every effort")
+    again = sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
+    assert "Running stage" not in again
+
+
+def test_metrics_and_plots_are_declared_for_dvc(repo):
+    work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
     shown = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env))
     files = next(iter(shown.values()))["data"]
     assert files["metrics/prepare/verdict.json"]["data"]["train_tokens"] == 4612
+    assert files["metrics/pretrain/metrics.json"]["data"]["steps"] == 6
+    plots = json.loads(sh([sys.executable, "-m", "dvc", "plots", "show", "--json", "--split"], work, env))
+    names = json.dumps(plots)
+    for name in ("train_loss", "val_loss", "lr"):
+        assert f"metrics/pretrain/plots/metrics/{name}.tsv" in names

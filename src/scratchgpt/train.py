@@ -374,7 +374,7 @@ def train_lm(
 
     model.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc="training", unit="step", disable=None if dist_info.is_main else True)
-    started, steps_at_start = time.perf_counter(), progress.step
+    started, steps_at_start, tokens_at_start = time.perf_counter(), progress.step, progress.tokens_seen
     while not progress.complete:
         if progress.micro == 0:
             progress.epoch_order = epoch_order(n_train, shuffle=True)
@@ -416,6 +416,8 @@ def train_lm(
                 if dist_info.is_main:
                     hooks.on_eval(point)
                     bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+                    log.info("Ep %d (Step %06d): Train loss %.3f, Val loss %.3f", progress.epoch + 1, global_step,
+                             train_loss, val_loss)  # fmt: skip
             epoch_done = progress.micro >= micro_per_epoch
             if epoch_done or progress.step >= total_steps:
                 if sample is not None:
@@ -436,11 +438,6 @@ def train_lm(
     elapsed = time.perf_counter() - started
     if progress.step > steps_at_start and dist_info.is_main:
         log.info("%d steps in %.0fs (%.0f tokens/s)", progress.step - steps_at_start, elapsed,
-                 (progress.step - steps_at_start) * per_rank * cfg.grad_accum * _window(train_data) / elapsed)  # fmt: skip
+                 (progress.tokens_seen - tokens_at_start) / elapsed)  # fmt: skip
     return progress
-
-
-def _window(dataset: Dataset) -> int:
-    x, _ = dataset[0]
-    return x.numel()
 

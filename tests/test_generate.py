@@ -1,0 +1,131 @@
+"""Generation: the KV cache gives the ids of the uncached path (also past the context window and
+for batches of prompts of different lengths), eos stops, sampling filters, the CLI streams."""
+
+import math
+
+import pytest
+import torch
+
+from scratchgpt import generate as gen
+from scratchgpt.generate import generate, sample_next, top_k_filter, top_p_filter
+from scratchgpt.model import GPTConfig, GPTModel, save_model
+from scratchgpt.tokenizer import WordTokenizer, save_tokenizer
+
+CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
+PROMPTS = [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]  # the last exceeds the window
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPTModel(CFG).double().eval()
+
+
+def uncached_reference(model, prompt, n):
+    """The book's generate_text_simple loop, greedy."""
+    idx = torch.tensor([prompt])
+    for _ in range(n):
+        with torch.no_grad():
+            logits = model(idx[:, -CFG.context_length :])[:, -1]
+        idx = torch.cat([idx, logits.argmax(-1, keepdim=True)], dim=1)
+    return idx[0, len(prompt) :].tolist()
+
+
+def test_greedy_matches_the_books_loop(model):
+    for prompt in PROMPTS:
+        expected = uncached_reference(model, prompt, 30)
+        assert generate(model, [prompt], 30, use_cache=False) == [expected]
+        assert generate(model, [prompt], 30, use_cache=True) == [expected]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(), dict(temperature=1.3), dict(temperature=1.0, top_k=5), dict(temperature=0.7, top_p=0.8)],
+)
+def test_cache_equals_no_cache_past_the_window(model, options):
+    outs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(3)
+        outs.append(generate(model, PROMPTS, 40, use_cache=use_cache, generator=g, **options))
+    assert outs[0] == outs[1]
+    assert all(len(o) == 40 for o in outs[0])
+    assert max(len(p) for p in PROMPTS) + 40 > 2 * CFG.context_length
+
+
+def test_batch_equals_one_prompt_at_a_time(model):
+    batch = generate(model, PROMPTS, 25)
+    assert batch == [generate(model, [p], 25)[0] for p in PROMPTS]
+
+
+def test_eos_stops_only_its_row(model):
+    free = generate(model, PROMPTS, 20)
+    eos = free[0][4]  # the 5th token of the first row becomes "end of text"
+    stopped = generate(model, PROMPTS, 20, eos_id=eos)
+    assert stopped[0] == free[0][: free[0].index(eos) + 1]
+    for row, full in zip(stopped[1:], free[1:]):
+        assert row == (full[: full.index(eos) + 1] if eos in full else full)
+
+
+def test_generation_leaves_training_mode_alone(model):
+    model.train()
+    generate(model, [[1, 2]], 3)
+    assert model.training
+    model.eval()
+
+
+def test_empty_prompt_is_an_error(model):
+    with pytest.raises(ValueError, match="at least one token"):
+        generate(model, [[]], 3)
+
+
+def test_top_k_on_hand_made_logits():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0], [0.0, 0.0, 9.0, 0.0, 1.0]])
+    out = top_k_filter(logits, 2)
+    inf = float("-inf")
+    assert out.tolist() == [[inf, 5.0, inf, 4.0, inf], [inf, inf, 9.0, inf, 1.0]]
+    ties = top_k_filter(torch.tensor([[1.0, 2.0, 2.0, 0.0]]), 2)
+    assert ties.tolist() == [[inf, 2.0, 2.0, inf]]
+
+
+def test_top_p_on_hand_made_logits():
+    probs = torch.tensor([[0.5, 0.05, 0.3, 0.15]])
+    logits = probs.log()
+    inf = float("-inf")
+    kept = lambda p: [x != inf for x in top_p_filter(logits, p)[0].tolist()]  # noqa: E731
+    assert kept(0.5) == [True, False, False, False]  # 0.5 alone reaches 0.5
+    assert kept(0.6) == [True, False, True, False]
+    assert kept(0.9) == [True, False, True, True]
+    assert kept(0.99) == [True, True, True, True]
+    assert kept(1.0) == [True, True, True, True]
+    out = top_p_filter(logits, 0.6)
+    assert math.isclose(out[0, 2].item(), math.log(0.3), rel_tol=1e-6)
+
+
+def test_sampling_respects_filters_and_seed():
+    logits = torch.tensor([[0.0, 3.0, 2.9, -5.0, 1.0]]).repeat(2000, 1)
+    g = torch.Generator().manual_seed(0)
+    picks = sample_next(logits, temperature=1.0, top_k=2, generator=g)
+    assert set(picks.tolist()) == {1, 2}
+    again = sample_next(logits, temperature=1.0, top_k=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(picks, again)
+    assert sample_next(logits[:1], temperature=0.0).item() == 1
+    with pytest.raises(ValueError, match="temperature must be >= 0"):
+        sample_next(logits, temperature=-1)
+
+
+def test_cli_streams_the_continuation(tmp_path, capsys):
+    words = "every effort moves you forward and the story goes on".split()
+    tok = WordTokenizer(sorted(set(words)) + ["<|endoftext|>", "<|unk|>"])
+    cfg = GPTConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    torch.manual_seed(0)
+    model = GPTModel(cfg).eval()
+    save_model(model, tmp_path / "m", metadata={"tokenizer": save_tokenizer(tok, tmp_path / "m")})
+    assert gen.main(["--model", str(tmp_path / "m"), "--prompt", "every effort moves you", "--max-new-tokens", "12",
+                     "--no-eos"]) == 0  # fmt: skip
+    out = capsys.readouterr().out.strip()
+    ids = tok.encode("every effort moves you")
+    expected = tok.decode(ids + generate(model, [ids], 12)[0])
+    assert out == expected
+    code = gen.main(["--model", str(tmp_path / "nope"), "--prompt", "x"])
+    assert code == 1
+    assert "config.json not found" in capsys.readouterr().err
