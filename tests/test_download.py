@@ -285,7 +285,8 @@ def validate_download(dataset: dict) -> DatasetParams:
     params = validate(
         {
             "download": {"datasets": {"d": dataset}},
-            "prepare": {"bpe_dataset": "d", "corpora": {}},
+            "prepare": {"bpe_dataset": "d", "corpora": {"c": {"dataset": "d"}}},
+            "pretrain": {"corpora": ["c"]},
         }
     )
     return params.download.datasets["d"]
@@ -328,3 +329,35 @@ def test_stale_staging_from_a_killed_run_is_removed(server, client, tmp_path):
     ds = DatasetParams(files=[spec(server.route("/a", Reply(BODY)))])
     fetch_dataset("d", ds, tmp_path / "d", client)
     assert leftovers(tmp_path) == []
+
+
+def test_resume_across_calls_with_range(server, tmp_path, sleeps):
+    """A transfer that breaks off leaves a hidden partial file that the next call continues."""
+    client = HttpClient(HttpParams(read_timeout=0.5, retries=0), sleep=sleeps)
+    url = server.route("/big.bin", Reply(BODY, truncate=70_000), Reply(BODY))
+    s = spec(url, name="big.bin", size=len(BODY))
+    with pytest.raises(DownloadError, match="connection broken after 70000 bytes|truncated body"):
+        fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.bin.partial-")]
+    assert len(partials) == 1 and partials[0].stat().st_size == 70_000
+    assert not (tmp_path / "big.bin").exists()
+    fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert server.hits("/big.bin")[1].headers["Range"] == "bytes=70000-"
+    assert leftovers(tmp_path) == []
+
+
+def test_resumed_copy_failing_verification_is_deleted(server, tmp_path):
+    client = HttpClient(HttpParams(retries=0), sleep=lambda s: None)
+    url = server.route("/big.bin", Reply(BODY[:-1] + b"X"))
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch_file(spec(url, name="big.bin"), tmp_path / "big.bin", client, resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_without_checksum_are_checked_by_size(server, client, tmp_path):
+    url = server.route("/a", Reply(BODY))
+    fetch_file(FileParams(name="a", urls=[url], size=len(BODY)), tmp_path / "a", client)
+    assert (tmp_path / "a").read_bytes() == BODY
+    with pytest.raises(ParamsError, match=r"download.datasets.d.files\[0\].sha256: required key is missing"):
+        validate_download({"files": [{"name": "a", "urls": [url]}]})

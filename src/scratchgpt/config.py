@@ -99,7 +99,7 @@ class HttpParams(Section):
 
 class FileParams(Section):
     name: RelPath
-    sha256: Sha256
+    sha256: Sha256 | None = None  # required for the download stage's datasets
     urls: list[Url] = []
     zip_member: RelPath | None = None
     size: int | None = Field(None, ge=0)
@@ -217,6 +217,8 @@ def _cross_checks(params: Params) -> list[str]:
             problems.append(f"{where}.mediawiki: give at least one of titles or categories")
         seen: dict[str, int] = {}
         for i, f in enumerate(ds.files):
+            if f.sha256 is None:
+                problems.append(f"{where}.files[{i}].sha256: required key is missing")
             base = PurePosixPath(f.name).name
             if base in seen:
                 problems.append(

@@ -12,6 +12,7 @@ and why it failed.
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
 import os
 import shutil
@@ -161,9 +162,11 @@ class HttpClient:
         """GET with retries; the whole body is read."""
         return self.retrying(lambda: self._send(url, params=params), url)
 
-    def download(self, url: str, dest: Path, desc: str) -> None:
-        """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range."""
-        dest.write_bytes(b"")
+    def download(self, url: str, dest: Path, desc: str, resume: bool = False) -> None:
+        """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
+        and so does a new call with ``resume`` when ``dest`` holds the start of the file."""
+        if not (resume and dest.is_file()):
+            dest.write_bytes(b"")
 
         def attempt() -> None:
             have = dest.stat().st_size
@@ -235,7 +238,12 @@ class Source:
     location: str
     zip_member: str | None = None
 
-    def fetch(self, client: HttpClient, dest: Path, desc: str) -> None:
+    @property
+    def resumable(self) -> bool:
+        """A plain remote file: a partial copy can be continued with an HTTP Range."""
+        return "://" in self.location and not self.location.startswith("file://") and not self.zip_member
+
+    def fetch(self, client: HttpClient, dest: Path, desc: str, resume: bool = False) -> None:
         if "://" not in self.location or self.location.startswith("file://"):
             _copy_local(_local_path(self.location), dest, desc)
         elif self.zip_member:
@@ -246,7 +254,7 @@ class Source:
             finally:
                 archive.unlink(missing_ok=True)
         else:
-            client.download(self.location, dest, desc)
+            client.download(self.location, dest, desc, resume=resume)
 
 
 def _local_path(location: str) -> Path:
@@ -323,18 +331,32 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
 
 
 def verify(path: Path, spec: FileParams) -> str | None:
-    """None when ``path`` has the expected size and sha256, else what is wrong."""
+    """None when ``path`` has the expected size and sha256 (those that ``spec`` gives), else what is wrong."""
     size = path.stat().st_size
     if spec.size is not None and size != spec.size:
         return f"size mismatch: expected {spec.size} bytes, got {size}"
-    digest = sha256_file(path)
-    if digest != spec.sha256:
-        return f"sha256 mismatch: expected {spec.sha256}, got {digest}"
+    if spec.sha256 is not None:
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            return f"sha256 mismatch: expected {spec.sha256}, got {digest}"
     return None
 
 
-def fetch_file(spec: FileParams, dest: Path, client: HttpClient, mirror: str | None = None) -> str:
-    """Put a verified copy of ``spec`` at ``dest`` and return the label of the source used."""
+def partial_path(dest: Path, source: Source) -> Path:
+    """Where an interrupted transfer from ``source`` waits to be resumed (one per source URL)."""
+    tag = hashlib.sha256(source.location.encode()).hexdigest()[:12]
+    return dest.with_name(f".{dest.name}.partial-{tag}")
+
+
+def fetch_file(
+    spec: FileParams, dest: Path, client: HttpClient, mirror: str | None = None, resume: bool = False
+) -> str:
+    """Put a verified copy of ``spec`` at ``dest`` and return the label of the source used.
+
+    With ``resume``, a transfer that breaks off (or a killed process) leaves a hidden
+    ``.<name>.partial-*`` file beside ``dest`` that the next call continues with an HTTP Range;
+    a copy that fails verification is always deleted. Without it nothing partial is kept.
+    """
     if dest.exists() and verify(dest, spec) is None:
         return "already present"
     sources = sources_for(spec, mirror)
@@ -342,20 +364,25 @@ def fetch_file(spec: FileParams, dest: Path, client: HttpClient, mirror: str | N
         raise DownloadError(spec.name, [("(none)", f"no URLs in params and {MIRROR_ENV} is not set")])
     failures: list[tuple[str, str]] = []
     for source in sources:
-        tmp = temp_path(dest)
+        keep = resume and source.resumable
+        tmp = partial_path(dest, source) if keep else temp_path(dest)
+        verified = False
         try:
-            source.fetch(client, tmp, desc=spec.name)
+            source.fetch(client, tmp, desc=spec.name, resume=keep)
             problem = verify(tmp, spec)
             if problem:
+                tmp.unlink(missing_ok=True)
                 raise SourceFailed(problem)
             os.replace(tmp, dest)
+            verified = True
             log.info("%s: from %s", spec.name, source.label)
             return source.label
         except SourceFailed as e:
             log.warning("%s: %s failed: %s", spec.name, source.label, e)
             failures.append((source.label, str(e)))
         finally:
-            tmp.unlink(missing_ok=True)
+            if not keep or verified:
+                tmp.unlink(missing_ok=True)
     raise DownloadError(spec.name, failures)
 
 
