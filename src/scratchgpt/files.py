@@ -16,6 +16,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -29,6 +38,7 @@ def temp_path(path: Path) -> Path:
     """A fresh temporary file name next to ``path`` (same folder, so ``os.replace`` is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; renamed into place it should look like any file
     os.close(fd)
     return Path(name)
 
