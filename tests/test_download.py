@@ -361,3 +361,14 @@ def test_files_without_checksum_are_checked_by_size(server, client, tmp_path):
     assert (tmp_path / "a").read_bytes() == BODY
     with pytest.raises(ParamsError, match=r"download.datasets.d.files\[0\].sha256: required key is missing"):
         validate_download({"files": [{"name": "a", "urls": [url]}]})
+
+
+def test_failed_sources_leave_no_empty_partials(server, tmp_path):
+    client = HttpClient(HttpParams(retries=0), sleep=lambda s: None)
+    gone = server.route("/gone", Reply(status=404))
+    broken = server.route("/broken", Reply(BODY, truncate=1000, ranges=False))
+    good = server.route("/good", Reply(BODY))
+    s = spec(gone, broken, good, name="big.bin")
+    fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert leftovers(tmp_path) == [], "stale partial files of the other sources are removed"

@@ -119,9 +119,22 @@ def test_pretrain_writes_model_metrics_and_plots(repo):
     assert "Running stage" not in again
 
 
+def test_init_starts_from_the_pretrained_model(repo):
+    work, env, _ = repo
+    out = sh([sys.executable, "-m", "dvc", "repro", "init"], work, env)
+    assert "Running stage 'init'" in out
+    config = json.loads((work / "models" / "base" / "config.json").read_text())
+    pretrained = json.loads((work / "models" / "pretrained" / "config.json").read_text())
+    assert config["model"] == {**pretrained["model"], "drop_rate": 0.0}
+    assert (work / "models" / "base" / "model.safetensors").read_bytes() == (
+        work / "models" / "pretrained" / "model.safetensors"
+    ).read_bytes()
+    assert json.loads((work / "metrics" / "init.json").read_text())["source"] == "pretrained"
+
+
 def test_metrics_and_plots_are_declared_for_dvc(repo):
     work, env, _ = repo
-    sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
+    sh([sys.executable, "-m", "dvc", "repro", "init"], work, env)
     shown = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env))
     files = next(iter(shown.values()))["data"]
     assert files["metrics/prepare/verdict.json"]["data"]["train_tokens"] == 4612

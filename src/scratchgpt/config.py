@@ -193,6 +193,28 @@ class PretrainParams(Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# init
+
+OPENAI_SOURCES = {"gpt2-124M": "124M", "gpt2-355M": "355M", "gpt2-774M": "774M", "gpt2-1558M": "1558M"}
+INIT_SOURCES = ("pretrained", *OPENAI_SOURCES)
+
+
+def _check_source(value: str) -> str:
+    if value in INIT_SOURCES or "/" in value or value.startswith((".", "~")):
+        return value
+    close = difflib.get_close_matches(value, INIT_SOURCES, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    raise ValueError(
+        f"must be one of {', '.join(INIT_SOURCES)}, or a folder path (with a '/'), got {value!r}{hint}"
+    )
+
+
+class InitParams(Section):
+    source: Annotated[str, AfterValidator(_check_source)] = "pretrained"
+    drop_rate: float | None = Field(0.0, ge=0, lt=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole file
 
 
@@ -201,6 +223,7 @@ class Params(Section):
     prepare: PrepareParams
     model: ModelParams = ModelParams()
     pretrain: PretrainParams
+    init: InitParams = InitParams()
 
 
 def _cross_checks(params: Params) -> list[str]:

@@ -376,12 +376,14 @@ def fetch_file(
             os.replace(tmp, dest)
             verified = True
             log.info("%s: from %s", spec.name, source.label)
+            for other in sources:  # what other sources left half-done is stale now
+                partial_path(dest, other).unlink(missing_ok=True)
             return source.label
         except SourceFailed as e:
             log.warning("%s: %s failed: %s", spec.name, source.label, e)
             failures.append((source.label, str(e)))
         finally:
-            if not keep or verified:
+            if not keep or verified or (tmp.exists() and tmp.stat().st_size == 0):
                 tmp.unlink(missing_ok=True)
     raise DownloadError(spec.name, failures)
 

@@ -6,6 +6,10 @@ RAW = Path("data/raw")  # download@<dataset>: one folder per dataset of params.y
 SHARDS = Path("data/shards")  # prepare@<corpus>: train.bin, val.bin, meta.json
 MODELS = Path("models")
 METRICS = Path("metrics")
+PLOTS = Path("plots")
+PRETRAINED = MODELS / "pretrained"  # pretrain: the model directory
+PRETRAIN_RESUME = MODELS / "pretrained.resume"  # pretrain: the resumable checkpoint (persisted)
+BASE = MODELS / "base"  # init: what finetuning starts from
 
 
 def raw(dataset: str) -> Path:

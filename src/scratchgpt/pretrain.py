@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,10 +42,8 @@ from .train import (
 
 log = logging.getLogger(__name__)
 
-MODEL_DIR = paths.MODELS / "pretrained"
-RESUME_DIR = paths.MODELS / "pretrained.resume"
 METRICS_DIR = paths.METRICS / "pretrain"
-PLOT = Path("plots/pretrain/loss.png")
+PLOT = paths.PLOTS / "pretrain" / "loss.png"
 
 
 def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDataset]:
@@ -124,7 +121,7 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
         return generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None)
 
     progress = train_lm(
-        model, train, val, train_config(params), device=device, checkpoint_dir=RESUME_DIR,
+        model, train, val, train_config(params), device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
         run_fingerprint=run_fp, sample=sample, hooks=hooks, dist_info=dist_info,
     )  # fmt: skip
     if logger:
@@ -138,7 +135,7 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
             "parameters": model.num_parameters(),
         })  # fmt: skip
         plot_losses(progress.history, PLOT, title=f"pretraining: {', '.join(p.corpora)}")
-        with atomic_dir(MODEL_DIR) as staging:
+        with atomic_dir(paths.PRETRAINED) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
             save_model(model, staging, metadata=meta)
         log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
