@@ -22,10 +22,11 @@ from scratchgpt.train import (
     Schedule,
     TrainConfig,
     epoch_order,
+    lm_loss,
     load_checkpoint,
     seed_everything,
-    train_lm,
 )
+from scratchgpt.train import train as run_training
 
 CFG = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
 TRAIN = TrainConfig(epochs=3, batch_size=4, lr=3e-3, eval_freq=4, eval_iter=2, checkpoint_every=3, seed=5)
@@ -47,8 +48,8 @@ def data(tmp_path_factory):
 def run(data, ckpt: Path, cfg: TrainConfig = TRAIN, hooks=None, fp="fp"):
     seed_everything(cfg.seed)
     model = GPTModel(CFG)
-    progress = train_lm(model, *data, cfg, device=torch.device("cpu"), checkpoint_dir=ckpt, run_fingerprint=fp,
-                        sample=lambda m: "sample", hooks=hooks)  # fmt: skip
+    progress = run_training(model, *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"), checkpoint_dir=ckpt,
+                     run_fingerprint=fp, epoch_end=lambda m, ev: {"text": "sample"}, hooks=hooks)  # fmt: skip
     return model, progress
 
 
@@ -103,7 +104,8 @@ def test_same_batches_and_losses_as_the_books_loop(data, tmp_path):
     val.seen.clear()
     seed_everything(TRAIN.seed)
     model = GPTModel(CFG)
-    progress = train_lm(model, train, val, TRAIN, device=torch.device("cpu"), checkpoint_dir=tmp_path, run_fingerprint="x")
+    progress = run_training(model, train, val, TRAIN, loss_fn=lm_loss, device=torch.device("cpu"), checkpoint_dir=tmp_path,
+                     run_fingerprint="x")
     assert train.seen == book_seen[0]
     untrained_eval = min(TRAIN.eval_iter * TRAIN.batch_size, len(val))  # our extra first look at val
     assert val.seen[untrained_eval:] == book_seen[1]
@@ -120,7 +122,8 @@ def test_training_learns_and_logs_like_the_book(data, tmp_path):
     assert points == progress.history
     assert progress.tokens_seen == progress.step * TRAIN.batch_size * 8
     assert progress.history[-1]["val_loss"] < progress.untrained_val_loss - 1.0
-    assert [s["epoch"] for s in progress.samples] == [1, 2, 3]
+    assert [(e["epoch"], e["text"]) for e in progress.epochs] == [(1, "sample"), (2, "sample"), (3, "sample")]
+    assert progress.examples_seen == progress.step * TRAIN.batch_size
     assert progress.complete
     saved = load_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE)
     assert saved["progress"]["complete"] and saved["fingerprint"] == "fp"
@@ -148,7 +151,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
     model, resumed = run(data, tmp_path / "b", hooks=Hooks(on_eval=replayed.append))
     assert resumed.history == full.history
     assert replayed == full.history, "the logger sees the whole history again"
-    assert resumed.samples == full.samples and resumed.tokens_seen == full.tokens_seen
+    assert resumed.epochs == full.epochs and resumed.tokens_seen == full.tokens_seen
     for (name, a), b in zip(full_model.state_dict().items(), model.state_dict().values()):
         assert torch.equal(a, b), name
 
@@ -189,7 +192,8 @@ DDP_SCRIPT = textwrap.dedent(
     import sys, torch
     from scratchgpt.model import GPTConfig, GPTModel
     from scratchgpt.shards import TokenWindows
-    from scratchgpt.train import TrainConfig, init_distributed, seed_everything, train_lm
+    from scratchgpt.train import TrainConfig, init_distributed, lm_loss, seed_everything
+    from scratchgpt.train import train as run_training
     from pathlib import Path
     out, batch = Path(sys.argv[1]), int(sys.argv[2])
     dist_info, device = init_distributed("cpu")
@@ -198,8 +202,8 @@ DDP_SCRIPT = textwrap.dedent(
     cfg = TrainConfig(epochs=2, batch_size=batch, lr=3e-3, eval_freq=3, eval_iter=2, seed=5)
     seed_everything(cfg.seed)
     model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0))
-    progress = train_lm(model, train, val, cfg, device=device, checkpoint_dir=out / f"ckpt{dist_info.world_size}",
-                        run_fingerprint="x", dist_info=dist_info)
+    progress = run_training(model, train, val, cfg, loss_fn=lm_loss, device=device,
+                     checkpoint_dir=out / f"ckpt{dist_info.world_size}", run_fingerprint="x", dist_info=dist_info)
     if dist_info.is_main:
         torch.save({"state": model.state_dict(), "steps": progress.step, "tokens": progress.tokens_seen},
                    out / f"result{dist_info.world_size}.pt")

@@ -29,15 +29,16 @@ from .plots import plot_losses
 from .shards import Shards, ShardError
 from .tokenizer import save_tokenizer
 from .train import (
+    Evaluator,
     Hooks,
     Progress,
     TrainConfig,
     code_hash,
     fingerprint,
     init_distributed,
-    loss_over,
+    lm_loss,
     seed_everything,
-    train_lm,
+    train,
 )
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,9 @@ def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDatase
     vocab = max(s.meta["vocab_size"] for s in shards)
     if vocab > params.model.vocab_size:
         raise ShardError(f"model.vocab_size is {params.model.vocab_size} but the corpora's vocabulary has {vocab} ids")
-    train = ConcatDataset([s.windows("train", p.max_length, p.stride) for s in shards])
-    val = ConcatDataset([s.windows("val", p.max_length, p.stride) for s in shards])
-    return shards, train, val
+    train_data = ConcatDataset([s.windows("train", p.max_length, p.stride) for s in shards])
+    val_data = ConcatDataset([s.windows("val", p.max_length, p.stride) for s in shards])
+    return shards, train_data, val_data
 
 
 def train_config(params: Params) -> TrainConfig:
@@ -79,7 +80,7 @@ class Logger:
         self.live.log_metric("val_perplexity", math.exp(min(point["val_loss"], 50.0)))
         self.live.make_summary()
 
-    def on_sample(self, entry: dict[str, Any]) -> None:
+    def on_epoch(self, entry: dict[str, Any]) -> None:
         self.samples.append(entry)
         print(f"epoch {entry['epoch']} sample: {entry['text']!r}")
         write_json(METRICS_DIR / "samples.json", self.samples)
@@ -92,7 +93,7 @@ class Logger:
 
 def run(params: Params, hooks: Hooks | None = None) -> Progress:
     dist_info, device = init_distributed(params.pretrain.device)
-    shards, train, val = load_data(params)
+    shards, train_data, val_data = load_data(params)
     tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
     config = GPTConfig(**params.model.model_dump())
     seed_everything(params.pretrain.seed)
@@ -100,7 +101,7 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
     if dist_info.is_main:
         log.info(
             "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
-            f"{model.num_parameters():,}", len(train), len(val), params.pretrain.max_length, device,
+            f"{model.num_parameters():,}", len(train_data), len(val_data), params.pretrain.max_length, device,
         )  # fmt: skip
     run_fp = fingerprint(
         params.model.model_dump(),
@@ -112,21 +113,20 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
     logger = Logger() if dist_info.is_main else None
     hooks = hooks or Hooks()
     if logger:
-        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_sample=logger.on_sample)
+        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
     p = params.pretrain
 
-    def sample(m: torch.nn.Module) -> str:
-        if not p.sample_tokens:
-            return ""
-        return generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None)
+    def sample(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
+        text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
+        return {"text": text}
 
-    progress = train_lm(
-        model, train, val, train_config(params), device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
-        run_fingerprint=run_fp, sample=sample, hooks=hooks, dist_info=dist_info,
+    progress = train(
+        model, train_data, val_data, train_config(params), loss_fn=lm_loss, device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
+        run_fingerprint=run_fp, epoch_end=sample, hooks=hooks, dist_info=dist_info,
     )  # fmt: skip
     if logger:
-        model.eval()
-        final_val = loss_over(model, val, range(len(val)), p.batch_size, None, device)
+        evaluator = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, device)
+        final_val = evaluator.loss("val", None, draw=False)
         logger.finish({
             "untrained_val_loss": progress.untrained_val_loss,
             "final_val_loss": final_val,

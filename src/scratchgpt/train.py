@@ -133,9 +133,13 @@ def batches(order: Sequence[int], batch_size: int, drop_last: bool) -> list[list
     return out
 
 
-def collate(dataset: Dataset, indices: Sequence[int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    xs, ys = zip(*(dataset[i] for i in indices))
-    return torch.stack(xs).to(device, non_blocking=True), torch.stack(ys).to(device, non_blocking=True)
+Batch = tuple[torch.Tensor, ...]
+
+
+def collate(dataset: Dataset, indices: Sequence[int], device: torch.device) -> Batch:
+    """Stack the samples ``dataset[i]`` (tuples of tensors) into a batch on ``device``."""
+    parts = zip(*(dataset[i] for i in indices))
+    return tuple(torch.stack(p).to(device, non_blocking=True) for p in parts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,8 +259,9 @@ class Progress:
     micro: int = 0  # micro-batches of this epoch done
     epoch_order: list[int] = field(default_factory=list)
     tokens_seen: int = 0
+    examples_seen: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per evaluation
-    samples: list[dict[str, Any]] = field(default_factory=list)  # one per epoch
+    epochs: list[dict[str, Any]] = field(default_factory=list)  # one entry per finished epoch
     untrained_val_loss: float | None = None
     complete: bool = False
 
@@ -266,66 +271,95 @@ class Hooks:
     """Callbacks of the loop: logging on rank 0 and a per-step probe for tests."""
 
     on_eval: Callable[[dict[str, float]], None] = lambda point: None
-    on_sample: Callable[[dict[str, Any]], None] = lambda sample: None
+    on_epoch: Callable[[dict[str, Any]], None] = lambda entry: None
     after_step: Callable[[Progress], None] = lambda progress: None
 
 
-def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> torch.Tensor:
-    with autocast(device):
+LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
+Measure = Callable[[torch.nn.Module, Batch], tuple[float, int]]
+
+
+def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Next-token cross-entropy of (input, target) windows."""
+    x, y = batch
+    with autocast(x.device):
         logits = model(x)
     return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 
 
-@torch.no_grad()
-def loss_over(
-    model: torch.nn.Module, dataset: Dataset, order: Sequence[int], batch_size: int, n_batches: int | None,
-    device: torch.device,
-) -> float:  # fmt: skip
-    """Mean loss over the first ``n_batches`` batches (all when None), as the book's calc_loss_loader."""
-    chosen = batches(order, batch_size, drop_last=False)
-    if n_batches is not None:
-        chosen = chosen[:n_batches]
-    if not chosen:
-        return float("nan")
-    return sum(lm_loss(model, *collate(dataset, b, device), device).item() for b in chosen) / len(chosen)
+class Evaluator:
+    """Measures a model on the first batches of fresh passes over the data, drawing the random
+    numbers the book's DataLoaders draw (training data shuffled with drop_last, validation data
+    in order), as its calc_loss_loader / calc_accuracy_loader do."""
+
+    def __init__(self, model: torch.nn.Module, data: dict[str, Dataset], batch_size: int, loss_fn: LossFn,
+                 device: torch.device):  # fmt: skip
+        self.model, self.data, self.batch_size, self.loss_fn, self.device = model, data, batch_size, loss_fn, device
+
+    @torch.no_grad()
+    def measure(self, split: str, n_batches: int | None, measure: Measure, draw: bool = True) -> float:
+        """sum/count of ``measure`` over the first ``n_batches`` batches of ``split`` (all when None).
+
+        ``draw``: consume random numbers like a fresh DataLoader iterator (False: leave the
+        global RNG alone and read the split in order)."""
+        dataset = self.data[split]
+        shuffle = split == "train"
+        order = epoch_order(len(dataset), shuffle) if draw else range(len(dataset))
+        chosen = batches(order, self.batch_size, drop_last=shuffle)
+        if n_batches is not None:
+            chosen = chosen[:n_batches]
+        total, count = 0.0, 0
+        for indices in chosen:
+            value, n = measure(self.model, collate(dataset, indices, self.device))
+            total, count = total + value, count + n
+        return total / count if count else float("nan")
+
+    def loss(self, split: str, n_batches: int | None, draw: bool = True) -> float:
+        """Mean of the per-batch mean losses (the book's calc_loss_loader)."""
+        return self.measure(split, n_batches, lambda m, b: (self.loss_fn(m, b).item(), 1), draw)
 
 
-def train_lm(
+def train(
     model: torch.nn.Module,
     train_data: Dataset,
     val_data: Dataset,
     cfg: TrainConfig,
     *,
+    loss_fn: LossFn,
     device: torch.device,
     checkpoint_dir: Path,
     run_fingerprint: str,
-    sample: Callable[[torch.nn.Module], str] | None = None,
+    epoch_end: Callable[[torch.nn.Module, Evaluator], dict[str, Any]] | None = None,
     hooks: Hooks | None = None,
     dist_info: Dist | None = None,
 ) -> Progress:
-    """Train ``model`` (already built after ``seed_everything``) on (input, target) windows.
+    """Train ``model`` (built after ``seed_everything``) on batches of ``train_data`` samples.
 
-    Evaluation follows the book: after optimizer step s (0-based) with s % eval_freq == 0, the
-    mean loss over the first ``eval_iter`` batches of a freshly shuffled train pass and of the
-    validation set. ``sample(model)`` gives a text sample at the end of each epoch.
+    Only parameters with ``requires_grad`` are optimized. After optimizer step s (0-based) with
+    s % eval_freq == 0, the loss over the first ``eval_iter`` batches of a freshly shuffled
+    training pass and of the validation data is logged (the book's evaluate_model);
+    ``epoch_end(model, evaluator)`` adds what each finished epoch reports (a text sample,
+    accuracies).
     """
     hooks = hooks or Hooks()
     dist_info = dist_info or Dist()
     ckpt_path = checkpoint_dir / CHECKPOINT_FILE
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     core = model
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    evaluator = Evaluator(core, {"train": train_data, "val": val_data}, cfg.batch_size, loss_fn, device)
 
-    n_train, n_val = len(train_data), len(val_data)
+    n_train = len(train_data)
     per_rank = cfg.batch_size * dist_info.world_size
     micro_per_epoch = (n_train // per_rank) // cfg.grad_accum * cfg.grad_accum
     steps_per_epoch = micro_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0:
         raise ValueError(
-            f"{n_train} training windows are too few for one step of batch_size {cfg.batch_size} × "
+            f"{n_train} training samples are too few for one step of batch_size {cfg.batch_size} × "
             f"{dist_info.world_size} process(es) × grad_accum {cfg.grad_accum}"
         )
     total_steps = steps_per_epoch * cfg.epochs
@@ -346,8 +380,8 @@ def train_lm(
     if dist_info.is_main:
         for point in progress.history:
             hooks.on_eval(point)
-        for s in progress.samples:
-            hooks.on_sample(s)
+        for entry in progress.epochs:
+            hooks.on_epoch(entry)
 
     def checkpoint() -> None:
         if dist_info.is_main:
@@ -359,18 +393,9 @@ def train_lm(
             })  # fmt: skip
         dist_info.barrier()
 
-    def evaluate() -> tuple[float, float]:
-        core.eval()
-        train_loss = loss_over(core, train_data, epoch_order(n_train, True), cfg.batch_size, cfg.eval_iter, device)
-        val_loss = loss_over(core, val_data, epoch_order(n_val, False), cfg.batch_size, cfg.eval_iter, device)
-        core.train()
-        return train_loss, val_loss
-
     if progress.untrained_val_loss is None:
-        with torch.random.fork_rng(devices=[]):  # outside the book's random stream
-            core.eval()
-            progress.untrained_val_loss = loss_over(core, val_data, range(n_val), cfg.batch_size, cfg.eval_iter, device)
-            core.train()
+        core.eval()
+        progress.untrained_val_loss = evaluator.loss("val", cfg.eval_iter, draw=False)  # outside the book's stream
 
     model.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc="training", unit="step", disable=None if dist_info.is_main else True)
@@ -385,32 +410,34 @@ def train_lm(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            step_tokens = 0
             for k in range(cfg.grad_accum):
-                x, y = collate(train_data, mine[progress.micro + k], device)
+                batch = collate(train_data, mine[progress.micro + k], device)
                 sync = k == cfg.grad_accum - 1 or not dist_info.enabled
                 with contextlib.nullcontext() if sync else model.no_sync():
-                    loss = lm_loss(model, x, y, device)
+                    loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
                         raise NonFiniteLoss(
                             f"loss is {loss.item()} at step {progress.step} (epoch {progress.epoch + 1}); the last "
                             f"good checkpoint is kept in {checkpoint_dir}. Lower the learning rate or enable grad_clip."
                         )
                     (loss / cfg.grad_accum).backward()
-                step_tokens += x.numel() * dist_info.world_size
+                progress.tokens_seen += batch[0].numel() * dist_info.world_size
+                progress.examples_seen += batch[0].shape[0] * dist_info.world_size
             if cfg.grad_clip > 0 and progress.step >= cfg.warmup_steps:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
             optimizer.step()
             progress.micro += cfg.grad_accum
-            progress.tokens_seen += step_tokens
             global_step = progress.step
             progress.step += 1
             bar.update(1)
             if global_step % cfg.eval_freq == 0:
-                train_loss, val_loss = evaluate()
+                core.eval()
+                train_loss, val_loss = evaluator.loss("train", cfg.eval_iter), evaluator.loss("val", cfg.eval_iter)
+                core.train()
                 point = {
                     "step": global_step, "epoch": progress.epoch + progress.micro / micro_per_epoch,
-                    "tokens_seen": progress.tokens_seen, "lr": lr, "train_loss": train_loss, "val_loss": val_loss,
+                    "tokens_seen": progress.tokens_seen, "examples_seen": progress.examples_seen, "lr": lr,
+                    "train_loss": train_loss, "val_loss": val_loss,
                 }  # fmt: skip
                 progress.history.append(point)
                 if dist_info.is_main:
@@ -420,11 +447,13 @@ def train_lm(
                              train_loss, val_loss)  # fmt: skip
             epoch_done = progress.micro >= micro_per_epoch
             if epoch_done or progress.step >= total_steps:
-                if sample is not None:
-                    entry = {"epoch": progress.epoch + 1, "step": progress.step, "text": sample(core) if dist_info.is_main else ""}
-                    progress.samples.append(entry)
+                if epoch_end is not None:
+                    core.eval()
+                    entry = {"epoch": progress.epoch + 1, "step": progress.step, **epoch_end(core, evaluator)}
+                    core.train()
+                    progress.epochs.append(entry)
                     if dist_info.is_main:
-                        hooks.on_sample(entry)
+                        hooks.on_epoch(entry)
                 if epoch_done:
                     progress.epoch, progress.micro = progress.epoch + 1, 0
                 progress.complete = progress.epoch >= cfg.epochs or progress.step >= total_steps
@@ -435,9 +464,9 @@ def train_lm(
             if epoch_done:
                 break
     bar.close()
+    core.eval()
     elapsed = time.perf_counter() - started
     if progress.step > steps_at_start and dist_info.is_main:
         log.info("%d steps in %.0fs (%.0f tokens/s)", progress.step - steps_at_start, elapsed,
                  (progress.tokens_seen - tokens_at_start) / elapsed)  # fmt: skip
     return progress
-
