@@ -37,6 +37,7 @@ def repo(tmp_path_factory, mirror):
     params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
     params["pretrain"].update(corpora=["verdict"], max_steps=6, batch_size=2, max_length=32, stride=32,
                               warmup_steps=2, eval_freq=2, eval_iter=2, checkpoint_every=3, sample_tokens=5)  # fmt: skip
+    params["classifier"].update(epochs=1, max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, checkpoint_every=0)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -132,9 +133,21 @@ def test_init_starts_from_the_pretrained_model(repo):
     assert json.loads((work / "metrics" / "init.json").read_text())["source"] == "pretrained"
 
 
+def test_finetune_classifier(repo):
+    work, env, _ = repo
+    out = sh([sys.executable, "-m", "dvc", "repro", "finetune_classifier"], work, env)
+    assert "Running stage 'finetune_classifier'" in out
+    assert sorted(os.listdir(work / "data" / "spam")) == ["test.csv", "train.csv", "validation.csv"]
+    summary = json.loads((work / "metrics" / "classifier" / "metrics.json").read_text())
+    assert summary["steps"] == 4 and 0 <= summary["test_accuracy"] <= 1
+    assert (work / "models" / "classifier" / "model.safetensors").is_file()
+    again = sh([sys.executable, "-m", "dvc", "repro", "finetune_classifier"], work, env)
+    assert "Running stage" not in again
+
+
 def test_metrics_and_plots_are_declared_for_dvc(repo):
     work, env, _ = repo
-    sh([sys.executable, "-m", "dvc", "repro", "init"], work, env)
+    sh([sys.executable, "-m", "dvc", "repro", "finetune_classifier"], work, env)
     shown = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env))
     files = next(iter(shown.values()))["data"]
     assert files["metrics/prepare/verdict.json"]["data"]["train_tokens"] == 4612
@@ -143,3 +156,5 @@ def test_metrics_and_plots_are_declared_for_dvc(repo):
     names = json.dumps(plots)
     for name in ("train_loss", "val_loss", "lr"):
         assert f"metrics/pretrain/plots/metrics/{name}.tsv" in names
+    assert "metrics/classifier/confusion.json" in names
+    assert files["metrics/classifier/metrics.json"]["data"]["steps"] == 4

@@ -168,14 +168,13 @@ class ModelParams(Section):
     tie_weights: bool = False
 
 
-class PretrainParams(Section):
-    corpora: list[Key] = Field(min_length=1)
+class TrainingParams(Section):
+    """What every training stage shares (scratchgpt.train.TrainConfig)."""
+
     seed: int = 123
     epochs: int = Field(1, ge=1)
     max_steps: int = Field(0, ge=0)
     batch_size: int = Field(2, ge=1)
-    max_length: int = Field(256, ge=1)
-    stride: int = Field(256, ge=1)
     lr: float = Field(4e-4, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup_steps: int = Field(0, ge=0)
@@ -187,9 +186,15 @@ class PretrainParams(Section):
     eval_freq: int = Field(5, ge=1)
     eval_iter: int = Field(5, ge=1)
     checkpoint_every: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class PretrainParams(TrainingParams):
+    corpora: list[Key] = Field(min_length=1)
+    max_length: int = Field(256, ge=1)
+    stride: int = Field(256, ge=1)
     sample_prompt: str = "Every effort moves you"
     sample_tokens: int = Field(50, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +220,28 @@ class InitParams(Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# classifier
+
+
+class ClassifierParams(TrainingParams):
+    """Chapter 6: finetune the base model into a spam classifier."""
+
+    quoting: Literal["book", "none"] = "book"
+    balance: bool = True
+    train_frac: float = Field(0.7, gt=0, lt=1)
+    val_frac: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 123
+    max_length: int = Field(0, ge=0)
+    head_position: Literal["last_non_pad", "last"] = "last_non_pad"
+    trainable: Literal["all", "head", "last_blocks"] = "last_blocks"
+    trainable_blocks: int = Field(1, ge=0)
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-5, gt=0)
+    eval_freq: int = Field(50, ge=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole file
 
 
@@ -224,6 +251,7 @@ class Params(Section):
     model: ModelParams = ModelParams()
     pretrain: PretrainParams
     init: InitParams = InitParams()
+    classifier: ClassifierParams = ClassifierParams()
 
 
 def _cross_checks(params: Params) -> list[str]:
@@ -262,12 +290,18 @@ def _cross_checks(params: Params) -> list[str]:
         problems.append(
             f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}"
         )
+    for name, section in (("pretrain", pretrain), ("classifier", params.classifier)):
+        if section.cosine and section.min_lr > section.lr:
+            problems.append(f"{name}.min_lr: must be <= {name}.lr ({section.lr:g}), got {section.min_lr:g}")
+    clf = params.classifier
+    if clf.train_frac + clf.val_frac >= 1:
+        problems.append(
+            f"classifier.val_frac: train_frac + val_frac must leave a test split (< 1), got {clf.train_frac + clf.val_frac:g}"
+        )
     if pretrain.max_length > model.context_length:
         problems.append(
             f"pretrain.max_length: must be <= model.context_length ({model.context_length}), got {pretrain.max_length}"
         )
-    if pretrain.cosine and pretrain.min_lr > pretrain.lr:
-        problems.append(f"pretrain.min_lr: must be <= pretrain.lr ({pretrain.lr:g}), got {pretrain.min_lr:g}")
     corpora = params.prepare.corpora
     for i, name in enumerate(pretrain.corpora):
         if name not in corpora:

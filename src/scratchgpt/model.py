@@ -44,6 +44,7 @@ class GPTConfig:
     drop_rate: float = 0.1
     qkv_bias: bool = False
     tie_weights: bool = False
+    n_classes: int = 0  # 0: a language-model head over the vocabulary; >0: a classification head
 
     def __post_init__(self) -> None:
         problems = []
@@ -56,6 +57,10 @@ class GPTConfig:
         for name in ("qkv_bias", "tie_weights"):
             if not isinstance(getattr(self, name), bool):
                 problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.n_classes, int) or isinstance(self.n_classes, bool) or self.n_classes < 0:
+            problems.append(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
+        elif self.n_classes and self.tie_weights:
+            problems.append("tie_weights needs the language-model head (n_classes 0)")
         if not problems and self.emb_dim % self.n_heads:
             problems.append(f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})")
         if problems:
@@ -196,7 +201,10 @@ class GPTModel(nn.Module):
         self.drop_emb = nn.Dropout(config.drop_rate)
         self.trf_blocks = nn.ModuleList(TransformerBlock(config, i) for i in range(config.n_layers))
         self.final_norm = nn.LayerNorm(config.emb_dim, eps=1e-5)
-        self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        if config.n_classes:  # chapter 6's classification head
+            self.out_head = nn.Linear(config.emb_dim, config.n_classes)
+        else:
+            self.out_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
         if config.tie_weights:
             # An N(0, 1) table used as the output head would give logits ~sqrt(emb_dim) too
             # large; tied models start both embeddings at GPT-2's scale instead (the random
@@ -214,7 +222,7 @@ class GPTModel(nn.Module):
         positions: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Logits (batch, tokens, vocab) for token ids (batch, tokens).
+        """Logits (batch, tokens, vocab or n_classes) for token ids (batch, tokens).
 
         With a ``cache``, ``idx`` continues the cached tokens and positions continue from there.
         ``positions`` (batch, tokens) and a boolean ``attn_mask`` (batch, 1, tokens, keys) serve

@@ -10,6 +10,9 @@ PLOTS = Path("plots")
 PRETRAINED = MODELS / "pretrained"  # pretrain: the model directory
 PRETRAIN_RESUME = MODELS / "pretrained.resume"  # pretrain: the resumable checkpoint (persisted)
 BASE = MODELS / "base"  # init: what finetuning starts from
+SPAM = Path("data/spam")  # finetune_classifier: train/validation/test CSVs
+CLASSIFIER = MODELS / "classifier"
+CLASSIFIER_RESUME = MODELS / "classifier.resume"
 
 
 def raw(dataset: str) -> Path:

@@ -27,6 +27,46 @@ def _save(fig, path: str | os.PathLike[str]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+LABELS = {
+    "train_loss": "Training loss", "val_loss": "Validation loss",
+    "train_accuracy": "Training accuracy", "val_accuracy": "Validation accuracy",
+}  # fmt: skip
+
+
+def plot_curves(
+    points: Sequence[dict[str, float]],
+    keys: Sequence[str],
+    path: str | os.PathLike[str],
+    *,
+    ylabel: str,
+    second_axis: tuple[str, str] | None = None,
+    title: str | None = None,
+    reference: dict[str, Sequence[float]] | None = None,
+) -> None:
+    """``keys`` of ``points`` against their "epoch", the book's way: the first curve solid, the
+    next dash-dotted, and an optional second x axis (e.g. tokens seen) on top. ``reference`` adds
+    dotted curves with markers (e.g. the book's numbers) on the same points."""
+    epochs = [p["epoch"] for p in points]
+    fig, ax1 = plt.subplots(figsize=(6, 3.6))
+    for i, key in enumerate(keys):
+        ax1.plot(epochs, [p[key] for p in points], linestyle="-" if i == 0 else "-.", label=LABELS.get(key, key))
+    for label, values in (reference or {}).items():
+        ax1.plot(epochs[: len(values)], values, linestyle=":", marker=".", label=label)
+    ax1.set_xlabel("Epochs")
+    ax1.set_ylabel(ylabel)
+    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax1.legend(loc="best")
+    if second_axis and points:
+        key, label = second_axis
+        ax2 = ax1.twiny()
+        ax2.plot([p[key] for p in points], [p[keys[0]] for p in points], alpha=0)
+        ax2.set_xlabel(label)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_losses(
     history: Sequence[dict[str, float]],
     path: str | os.PathLike[str],
@@ -34,21 +74,6 @@ def plot_losses(
     reference: dict[str, Sequence[float]] | None = None,
 ) -> None:
     """Training and validation loss against epochs, with tokens seen on a second x axis
-    (chapter 5's figure). ``reference`` may add curves keyed by label, on the same points."""
-    epochs = [p["epoch"] for p in history]
-    fig, ax1 = plt.subplots(figsize=(6, 3.6))
-    ax1.plot(epochs, [p["train_loss"] for p in history], label="Training loss")
-    ax1.plot(epochs, [p["val_loss"] for p in history], linestyle="-.", label="Validation loss")
-    for label, values in (reference or {}).items():
-        ax1.plot(epochs[: len(values)], values, linestyle=":", marker=".", label=label)
-    ax1.set_xlabel("Epochs")
-    ax1.set_ylabel("Loss")
-    ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax1.legend(loc="upper right")
-    ax2 = ax1.twiny()
-    ax2.plot([p["tokens_seen"] for p in history], [p["train_loss"] for p in history], alpha=0)
-    ax2.set_xlabel("Tokens seen")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)
+    (chapter 5's figure)."""
+    plot_curves(history, ["train_loss", "val_loss"], path, ylabel="Loss", second_axis=("tokens_seen", "Tokens seen"),
+                title=title, reference=reference)  # fmt: skip

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from typing import Any
 
 import torch
@@ -22,8 +21,9 @@ from torch.utils.data import ConcatDataset
 
 from . import paths
 from .config import Params
-from .files import atomic_dir, write_json
+from .files import atomic_dir
 from .generate import generate_text
+from .live import LiveLogger, perplexity
 from .model import GPTConfig, GPTModel, save_model
 from .plots import plot_losses
 from .shards import Shards, ShardError
@@ -58,39 +58,6 @@ def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDatase
     return shards, train_data, val_data
 
 
-def train_config(params: Params) -> TrainConfig:
-    p = params.pretrain.model_dump()
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in p.items() if k in names})
-
-
-class Logger:
-    """DVCLive on rank 0: one row per evaluation, the summary, and the samples file."""
-
-    def __init__(self) -> None:
-        from dvclive import Live
-
-        self.live = Live(dir=str(METRICS_DIR), dvcyaml=False, save_dvc_exp=False, report=None)
-        self.samples: list[dict[str, Any]] = []
-
-    def on_eval(self, point: dict[str, float]) -> None:
-        self.live.step = int(point["step"])
-        for name in ("train_loss", "val_loss", "lr", "tokens_seen"):
-            self.live.log_metric(name, point[name])
-        self.live.log_metric("val_perplexity", math.exp(min(point["val_loss"], 50.0)))
-        self.live.make_summary()
-
-    def on_epoch(self, entry: dict[str, Any]) -> None:
-        self.samples.append(entry)
-        print(f"epoch {entry['epoch']} sample: {entry['text']!r}")
-        write_json(METRICS_DIR / "samples.json", self.samples)
-
-    def finish(self, summary: dict[str, float]) -> None:
-        self.live.summary.update(summary)
-        self.live.make_summary()
-        self.live.end()
-
-
 def run(params: Params, hooks: Hooks | None = None) -> Progress:
     dist_info, device = init_distributed(params.pretrain.device)
     shards, train_data, val_data = load_data(params)
@@ -110,7 +77,13 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
         code_hash("model", "train", "shards"),
         dist_info.world_size,
     )
-    logger = Logger() if dist_info.is_main else None
+    logger = None
+    if dist_info.is_main:
+        logger = LiveLogger(
+            METRICS_DIR, ["train_loss", "val_loss", "lr", "tokens_seen"], epochs_file="samples.json",
+            derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+            echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
+        )  # fmt: skip
     hooks = hooks or Hooks()
     if logger:
         hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
@@ -121,7 +94,7 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
         return {"text": text}
 
     progress = train(
-        model, train_data, val_data, train_config(params), loss_fn=lm_loss, device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
+        model, train_data, val_data, TrainConfig.from_params(params.pretrain), loss_fn=lm_loss, device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
         run_fingerprint=run_fp, epoch_end=sample, hooks=hooks, dist_info=dist_info,
     )  # fmt: skip
     if logger:
@@ -130,7 +103,7 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
         logger.finish({
             "untrained_val_loss": progress.untrained_val_loss,
             "final_val_loss": final_val,
-            "final_val_perplexity": math.exp(min(final_val, 50.0)),
+            "final_val_perplexity": perplexity(final_val),
             "steps": progress.step,
             "parameters": model.num_parameters(),
         })  # fmt: skip

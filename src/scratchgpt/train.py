@@ -17,6 +17,7 @@ resumable, distributed and observable.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -249,6 +250,12 @@ class TrainConfig:
     max_steps: int = 0
     seed: int = 123
 
+    @classmethod
+    def from_params(cls, section: Any) -> "TrainConfig":
+        """The loop's settings from a params section (scratchgpt.config.TrainingParams)."""
+        values = section.model_dump()
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
 
 @dataclass
 class Progress:
@@ -276,7 +283,7 @@ class Hooks:
 
 
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
-Measure = Callable[[torch.nn.Module, Batch], tuple[float, int]]
+Measure = Callable[[torch.nn.Module, Batch], tuple[Sequence[float], int]]
 
 
 def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -289,7 +296,7 @@ def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 class Evaluator:
     """Measures a model on the first batches of fresh passes over the data, drawing the random
-    numbers the book's DataLoaders draw (training data shuffled with drop_last, validation data
+    numbers the book's DataLoaders draw (training data shuffled with drop_last, other splits
     in order), as its calc_loss_loader / calc_accuracy_loader do."""
 
     def __init__(self, model: torch.nn.Module, data: dict[str, Dataset], batch_size: int, loss_fn: LossFn,
@@ -297,8 +304,9 @@ class Evaluator:
         self.model, self.data, self.batch_size, self.loss_fn, self.device = model, data, batch_size, loss_fn, device
 
     @torch.no_grad()
-    def measure(self, split: str, n_batches: int | None, measure: Measure, draw: bool = True) -> float:
-        """sum/count of ``measure`` over the first ``n_batches`` batches of ``split`` (all when None).
+    def measure(self, split: str, n_batches: int | None, measure: Measure, draw: bool = True) -> list[float]:
+        """Totals of ``measure`` (sums, count) over the first ``n_batches`` batches of ``split``
+        (all when None), each divided by the total count.
 
         ``draw``: consume random numbers like a fresh DataLoader iterator (False: leave the
         global RNG alone and read the split in order)."""
@@ -308,15 +316,17 @@ class Evaluator:
         chosen = batches(order, self.batch_size, drop_last=shuffle)
         if n_batches is not None:
             chosen = chosen[:n_batches]
-        total, count = 0.0, 0
+        totals: list[float] = []
+        count = 0
         for indices in chosen:
-            value, n = measure(self.model, collate(dataset, indices, self.device))
-            total, count = total + value, count + n
-        return total / count if count else float("nan")
+            sums, n = measure(self.model, collate(dataset, indices, self.device))
+            totals = [t + v for t, v in zip(totals, sums)] if totals else list(sums)
+            count += n
+        return [t / count for t in totals] if count else [float("nan")]
 
     def loss(self, split: str, n_batches: int | None, draw: bool = True) -> float:
         """Mean of the per-batch mean losses (the book's calc_loss_loader)."""
-        return self.measure(split, n_batches, lambda m, b: (self.loss_fn(m, b).item(), 1), draw)
+        return self.measure(split, n_batches, lambda m, b: ([self.loss_fn(m, b).item()], 1), draw)[0]
 
 
 def train(
