@@ -372,3 +372,10 @@ def test_failed_sources_leave_no_empty_partials(server, tmp_path):
     fetch_file(s, tmp_path / "big.bin", client, resume=True)
     assert (tmp_path / "big.bin").read_bytes() == BODY
     assert leftovers(tmp_path) == [], "stale partial files of the other sources are removed"
+
+
+def test_http_error_shows_the_start_of_a_textual_answer(server, client, tmp_path):
+    body = b'{"error": "model \'llama9\' not found, try pulling it first"}'
+    url = server.route("/x", Reply(body, status=404, headers={"Content-Type": "application/json"}))
+    with pytest.raises(DownloadError, match="HTTP 404 Not Found: .*model 'llama9' not found"):
+        fetch_file(spec(url), tmp_path / "x", client)

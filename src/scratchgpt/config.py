@@ -242,6 +242,42 @@ class ClassifierParams(TrainingParams):
 
 
 # ---------------------------------------------------------------------------------------------
+# instruct
+
+
+class InstructParams(TrainingParams):
+    """Chapter 7: finetune the base model to follow instructions."""
+
+    train_frac: float = Field(0.85, gt=0, lt=1)
+    test_frac: float = Field(0.10, gt=0, lt=1)
+    shuffle: bool = False
+    split_seed: int = 123
+    allowed_max_length: int = Field(1024, ge=2)
+    mask_prompt: bool = False
+    response_tokens: int = Field(256, ge=1)
+    response_batch: int = Field(8, ge=1)
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(5e-5, gt=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+class EvaluateParams(Section):
+    """Scoring the finetuned models on their test splits; the LLM judge is optional."""
+
+    batch_size: int = Field(8, ge=1)
+    judge_url: Url | None = None
+    judge_model: str = Field("llama3", min_length=1)
+    judge_seed: int = 123
+    judge_temperature: float = Field(0.0, ge=0)
+    judge_num_ctx: int = Field(2048, ge=1)
+    judge_timeout: float = Field(600.0, gt=0)
+
+
+# ---------------------------------------------------------------------------------------------
 # the whole file
 
 
@@ -252,6 +288,8 @@ class Params(Section):
     pretrain: PretrainParams
     init: InitParams = InitParams()
     classifier: ClassifierParams = ClassifierParams()
+    instruct: InstructParams = InstructParams()
+    evaluate: EvaluateParams = EvaluateParams()
 
 
 def _cross_checks(params: Params) -> list[str]:
@@ -290,13 +328,18 @@ def _cross_checks(params: Params) -> list[str]:
         problems.append(
             f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}"
         )
-    for name, section in (("pretrain", pretrain), ("classifier", params.classifier)):
+    for name, section in (("pretrain", pretrain), ("classifier", params.classifier), ("instruct", params.instruct)):
         if section.cosine and section.min_lr > section.lr:
             problems.append(f"{name}.min_lr: must be <= {name}.lr ({section.lr:g}), got {section.min_lr:g}")
     clf = params.classifier
     if clf.train_frac + clf.val_frac >= 1:
         problems.append(
             f"classifier.val_frac: train_frac + val_frac must leave a test split (< 1), got {clf.train_frac + clf.val_frac:g}"
+        )
+    ins = params.instruct
+    if ins.train_frac + ins.test_frac >= 1:
+        problems.append(
+            f"instruct.test_frac: train_frac + test_frac must leave a validation split (< 1), got {ins.train_frac + ins.test_frac:g}"
         )
     if pretrain.max_length > model.context_length:
         problems.append(

@@ -132,13 +132,13 @@ class HttpClient:
             self.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _send(self, url: str, **kwargs: Any) -> requests.Response:
-        """One GET, following redirects only to allowed URLs; retryable statuses raise _Retryable,
-        other errors raise SourceFailed."""
+    def _send(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        """One request, following redirects (of a GET) only to allowed URLs; retryable statuses
+        raise _Retryable, other errors raise SourceFailed."""
         for _ in range(MAX_REDIRECTS + 1):
             check_remote_url(url)
-            resp = self.session.get(url, timeout=self.timeout, allow_redirects=False, **kwargs)
-            if not resp.is_redirect:
+            resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+            if not resp.is_redirect or method != "GET":
                 break
             resp.close()
             target = urllib.parse.urljoin(url, resp.headers["Location"])
@@ -154,13 +154,16 @@ class HttpClient:
             resp.close()
             raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After")))
         if resp.status_code >= 400:
-            resp.close()
-            raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}")
+            raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}{_error_excerpt(resp)}")
         return resp
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
         """GET with retries; the whole body is read."""
         return self.retrying(lambda: self._send(url, params=params), url)
+
+    def post_json(self, url: str, payload: Any) -> requests.Response:
+        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read."""
+        return self.retrying(lambda: self._send(url, "POST", json=payload), url)
 
     def download(self, url: str, dest: Path, desc: str, resume: bool = False) -> None:
         """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
@@ -195,6 +198,19 @@ class HttpClient:
                     raise _Retryable(f"truncated body: got {got} of {total} bytes")
 
         self.retrying(attempt, url)
+
+
+def _error_excerpt(resp: requests.Response) -> str:
+    """": <the start of the body>" of a textual error answer (e.g. "model 'x' not found"), else ""."""
+    try:
+        if not resp.headers.get("Content-Type", "").startswith(("text/", "application/json")):
+            return ""
+        text = " ".join(resp.raw.read(300, decode_content=True).decode("utf-8", "replace").split())
+    except Exception:  # the excerpt is a courtesy; the status is the error
+        return ""
+    finally:
+        resp.close()
+    return f": {text[:200]}" if text else ""
 
 
 def _resumes_at(resp: requests.Response, offset: int) -> bool:

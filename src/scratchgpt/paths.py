@@ -2,17 +2,21 @@
 
 from pathlib import Path
 
-RAW = Path("data/raw")  # download@<dataset>: one folder per dataset of params.yaml
-SHARDS = Path("data/shards")  # prepare@<corpus>: train.bin, val.bin, meta.json
+DATA = Path("data")
+RAW = DATA / "raw"  # download@<dataset>: one folder per dataset of params.yaml
+SHARDS = DATA / "shards"  # prepare@<corpus>: train.bin, val.bin, meta.json
 MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 PRETRAINED = MODELS / "pretrained"  # pretrain: the model directory
 PRETRAIN_RESUME = MODELS / "pretrained.resume"  # pretrain: the resumable checkpoint (persisted)
 BASE = MODELS / "base"  # init: what finetuning starts from
-SPAM = Path("data/spam")  # finetune_classifier: train/validation/test CSVs
+SPAM = DATA / "spam"  # finetune_classifier: train/validation/test CSVs
 CLASSIFIER = MODELS / "classifier"
 CLASSIFIER_RESUME = MODELS / "classifier.resume"
+INSTRUCT_DATA = DATA / "instruct"  # finetune_instruct: train/val/test JSON and test responses
+INSTRUCT = MODELS / "instruct"
+INSTRUCT_RESUME = MODELS / "instruct.resume"
 
 
 def raw(dataset: str) -> Path:

@@ -137,10 +137,18 @@ def batches(order: Sequence[int], batch_size: int, drop_last: bool) -> list[list
 Batch = tuple[torch.Tensor, ...]
 
 
-def collate(dataset: Dataset, indices: Sequence[int], device: torch.device) -> Batch:
-    """Stack the samples ``dataset[i]`` (tuples of tensors) into a batch on ``device``."""
-    parts = zip(*(dataset[i] for i in indices))
-    return tuple(torch.stack(p).to(device, non_blocking=True) for p in parts)
+CollateFn = Callable[[list[Any]], Batch]
+
+
+def stack(samples: list[Any]) -> Batch:
+    """Samples that are tuples of equal-shaped tensors, stacked."""
+    return tuple(torch.stack(p) for p in zip(*samples))
+
+
+def collate(dataset: Dataset, indices: Sequence[int], device: torch.device, collate_fn: CollateFn | None = None) -> Batch:
+    """The batch of samples ``dataset[i]``, made by ``collate_fn`` (default: stacked), on ``device``."""
+    batch = (collate_fn or stack)([dataset[i] for i in indices])
+    return tuple(t.to(device, non_blocking=True) for t in batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,8 +308,9 @@ class Evaluator:
     in order), as its calc_loss_loader / calc_accuracy_loader do."""
 
     def __init__(self, model: torch.nn.Module, data: dict[str, Dataset], batch_size: int, loss_fn: LossFn,
-                 device: torch.device):  # fmt: skip
+                 device: torch.device, collate_fn: CollateFn | None = None):  # fmt: skip
         self.model, self.data, self.batch_size, self.loss_fn, self.device = model, data, batch_size, loss_fn, device
+        self.collate_fn = collate_fn
 
     @torch.no_grad()
     def measure(self, split: str, n_batches: int | None, measure: Measure, draw: bool = True) -> list[float]:
@@ -319,7 +328,7 @@ class Evaluator:
         totals: list[float] = []
         count = 0
         for indices in chosen:
-            sums, n = measure(self.model, collate(dataset, indices, self.device))
+            sums, n = measure(self.model, collate(dataset, indices, self.device, self.collate_fn))
             totals = [t + v for t, v in zip(totals, sums)] if totals else list(sums)
             count += n
         return [t / count for t in totals] if count else [float("nan")]
@@ -342,6 +351,7 @@ def train(
     epoch_end: Callable[[torch.nn.Module, Evaluator], dict[str, Any]] | None = None,
     hooks: Hooks | None = None,
     dist_info: Dist | None = None,
+    collate_fn: CollateFn | None = None,
 ) -> Progress:
     """Train ``model`` (built after ``seed_everything``) on batches of ``train_data`` samples.
 
@@ -361,7 +371,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
-    evaluator = Evaluator(core, {"train": train_data, "val": val_data}, cfg.batch_size, loss_fn, device)
+    evaluator = Evaluator(core, {"train": train_data, "val": val_data}, cfg.batch_size, loss_fn, device, collate_fn)
 
     n_train = len(train_data)
     per_rank = cfg.batch_size * dist_info.world_size
@@ -421,7 +431,7 @@ def train(
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             for k in range(cfg.grad_accum):
-                batch = collate(train_data, mine[progress.micro + k], device)
+                batch = collate(train_data, mine[progress.micro + k], device, collate_fn)
                 sync = k == cfg.grad_accum - 1 or not dist_info.enabled
                 with contextlib.nullcontext() if sync else model.no_sync():
                     loss = loss_fn(model, batch)

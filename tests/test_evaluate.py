@@ -1,0 +1,368 @@
+"""Offline metrics and the LLM judge, against a fake Ollama chat server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from scratchgpt.config import HttpParams
+from scratchgpt.download import HttpClient, SourceFailed
+from scratchgpt.errors import PipelineError
+from scratchgpt.evaluate import (
+    Judge,
+    exact_match,
+    judge_each,
+    judge_from_params,
+    judge_prompt,
+    judge_responses,
+    mean_rouge_l,
+    parse_score,
+    reply_content,
+    rouge_l_f1,
+)
+
+# ---------------------------------------------------------------------------------------------
+# ROUGE-L
+
+
+def test_rouge_identical_and_disjoint():
+    assert rouge_l_f1("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert rouge_l_f1("the cat sat on the mat", "dogs bark loudly") == 0.0
+
+
+def test_rouge_partial_hand_computed():
+    # LCS = "the cat on the mat" (5 tokens): P = 5/5, R = 5/6, F1 = 2PR/(P+R) = 10/11
+    assert rouge_l_f1("the cat sat on the mat", "the cat on the mat") == pytest.approx(10 / 11)
+    # Order matters for an LCS: reversed, only one token lines up: P = R = 1/3
+    assert rouge_l_f1("a b c", "c b a") == pytest.approx(1 / 3)
+
+
+def test_rouge_stems_and_ignores_case():
+    assert rouge_l_f1("He runs", "he running") == pytest.approx(1.0)
+    assert rouge_l_f1("running", "run") == pytest.approx(1.0)
+
+
+def test_mean_rouge_l():
+    pairs = [("the cat sat on the mat", "the cat on the mat"), ("x y", "x y"), ("a", "b")]
+    assert mean_rouge_l(iter(pairs)) == pytest.approx((10 / 11 + 1 + 0) / 3)
+    with pytest.raises(ValueError, match="no"):
+        mean_rouge_l([])
+
+
+# ---------------------------------------------------------------------------------------------
+# exact match
+
+
+@pytest.mark.parametrize(
+    "reference, candidate",
+    [
+        ("The Cat", "the cat"),
+        ("  the\tcat \n sat ", "the cat sat"),
+        ("ＡＢＣ １２３", "abc 123"),  # full-width forms (NFKC)
+        ("ﬁle", "file"),  # ligature (NFKC)
+        ("Straße", "STRASSE"),  # case folding, not just lower()
+    ],
+)
+def test_exact_match_equal(reference, candidate):
+    assert exact_match(reference, candidate)
+
+
+@pytest.mark.parametrize(
+    "reference, candidate",
+    [("the cat", "the cat."), ("the cat", "thecat"), ("the cat", "the cats"), ("", "x")],
+)
+def test_exact_match_different(reference, candidate):
+    assert not exact_match(reference, candidate)
+
+
+# ---------------------------------------------------------------------------------------------
+# the judge's prompt and reply
+
+
+@pytest.mark.parametrize(
+    "reply, score",
+    [
+        ("85", 85),
+        (" 85\n", 85),
+        ("85.", 85),
+        ("85/100", 85),
+        ("`90`", 90),
+        ('"70"', 70),
+        ("0", 0),
+        ("100", 100),
+        ("101", None),
+        ("-3", None),
+        ("eighty", None),
+        ("Score: 85, because...", None),
+        ("85.5", None),
+        ("85 90", None),
+        ("", None),
+    ],
+)
+def test_parse_score(reply, score):
+    assert parse_score(reply) == score
+
+
+def test_parse_score_warns_with_shortened_reply(caplog):
+    caplog.set_level(logging.WARNING, logger="scratchgpt.evaluate")
+    assert parse_score("The response is good. " * 50) is None
+    (record,) = caplog.records
+    assert "not a score" in record.getMessage()
+    assert "..." in record.getMessage() and len(record.getMessage()) < 200
+
+
+def test_judge_prompt_is_the_books():
+    prompt_text = (
+        "Below is an instruction that describes a task. Write a response that appropriately "
+        "completes the request.\n\n### Instruction:\nRewrite the sentence using a simile.\n\n"
+        "### Input:\nThe car is very fast."
+    )
+    expected = (
+        "Given the input `" + prompt_text + "` and correct output `The car is as fast as lightning.`, "
+        "score the model response `The car is as fast as a cheetah.` on a scale from 0 to 100, "
+        "where 100 is the best score. Respond with the integer number only."
+    )
+    reference, response = "The car is as fast as lightning.", "The car is as fast as a cheetah."
+    assert judge_prompt(prompt_text, reference, response) == expected
+
+
+def test_reply_content_shapes():
+    assert reply_content(b'{"message": {"role": "assistant", "content": "7"}, "done": true}') == "7"
+    stream = b'{"message": {"content": "4"}, "done": false}\n{"message": {"content": "2"}, "done": true}\n'
+    assert reply_content(stream) == "42"
+    cut = b'{"message": {"content": "4"}, "done": false}\n{"message": {"content": "2"}, "done": false}'
+    assert reply_content(cut) is None  # a stream that never said "done"
+    assert reply_content(b"<html>oops</html>") is None
+    assert reply_content(b'{"response": "85"}') is None
+    assert reply_content(b'{"error": "model \\"x\\" not found"}') is None
+    assert reply_content(b"\xff\xfe") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# a fake Ollama server
+
+
+@dataclass
+class Answer:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/json"
+    delay: float = 0.0
+
+
+def chat(content: str) -> Answer:
+    reply = {"model": "m", "message": {"role": "assistant", "content": content}, "done": True}
+    return Answer(json.dumps(reply).encode())
+
+
+def streamed(*parts: str) -> Answer:
+    lines = [{"message": {"role": "assistant", "content": p}, "done": False} for p in parts]
+    lines.append({"message": {"role": "assistant", "content": ""}, "done": True})
+    return Answer(b"".join(json.dumps(line).encode() + b"\n" for line in lines), content_type="application/x-ndjson")
+
+
+@dataclass
+class FakeOllama:
+    """POST /api/chat answers with the scripted answers in order (the last repeats); every request
+    body is recorded as parsed JSON."""
+
+    answers: list[Answer] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fake = self
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with fake.lock:
+                    fake.bodies.append(json.loads(body))
+                    answers = fake.answers
+                    answer = (answers.pop(0) if len(answers) > 1 else answers[0]) if answers else Answer(status=404)
+                if self.path != "/api/chat":
+                    answer = Answer(b'{"error": "not found"}', status=404)
+                time.sleep(answer.delay)
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.content_type)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except OSError:  # the client gave up waiting
+                    pass
+                self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/api/chat"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def script(self, *answers: Answer) -> None:
+        self.answers[:] = answers
+
+
+@pytest.fixture
+def ollama():
+    fake = FakeOllama()
+    fake.thread.start()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+class Sleeps(list):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
+
+
+@pytest.fixture
+def client(sleeps):
+    return HttpClient(HttpParams(connect_timeout=2, read_timeout=2, retries=2, backoff=0), sleep=sleeps)
+
+
+@pytest.fixture
+def judge(ollama, client):
+    return Judge(ollama.url, "llama3", client)
+
+
+ITEM = ("### Instruction:\nName a color.", "Blue.", "Red.")
+
+
+def test_judge_normal_reply_and_request_body(ollama, judge):
+    ollama.script(chat("85"))
+    assert judge.score("How good is it?") == 85
+    assert ollama.bodies == [
+        {
+            "model": "llama3",
+            "messages": [{"role": "user", "content": "How good is it?"}],
+            "options": {"seed": 123, "temperature": 0.0, "num_ctx": 2048},
+            "stream": False,
+        }
+    ]
+
+
+def test_judge_options_are_passed(ollama, client):
+    ollama.script(chat("1"))
+    Judge(ollama.url, "phi3", client, seed=7, temperature=0.5, num_ctx=4096).score("p")
+    assert ollama.bodies[0]["model"] == "phi3"
+    assert ollama.bodies[0]["options"] == {"seed": 7, "temperature": 0.5, "num_ctx": 4096}
+
+
+def test_judge_streamed_reply(ollama, judge):
+    ollama.script(streamed("7", "3"))
+    assert judge.score("p") == 73
+
+
+def test_judge_retries_http_500(ollama, judge, sleeps):
+    ollama.script(Answer(b"busy", status=500), chat("60"))
+    assert judge.score("p") == 60
+    assert len(ollama.bodies) == 2 and ollama.bodies[0] == ollama.bodies[1]
+    assert sleeps == [0]
+
+
+def test_judge_timeout_is_unscored_after_retries(ollama, sleeps, caplog):
+    client = HttpClient(HttpParams(connect_timeout=2, read_timeout=0.05, retries=1, backoff=0), sleep=sleeps)
+    ollama.script(Answer(json.dumps({"message": {"content": "90"}}).encode(), delay=0.4))
+    caplog.set_level(logging.WARNING, logger="scratchgpt.evaluate")
+    assert Judge(ollama.url, "m", client).score("p") is None
+    assert len(ollama.bodies) == 2 and sleeps == [0]
+    assert any("timed out" in r.getMessage() for r in caplog.records)
+
+
+def test_judge_reply_not_a_number_is_unscored(ollama, judge, caplog):
+    ollama.script(chat("I would rate this response highly."))
+    caplog.set_level(logging.WARNING, logger="scratchgpt.evaluate")
+    assert judge.score("p") is None
+    assert any("rate this response" in r.getMessage() for r in caplog.records)
+
+
+def test_judge_reply_not_json_is_unscored(ollama, judge):
+    ollama.script(Answer(b"<html>hello</html>", content_type="text/html"))
+    assert judge.score("p") is None
+
+
+def test_judge_refuses_plain_http_elsewhere():
+    with pytest.raises(PipelineError, match="not https"):
+        Judge("http://example.com/api/chat", "m")
+
+
+def test_judge_responses_mean_and_counts(ollama, judge):
+    ollama.script(
+        chat("80"),
+        Answer(b"", status=404),  # fails at once, no retry
+        chat("not sure"),
+        streamed("9", "0"),
+        Answer(b"busy", status=503),  # retried ...
+        chat("40"),  # ... and then scored
+    )
+    summary = judge_responses(judge, [ITEM] * 5)
+    assert summary == {"judge_score": pytest.approx((80 + 90 + 40) / 3), "judge_scored": 3, "judge_unscored": 2}
+    assert len(ollama.bodies) == 6
+    assert ollama.bodies[0]["messages"][0]["content"] == judge_prompt(*ITEM)
+
+
+def test_judge_responses_nothing_scored_is_not_an_error(ollama, judge):
+    ollama.script(chat("great"))
+    assert judge_responses(judge, [ITEM] * 2) == {"judge_score": None, "judge_scored": 0, "judge_unscored": 2}
+
+
+def test_judge_each_late_failure_only_unscores(ollama, judge):
+    ollama.script(chat("50"), Answer(status=400))
+    assert judge_each(judge, [ITEM] * 4) == [50, None, None, None]
+
+
+def test_every_request_failing_raises(ollama, judge, sleeps):
+    ollama.script(Answer(b"down", status=500))
+    with pytest.raises(PipelineError, match="could not be reached") as info:
+        judge_responses(judge, [ITEM] * 10)
+    assert ollama.url in str(info.value) and "HTTP 500" in str(info.value)
+    assert len(ollama.bodies) == 3 * 3  # gave up after the first 3 items, each tried 1 + 2 retries
+
+
+def test_every_request_failing_raises_with_fewer_items(ollama, judge):
+    ollama.script(Answer(b"", status=404))
+    with pytest.raises(PipelineError, match="only request failed"):
+        judge_responses(judge, [ITEM])
+
+
+def test_unreachable_port_raises(client):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/chat"
+    with pytest.raises(PipelineError, match="could not be reached") as info:
+        judge_responses(Judge(url, "m", client), [ITEM] * 2)
+    assert url in str(info.value) and "connection failed" in str(info.value)
+
+
+def test_score_swallows_failure(ollama, judge):
+    ollama.script(Answer(status=404))
+    assert judge.score("p") is None
+    with pytest.raises(SourceFailed, match="404"):
+        judge.ask("p")
+
+
+def test_judge_from_params(ollama, client, caplog):
+    caplog.set_level(logging.INFO, logger="scratchgpt.evaluate")
+    assert judge_from_params(None, "llama3") is None
+    assert judge_from_params("", "llama3") is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["no judge configured (evaluate.judge_url); skipping the judge"] * 2
+    judge = judge_from_params(ollama.url, "llama3", client, num_ctx=1024)
+    assert isinstance(judge, Judge) and judge.url == ollama.url and judge.options["num_ctx"] == 1024
