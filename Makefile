@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup clean-venv
+.PHONY: repro test setup clean-venv report-screenshot
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -26,3 +26,10 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Render report/index.html in headless Chromium (Debian: apt-get install chromium) to a PNG.
+report-screenshot:
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --window-size=1200,3200 \
+	  --screenshot=$(abspath report/screenshot.png) file://$(abspath report/index.html)

@@ -38,6 +38,7 @@ def repo(tmp_path_factory, mirror):
     params["pretrain"].update(corpora=["verdict"], max_steps=6, batch_size=2, max_length=32, stride=32,
                               warmup_steps=2, eval_freq=2, eval_iter=2, checkpoint_every=3, sample_tokens=5)  # fmt: skip
     params["classifier"].update(epochs=1, max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, checkpoint_every=0)
+    params["instruct"].update(max_steps=3, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=4, checkpoint_every=0)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -145,9 +146,22 @@ def test_finetune_classifier(repo):
     assert "Running stage" not in again
 
 
+def test_whole_dag_to_evaluate(repo):
+    work, env, _ = repo
+    out = sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    assert "Running stage 'finetune_instruct'" in out and "Running stage 'evaluate'" in out
+    assert len(json.loads((work / "data" / "instruct" / "test-responses.json").read_text())) == 110
+    metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
+    assert metrics["instruct_responses"] == 110 and 0 <= metrics["classifier_test_accuracy"] <= 1
+    assert "Running stage 'report'" in out
+    assert "Ours beside the book" in (work / "report" / "index.html").read_text()
+    again = sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    assert "Running stage" not in again
+
+
 def test_metrics_and_plots_are_declared_for_dvc(repo):
     work, env, _ = repo
-    sh([sys.executable, "-m", "dvc", "repro", "finetune_classifier"], work, env)
+    sh([sys.executable, "-m", "dvc", "repro"], work, env)
     shown = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "show", "--json"], work, env))
     files = next(iter(shown.values()))["data"]
     assert files["metrics/prepare/verdict.json"]["data"]["train_tokens"] == 4612
@@ -158,3 +172,25 @@ def test_metrics_and_plots_are_declared_for_dvc(repo):
         assert f"metrics/pretrain/plots/metrics/{name}.tsv" in names
     assert "metrics/classifier/confusion.json" in names
     assert files["metrics/classifier/metrics.json"]["data"]["steps"] == 4
+    assert files["metrics/instruct/metrics.json"]["data"]["steps"] == 3
+    assert "instruct_rouge_l" in files["metrics/evaluate.json"]["data"]
+
+
+def test_experiment_changes_one_param(repo):
+    """dvc exp run -S reruns only what the param feeds; exp show and metrics diff see it."""
+    work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "baseline results"], work, env)
+    out = sh([sys.executable, "-m", "dvc", "exp", "run", "-n", "faster-lr", "-S", "classifier.lr=0.001"], work, env)
+    assert "Running stage 'finetune_classifier'" in out
+    assert "Running stage 'pretrain'" not in out and "Running stage 'finetune_instruct'" not in out
+    shown = json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], work, env))
+    names = json.dumps(shown)
+    assert "faster-lr" in names and '"lr": 0.001' in names
+    diff = json.loads(sh([sys.executable, "-m", "dvc", "metrics", "diff", "--json"], work, env))
+    assert "metrics/classifier/metrics.json" in diff
+    changed = diff["metrics/classifier/metrics.json"]
+    assert any(v.get("diff") not in (0, None) for v in changed.values())
+    params = json.loads(sh([sys.executable, "-m", "dvc", "params", "diff", "--json"], work, env))
+    assert params["params.yaml"]["classifier.lr"] == {"old": 0.0001, "new": 0.001}

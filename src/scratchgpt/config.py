@@ -277,6 +277,13 @@ class EvaluateParams(Section):
     judge_timeout: float = Field(600.0, gt=0)
 
 
+class ReportParams(Section):
+    """The one-page report."""
+
+    attention_text: str = Field("Every effort moves you", min_length=1)
+    samples: int = Field(3, ge=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole file
 
@@ -290,6 +297,7 @@ class Params(Section):
     classifier: ClassifierParams = ClassifierParams()
     instruct: InstructParams = InstructParams()
     evaluate: EvaluateParams = EvaluateParams()
+    report: ReportParams = ReportParams()
 
 
 def _cross_checks(params: Params) -> list[str]:

@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
 
-def _default_file_mode() -> int:
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-_FILE_MODE = _default_file_mode()
+_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
+_DIR_MODE = 0o777 & ~_umask()
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -84,6 +85,7 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     for stale in path.parent.glob(f".{path.name}.partial-*"):
         shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    staging.chmod(_DIR_MODE)  # mkdtemp makes 0700; renamed into place it should look like any folder
     try:
         yield staging
         if path.is_dir():

@@ -249,6 +249,29 @@ class GPTModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
 
+@torch.no_grad()
+def attention_weights(model: GPTModel, idx: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """The causal attention weights (heads, tokens, tokens) of one layer for one sequence, as
+    the book's explicit softmax(QKᵀ/√d) computes them (SDPA never materialises them)."""
+    if idx.dim() != 2 or idx.shape[0] != 1:
+        raise ValueError(f"expected token ids of shape (1, tokens), got {tuple(idx.shape)}")
+    model.eval()
+    t = idx.shape[1]
+    x = model.drop_emb(model.tok_emb(idx) + model.pos_emb(torch.arange(t, device=idx.device)))
+    blocks = list(model.trf_blocks)
+    target = blocks[layer]
+    for block in blocks:
+        if block is target:
+            break
+        x = block(x)
+    att = target.att
+    h = target.norm1(x)
+    q, k, _ = att.qkv(h).view(1, t, 3, att.n_heads, -1).permute(2, 0, 3, 1, 4)
+    scores = (q @ k.transpose(-2, -1))[0] / q.shape[-1] ** 0.5
+    mask = torch.ones(t, t, dtype=torch.bool, device=idx.device).triu(1)
+    return torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Model directories
 
