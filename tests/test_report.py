@@ -1,7 +1,6 @@
 """The report: every metric and figure on one self-contained page, the book's numbers beside
 ours, stages not run marked as such."""
 
-import json
 import re
 
 import pytest
