@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # the whole DAG for real: part of the default run and of CI
 
 
 def sh(cmd: list[str], cwd: Path, env: dict) -> str:
