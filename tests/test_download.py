@@ -379,3 +379,14 @@ def test_http_error_shows_the_start_of_a_textual_answer(server, client, tmp_path
     url = server.route("/x", Reply(body, status=404, headers={"Content-Type": "application/json"}))
     with pytest.raises(DownloadError, match="HTTP 404 Not Found: .*model 'llama9' not found"):
         fetch_file(spec(url), tmp_path / "x", client)
+
+
+def test_credentials_never_reach_logs_or_errors(server, client, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    url = server.route("/private.txt", Reply(status=503)).replace("http://", "http://reader:s3cret@")
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url), tmp_path / "a", client, mirror=server.url("/m/").replace("http://", "http://admin:hunter2@"))
+    shown = str(err.value) + caplog.text
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "primary http://***@127.0.0.1" in shown and "/m/story.txt: HTTP 404" in shown
+    assert server.hits("/private.txt")[0].headers["Authorization"].startswith("Basic ")

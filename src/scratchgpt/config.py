@@ -61,7 +61,7 @@ def _check_relpath(value: str) -> str:
 
 
 def is_loopback_url(url: str) -> bool:
-    return bool(re.match(r"http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
+    return bool(re.match(r"http://([^/@]*@)?(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
 
 
 def _check_url(value: str) -> str:

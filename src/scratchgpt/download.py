@@ -78,10 +78,21 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def redact(url: str) -> str:
+    """``url`` with any user name and password replaced by ***, for logs and messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
 def check_remote_url(url: str) -> None:
     """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine."""
     if not (url.startswith("https://") or is_loopback_url(url)):
-        raise SourceFailed(f"refused: {url} is not https:// (plain http only for 127.0.0.1)")
+        raise SourceFailed(f"refused: {redact(url)} is not https:// (plain http only for 127.0.0.1)")
 
 
 class HttpClient:
@@ -145,7 +156,7 @@ class HttpClient:
             try:
                 check_remote_url(target)
             except SourceFailed:
-                raise SourceFailed(f"refused redirect to {target} (not https)") from None
+                raise SourceFailed(f"refused redirect to {redact(target)} (not https)") from None
             url = target
             kwargs.pop("params", None)  # the Location already carries its query
         else:
@@ -159,11 +170,11 @@ class HttpClient:
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
         """GET with retries; the whole body is read."""
-        return self.retrying(lambda: self._send(url, params=params), url)
+        return self.retrying(lambda: self._send(url, params=params), redact(url))
 
     def post_json(self, url: str, payload: Any) -> requests.Response:
         """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read."""
-        return self.retrying(lambda: self._send(url, "POST", json=payload), url)
+        return self.retrying(lambda: self._send(url, "POST", json=payload), redact(url))
 
     def download(self, url: str, dest: Path, desc: str, resume: bool = False) -> None:
         """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
@@ -197,7 +208,7 @@ class HttpClient:
                 if total is not None and got != total:
                     raise _Retryable(f"truncated body: got {got} of {total} bytes")
 
-        self.retrying(attempt, url)
+        self.retrying(attempt, redact(url))
 
 
 def _error_excerpt(resp: requests.Response) -> str:
@@ -303,13 +314,13 @@ def sources_for(spec: FileParams, mirror: str | None = None) -> list[Source]:
     for i, url in enumerate(spec.urls):
         is_zip = PurePosixPath(urllib.parse.urlparse(url).path).suffix.lower() == ".zip"
         label = "primary" if i == 0 else "backup" if i == 1 else f"backup {i}"
-        sources.append(Source(f"{label} {url}", url, spec.zip_member if is_zip else None))
+        sources.append(Source(f"{label} {redact(url)}", url, spec.zip_member if is_zip else None))
     if mirror:
         if "://" in mirror and not mirror.startswith("file://"):
             location = mirror.rstrip("/") + "/" + urllib.parse.quote(spec.name)
         else:
             location = str(_local_path(mirror) / spec.name)
-        sources.append(Source(f"mirror {location}", location))
+        sources.append(Source(f"mirror {redact(location)}", location))
     return sources
 
 

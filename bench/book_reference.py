@@ -1,6 +1,10 @@
-"""An independent, deliberately plain GPT in the book's chapter 4 style, used as a reference:
-separate query/key/value projections, an explicit causal mask, hand-written LayerNorm and
-tanh-GELU. Built after the same seed it must hold the same weights as scratchgpt's model."""
+"""The book's model and training loop written plainly, as chapters 4 and 5 do: separate
+query/key/value projections, an explicit causal mask, hand-written LayerNorm and tanh-GELU
+modules, ``torch.optim.AdamW`` with default settings.
+
+Two uses: the tests check scratchgpt against it (built after the same seed it holds the same
+weights and gives the same logits; the same loop sees the same batches and losses), and the
+benchmarks in bench/ measure scratchgpt's speed against it."""
 
 import itertools
 import math

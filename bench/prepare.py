@@ -1,0 +1,73 @@
+"""Shard-building speed and memory: scratchgpt's prepare against tiktoken's own
+encode_ordinary_batch on the same WikiText text, and peak memory when the corpus is 10x larger.
+
+    python bench/prepare.py [--mirror ../shared/data]     (or $SCRATCHGPT_MIRROR)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CHILD = """
+import resource, sys
+from pathlib import Path
+from scratchgpt.shards import corpus_files, write_shards
+from scratchgpt.tokenizer import GPT2Tokenizer
+tok = GPT2Tokenizer(sys.argv[1])
+write_shards(corpus_files(Path(sys.argv[2])), tok, Path(sys.argv[3]), mode="wikitext")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_kib(bpe: Path, corpus: Path, out: Path) -> int:
+    run = subprocess.run([sys.executable, "-c", CHILD, str(bpe), str(corpus), str(out)],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(run.stdout.split()[-1])
+
+
+def main() -> None:
+    from scratchgpt.shards import corpus_files, write_shards
+    from scratchgpt.tokenizer import GPT2Tokenizer
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mirror", default=os.environ.get("SCRATCHGPT_MIRROR", "../shared/data"))
+    args = ap.parse_args()
+    mirror = Path(args.mirror)
+    tok = GPT2Tokenizer(mirror / "gpt2")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "x1").mkdir()
+        (tmp / "x10").mkdir()
+        for name in ("valid.txt", "test.txt"):
+            shutil.copy(mirror / "wikitext-2" / name, tmp / "x1" / name)
+        with open(tmp / "x10" / "big.txt", "w", encoding="utf-8") as big:
+            for _ in range(10):
+                for name in ("valid.txt", "test.txt"):
+                    big.write((mirror / "wikitext-2" / name).read_text(encoding="utf-8"))
+        texts = [p.read_text(encoding="utf-8") for p in corpus_files(tmp / "x1")]
+        tok.encode_batch(texts[:1])  # warm-up
+        start = time.perf_counter()
+        n_ref = sum(len(ids) for ids in tok.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count()))
+        ref = n_ref / (time.perf_counter() - start)
+        start = time.perf_counter()
+        meta = write_shards(corpus_files(tmp / "x1"), tok, tmp / "out", mode="wikitext")
+        ours_tokens = meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"]
+        ours = ours_tokens / (time.perf_counter() - start)
+        rss1 = peak_rss_kib(mirror / "gpt2", tmp / "x1", tmp / "o1")
+        rss10 = peak_rss_kib(mirror / "gpt2", tmp / "x10", tmp / "o10")
+    print(f"WikiText-2 valid+test, {n_ref:,} tokens, {os.cpu_count()} cores")
+    print(f"tiktoken encode_ordinary_batch: {ref:12,.0f} tokens/s")
+    print(f"scratchgpt write_shards:        {ours:12,.0f} tokens/s  ({ours / ref:.2f}x; reads, splits, writes shards)")
+    print(f"peak RSS, corpus x1:  {rss1 / 1024:7.1f} MiB")
+    print(f"peak RSS, corpus x10: {rss10 / 1024:7.1f} MiB  ({rss10 / rss1:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
