@@ -256,3 +256,14 @@ def test_token_windows_rejects_bad_sizes(tmp_path):
     (tmp_path / "t.bin").write_bytes(np.arange(10, dtype=np.uint16).tobytes())
     with pytest.raises(ValueError, match="max_length and stride must be >= 1"):
         TokenWindows(tmp_path / "t.bin", "uint16", 0, 1)
+
+
+@pytest.mark.parametrize("mode", ["file", "wikitext"])
+def test_character_count_equals_the_document_stream(tmp_path, mode):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.txt").write_text(" \n = T = \n body\n\n = U = \n more \n \n")
+    (raw / "b.txt").write_text("\n\n  \n")  # blank only
+    (raw / "c.jsonl").write_text('{"text": "Alpha."}\n\n{"text": "Beta beta."}\n')
+    files = shards.corpus_files(raw)
+    assert shards.count_characters(files, mode) == sum(len(p) for _, p in shards.pieces(files, mode, size=7))

