@@ -3,6 +3,7 @@ meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 
 from scratchgpt import paths, stage
 from scratchgpt.config import load_params
+from scratchgpt.download import verify_dataset
 from scratchgpt.files import write_json
 from scratchgpt.shards import corpus_files, make_tokenizer, write_shards
 
@@ -11,6 +12,8 @@ def main(args: list[str]) -> None:
     name = stage.one_arg(args, "corpus")
     params = load_params()
     corpus = stage.pick(params.prepare.corpora, name, "prepare.corpora")
+    for dataset in (corpus.dataset, params.prepare.bpe_dataset):
+        verify_dataset(dataset, params.download.datasets[dataset], paths.raw(dataset))
     files = corpus_files(paths.raw(corpus.dataset))
     tokenizer = make_tokenizer(corpus.tokenizer, paths.raw(params.prepare.bpe_dataset), files, corpus.documents)
     meta = write_shards(

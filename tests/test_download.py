@@ -281,10 +281,13 @@ def test_redirect_on_loopback_followed(server, client, tmp_path):
 # --- whole datasets -------------------------------------------------------------------------
 
 
+VALID = {"files": [{"name": "x", "sha256": SHA}]}
+
+
 def validate_download(dataset: dict) -> DatasetParams:
     params = validate(
         {
-            "download": {"datasets": {"d": dataset}},
+            "download": {"datasets": {"d": dataset, "spam": VALID, "instructions": VALID}},
             "prepare": {"bpe_dataset": "d", "corpora": {"c": {"dataset": "d"}}},
             "pretrain": {"corpora": ["c"]},
         }
@@ -390,3 +393,16 @@ def test_credentials_never_reach_logs_or_errors(server, client, tmp_path, caplog
     assert "s3cret" not in shown and "hunter2" not in shown
     assert "primary http://***@127.0.0.1" in shown and "/m/story.txt: HTTP 404" in shown
     assert server.hits("/private.txt")[0].headers["Authorization"].startswith("Basic ")
+
+
+def test_verify_dataset_names_the_damaged_file(tmp_path):
+    from scratchgpt.download import DataCorrupt, verify_dataset
+
+    ds = DatasetParams(files=[spec(name="sub/story.txt")])
+    with pytest.raises(DataCorrupt, match=r"story.txt not found: run `dvc repro -f download@verdict`"):
+        verify_dataset("verdict", ds, tmp_path)
+    (tmp_path / "story.txt").write_bytes(BODY)
+    verify_dataset("verdict", ds, tmp_path)
+    (tmp_path / "story.txt").write_bytes(BODY.replace(b"pretty", b"PRETTY"))
+    with pytest.raises(DataCorrupt, match=r"story.txt: sha256 mismatch: .*corrupt or changed.*dvc repro -f download@verdict"):
+        verify_dataset("verdict", ds, tmp_path)

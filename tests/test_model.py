@@ -1,13 +1,14 @@
 """The GPT model: the book's golden ids, parameter counts, equality with a plain reference
 implementation built after the same seed, config checks and model directories."""
 
+import hashlib
 import json
 
 import pytest
 import torch
 
 from book_reference import PlainGPT
-from scratchgpt.model import PRESETS, GPTConfig, GPTModel, load_model, read_model_config, save_model
+from scratchgpt.model import PRESETS, GPTConfig, GPTModel, ModelError, load_model, read_model_config, save_model
 
 TINY = GPTConfig(vocab_size=101, context_length=24, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.1)
 
@@ -115,7 +116,8 @@ def test_model_directory_round_trip(tmp_path, tie):
     save_model(model, tmp_path / "m", metadata={"tokenizer": {"kind": "word"}})
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     config, extra = read_model_config(tmp_path / "m")
-    assert config == model.config and extra == {"tokenizer": {"kind": "word"}}
+    assert config == model.config and extra["tokenizer"] == {"kind": "word"}
+    assert extra["weights_sha256"] == hashlib.sha256((tmp_path / "m" / "model.safetensors").read_bytes()).hexdigest()
     again = load_model(tmp_path / "m")
     idx = torch.randint(0, 101, (2, 9))
     with torch.no_grad():
@@ -142,3 +144,19 @@ def test_load_rejects_what_is_not_a_model_directory(tmp_path):
     (tmp_path / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
         load_model(tmp_path)
+
+
+def test_corrupt_or_truncated_weights_are_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_model(GPTModel(TINY), "models/base")
+    weights = tmp_path / "models" / "base" / "model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[-100] ^= 0xFF  # inside a tensor: safetensors alone would load it
+    weights.write_bytes(bytes(blob))
+    with pytest.raises(ModelError, match=r"models/base/model.safetensors does not match the sha256 in config.json: "
+                                         r"corrupt; rerun `dvc repro -f init`"):  # fmt: skip
+        load_model("models/base")
+    load_model("models/base", verify=False)  # explicitly unchecked: loads
+    weights.write_bytes(bytes(blob[:50]))
+    with pytest.raises(ModelError, match=r"model.safetensors is unreadable .*dvc repro -f init"):
+        load_model("models/base", verify=False)

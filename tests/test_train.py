@@ -16,7 +16,6 @@ from book_reference import book_training_loop
 from scratchgpt.model import GPTConfig, GPTModel
 from scratchgpt.shards import TokenWindows
 from scratchgpt.train import (
-    CHECKPOINT_FILE,
     Hooks,
     NonFiniteLoss,
     Schedule,
@@ -125,7 +124,7 @@ def test_training_learns_and_logs_like_the_book(data, tmp_path):
     assert [(e["epoch"], e["text"]) for e in progress.epochs] == [(1, "sample"), (2, "sample"), (3, "sample")]
     assert progress.examples_seen == progress.step * TRAIN.batch_size
     assert progress.complete
-    saved = load_checkpoint(tmp_path / "ckpt" / CHECKPOINT_FILE)
+    saved = load_checkpoint(tmp_path / "ckpt")
     assert saved["progress"]["complete"] and saved["fingerprint"] == "fp"
 
 
@@ -144,7 +143,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
 
     with pytest.raises(Killed):  # mid-epoch, two steps after the checkpoint at step 9
         run(data, tmp_path / "b", hooks=kill_at(11))
-    assert load_checkpoint(tmp_path / "b" / CHECKPOINT_FILE)["progress"]["step"] == 9
+    assert load_checkpoint(tmp_path / "b")["progress"]["step"] == 9
     with pytest.raises(Killed):  # again, after resuming
         run(data, tmp_path / "b", hooks=kill_at(20))
     replayed = []
@@ -165,17 +164,24 @@ def test_other_fingerprint_starts_afresh(data, tmp_path):
 
 
 def test_corrupt_checkpoint_is_not_loaded(data, tmp_path):
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
-    _, progress = run(data, tmp_path / "d")
-    assert progress.complete and progress.step > 0
+    _, first = run(data, tmp_path / "d")
+    (saved,) = (tmp_path / "d").glob("checkpoint-*.pt")
+    blob = bytearray(saved.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # torch.load itself would not notice this
+    saved.write_bytes(bytes(blob))
+    assert load_checkpoint(tmp_path / "d") is None
+    points = []
+    _, again = run(data, tmp_path / "d", hooks=Hooks(on_eval=points.append))
+    assert again.complete and len(points) == len(first.history), "trained afresh, not resumed"
+    (tmp_path / "d" / "checkpoint.json").write_text("{")
+    assert load_checkpoint(tmp_path / "d") is None
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     cfg = TrainConfig(**{**TRAIN.__dict__, "lr": 1e6, "checkpoint_every": 1, "epochs": 1})
     with pytest.raises(NonFiniteLoss, match=r"loss is (nan|inf) at step \d+ \(epoch 1\); the last good checkpoint"):
         run(data, tmp_path / "e", cfg=cfg)
-    saved = load_checkpoint(tmp_path / "e" / CHECKPOINT_FILE)
+    saved = load_checkpoint(tmp_path / "e")
     assert saved is not None
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
 

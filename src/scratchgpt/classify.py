@@ -35,6 +35,7 @@ from torch.utils.data import Dataset
 from . import paths
 from .config import Params
 from .device import autocast
+from .download import verify_dataset
 from .errors import PipelineError
 from .files import atomic_dir, atomic_write, sha256_file, write_json
 from .model import GPTModel
@@ -321,6 +322,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
 
     p = params.classifier
     dist_info, device = init_distributed(p.device)
+    verify_dataset("spam", params.download.datasets["spam"], paths.raw("spam"))
     if dist_info.is_main:
         counts = prepare_splits(
             paths.raw("spam") / "SMSSpamCollection", paths.SPAM, quoting=p.quoting, balanced=p.balance,

@@ -322,6 +322,9 @@ def _cross_checks(params: Params) -> list[str]:
                     f"{where}.files[{i}].name: file name {base!r} is already used by files[{seen[base]}]"
                 )
             seen[base] = i
+    for needed, stage in (("spam", "finetune_classifier"), ("instructions", "finetune_instruct")):
+        if needed not in datasets:
+            problems.append(f"download.datasets.{needed}: required key is missing (stage {stage} reads it)")
     names = ", ".join(sorted(datasets))
     bpe = params.prepare.bpe_dataset
     if bpe not in datasets:

@@ -415,6 +415,26 @@ def fetch_file(
     raise DownloadError(spec.name, failures)
 
 
+class DataCorrupt(PipelineError, ValueError):
+    """A downloaded file that is missing or no longer matches its sha256; the message says what to run."""
+
+
+def verify_dataset(name: str, dataset: DatasetParams, folder: str | os.PathLike[str]) -> None:
+    """Check that every file of a downloaded dataset is still there and matches params.yaml.
+
+    DVC reruns a stage when a dependency changes, but it would happily feed it a file that was
+    edited or damaged in place; readers of data/raw call this first."""
+    folder = Path(folder)
+    hint = f"run `dvc repro -f download@{name}`"
+    for spec in dataset.files if dataset.source == "files" else []:
+        path = file_dest(folder, spec)
+        if not path.is_file():
+            raise DataCorrupt(f"{path} not found: {hint}")
+        problem = verify(path, spec)
+        if problem:
+            raise DataCorrupt(f"{path}: {problem} (corrupt or changed since it was downloaded); {hint}")
+
+
 def file_dest(out_dir: Path, spec: FileParams) -> Path:
     """A dataset's files sit flat in its folder under their base names."""
     return out_dir / PurePosixPath(spec.name).name

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from . import paths
 from .config import Params
+from .download import verify_dataset
 from .errors import PipelineError
 from .files import atomic_dir, sha256_file, write_json
 from .generate import generate
@@ -184,6 +185,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
 
     p = params.instruct
     dist_info, device = init_distributed(p.device)
+    verify_dataset("instructions", params.download.datasets["instructions"], paths.raw("instructions"))
     entries = load_entries(paths.raw("instructions") / "instruction-data.json")
     parts = dict(zip(SPLITS, split_entries(entries, p.train_frac, p.test_frac, p.shuffle, p.split_seed)))
     if dist_info.is_main:

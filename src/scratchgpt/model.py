@@ -23,12 +23,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .files import temp_path, write_json
+from .errors import PipelineError
+from .files import sha256_file, temp_path, write_json
+from .paths import rebuild_hint
 
 MODEL_FORMAT = 1
+
+
+class ModelError(PipelineError, ValueError):
+    """A model directory whose weights are corrupt or unreadable; the message names the file."""
+
 TIED_EMBEDDING_STD = 0.02
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -286,10 +294,12 @@ def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dic
     tmp = temp_path(directory / WEIGHTS_FILE)
     try:
         save_file(state, str(tmp), metadata={"format": "pt"})
+        digest = sha256_file(tmp)
         os.replace(tmp, directory / WEIGHTS_FILE)
     finally:
         tmp.unlink(missing_ok=True)
-    write_json(directory / CONFIG_FILE, {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {})})
+    config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}), "weights_sha256": digest}
+    write_json(directory / CONFIG_FILE, config)
     return directory
 
 
@@ -305,15 +315,23 @@ def read_model_config(directory: str | os.PathLike[str]) -> tuple[GPTConfig, dic
     return GPTConfig.from_dict(data["model"]), extra
 
 
-def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> GPTModel:
-    """Build the model of a model directory and load its weights (safetensors only)."""
-    config, _ = read_model_config(directory)
+def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", verify: bool = True) -> GPTModel:
+    """Build the model of a model directory and load its weights (safetensors only).
+
+    With ``verify`` the weights must match the sha256 recorded in config.json when they were
+    saved: a corrupted file is an error naming it and what to run, never a silently wrong model."""
+    config, extra = read_model_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
+    if verify and extra.get("weights_sha256") and sha256_file(weights) != extra["weights_sha256"]:
+        raise ModelError(f"{weights} does not match the sha256 in config.json: corrupt; {rebuild_hint(weights)}")
     with torch.device("meta"):
         model = GPTModel(config)
-    state = load_file(str(weights), device=str(device))
+    try:
+        state = load_file(str(weights), device=str(device))
+    except SafetensorError as e:
+        raise ModelError(f"{weights} is unreadable ({e}); {rebuild_hint(weights)}") from None
     if config.tie_weights:
         state["out_head.weight"] = state["tok_emb.weight"]
     model.load_state_dict(state, strict=True, assign=True)

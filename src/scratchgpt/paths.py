@@ -25,3 +25,15 @@ def raw(dataset: str) -> Path:
 
 def shards(corpus: str) -> Path:
     return SHARDS / corpus
+
+
+def rebuild_hint(path: Path) -> str:
+    """What to run to rebuild the artifact holding ``path``, for error messages."""
+    producers = {PRETRAINED: "pretrain", BASE: "init", CLASSIFIER: "finetune_classifier", INSTRUCT: "finetune_instruct"}
+    path = Path(path)
+    for folder, stage in producers.items():
+        if path == folder or folder in path.parents:
+            return f"rerun `dvc repro -f {stage}`"
+    if RAW in path.parents:
+        return f"rerun `dvc repro -f download@{path.relative_to(RAW).parts[0]}`"
+    return "rebuild it"

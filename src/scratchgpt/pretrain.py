@@ -4,7 +4,7 @@ metrics and curves, text samples and the book's loss figure out.
 Outputs (paths relative to the repository root):
 
 - ``models/pretrained/``: config.json, model.safetensors and tokenizer/ (self-contained)
-- ``models/pretrained.resume/checkpoint.pt``: model, optimizer, data position, RNG states
+- ``models/pretrained.resume/``: the checkpoint (model, optimizer, data position, RNG states) and its sha256
 - ``metrics/pretrain/``: DVCLive summary (metrics.json) and per-evaluation curves (plots/)
 - ``metrics/pretrain/samples.json``: the text sample written after each epoch
 - ``plots/pretrain/loss.png``: loss against epochs and tokens seen

@@ -38,12 +38,12 @@ from tqdm.auto import tqdm
 
 from .device import autocast
 from .errors import PipelineError
-from .files import temp_path
+from .files import sha256_file, temp_path, write_json
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_POINTER = "checkpoint.json"
 
 
 class NonFiniteLoss(PipelineError, RuntimeError):
@@ -210,24 +210,49 @@ def code_hash(*modules: str) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    tmp = temp_path(path)
+def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``folder`` so that a reader only ever finds a complete, verified one.
+
+    The file is named by its sha256 (``checkpoint-<sha>.pt``, renamed into place when complete);
+    then ``checkpoint.json`` (written atomically) points at it with the full digest; older
+    checkpoint files go last. A crash at any point leaves the previous pointer and its file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(folder / "checkpoint.pt")
     try:
         torch.save(payload, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        digest = sha256_file(tmp)
+        final = folder / f"checkpoint-{digest[:16]}.pt"
+        os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+    write_json(folder / CHECKPOINT_POINTER, {"format": CHECKPOINT_FORMAT, "file": final.name, "sha256": digest})
+    for old in folder.glob("checkpoint-*.pt"):
+        if old != final:
+            old.unlink(missing_ok=True)
+    return final
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """A checkpoint written by :func:`save_checkpoint`, or None when absent or unreadable."""
-    if not path.is_file():
+def load_checkpoint(folder: Path) -> dict[str, Any] | None:
+    """The checkpoint :func:`save_checkpoint` last completed in ``folder``, or None when there is
+    none or it fails its sha256 (then it is never loaded: training starts afresh)."""
+    pointer = folder / CHECKPOINT_POINTER
+    if not pointer.is_file():
+        return None
+    try:
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        path = folder / info["file"]
+        expected = info["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        log.warning("ignoring %s: unreadable (%s)", pointer, e)
+        return None
+    if not path.is_file() or sha256_file(path) != expected:
+        log.warning("ignoring checkpoint %s: missing or not matching its sha256 (corrupt); starting afresh", path)
         return None
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a torn or foreign file is never trusted
+    except Exception as e:  # a file that passed its checksum but cannot be read: still never trusted
         log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
         return None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
@@ -363,7 +388,6 @@ def train(
     """
     hooks = hooks or Hooks()
     dist_info = dist_info or Dist()
-    ckpt_path = checkpoint_dir / CHECKPOINT_FILE
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     core = model
@@ -388,15 +412,15 @@ def train(
     schedule = Schedule(cfg.lr, total_steps, cfg.warmup_steps, cfg.initial_lr, cfg.cosine, cfg.min_lr)
 
     progress = Progress()
-    saved = load_checkpoint(ckpt_path)
+    saved = load_checkpoint(checkpoint_dir)
     if saved is not None and saved.get("fingerprint") == run_fingerprint:
         core.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         progress = Progress(**saved["progress"])
         set_rng_state(saved["rng"])
-        log.info("resuming from %s at step %d (epoch %d)", ckpt_path, progress.step, progress.epoch + 1)
+        log.info("resuming from %s at step %d (epoch %d)", checkpoint_dir, progress.step, progress.epoch + 1)
     elif saved is not None:
-        log.info("ignoring %s: it belongs to other params, data or code", ckpt_path)
+        log.info("ignoring the checkpoint in %s: it belongs to other params, data or code", checkpoint_dir)
     if dist_info.is_main:
         for point in progress.history:
             hooks.on_eval(point)
@@ -405,8 +429,7 @@ def train(
 
     def checkpoint() -> None:
         if dist_info.is_main:
-            checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            save_checkpoint(ckpt_path, {
+            save_checkpoint(checkpoint_dir, {
                 "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint,
                 "model": core.state_dict(), "optimizer": optimizer.state_dict(),
                 "progress": asdict(progress), "rng": rng_state(),
