@@ -196,3 +196,31 @@ def test_experiment_changes_one_param(repo):
     params = json.loads(sh([sys.executable, "-m", "dvc", "params", "diff", "--json"], work, env))
     lr = params["params.yaml"]["classifier.lr"]
     assert (lr["old"], lr["new"]) == (0.0001, 0.001)
+
+
+def test_two_repros_at_once(repo):
+    """The second fails cleanly on DVC's lock while the first runs; the first finishes intact."""
+    import subprocess as sp
+    import time
+
+    work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    first = sp.Popen([sys.executable, "-m", "dvc", "repro", "-f", "pretrain"], cwd=work, env=env,
+                     stdout=sp.PIPE, stderr=sp.STDOUT, text=True)  # fmt: skip
+    try:
+        seen = ""
+        deadline = time.time() + 120
+        while "Running stage 'pretrain'" not in seen and time.time() < deadline:
+            seen += first.stdout.readline()
+        assert "Running stage 'pretrain'" in seen, seen
+        second = sp.run([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, capture_output=True, text=True,
+                        timeout=120)  # fmt: skip
+        assert second.returncode != 0
+        assert "lock" in (second.stdout + second.stderr).lower()
+        rest, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0, seen + rest
+    status = sh([sys.executable, "-m", "dvc", "status", "pretrain"], work, env)
+    assert "Data and pipelines are up to date." in status

@@ -345,12 +345,14 @@ def _cross_checks(params: Params) -> list[str]:
     clf = params.classifier
     if clf.train_frac + clf.val_frac >= 1:
         problems.append(
-            f"classifier.val_frac: train_frac + val_frac must leave a test split (< 1), got {clf.train_frac + clf.val_frac:g}"
+            "classifier.train_frac + classifier.val_frac: must be < 1 to leave a test split, "
+            f"got {clf.train_frac + clf.val_frac:g}"
         )
     ins = params.instruct
     if ins.train_frac + ins.test_frac >= 1:
         problems.append(
-            f"instruct.test_frac: train_frac + test_frac must leave a validation split (< 1), got {ins.train_frac + ins.test_frac:g}"
+            "instruct.train_frac + instruct.test_frac: must be < 1 to leave a validation split, "
+            f"got {ins.train_frac + ins.test_frac:g}"
         )
     if pretrain.max_length > model.context_length:
         problems.append(

@@ -217,6 +217,8 @@ def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
     then ``checkpoint.json`` (written atomically) points at it with the full digest; older
     checkpoint files go last. A crash at any point leaves the previous pointer and its file."""
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".checkpoint.pt.*.tmp"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
     tmp = temp_path(folder / "checkpoint.pt")
     try:
         torch.save(payload, tmp)
