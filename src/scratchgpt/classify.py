@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from . import paths
 from .config import Params
-from .device import autocast
+from . import lora
+from .device import autocast, peak_memory_mb
 from .download import verify_dataset
 from .errors import PipelineError
 from .files import atomic_dir, atomic_write, sha256_file, write_json
@@ -316,7 +317,7 @@ EPOCH_KEYS = ["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_ep
 def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
     """Split the data, finetune models/base into models/classifier, measure and plot it."""
     from .live import LiveLogger
-    from .model import load_model, save_model
+    from .model import load_model
     from .plots import plot_curves
     from .tokenizer import load_tokenizer, save_tokenizer
 
@@ -343,10 +344,11 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
 
     seed_everything(p.seed)  # the book seeds before making the head, and again before training
     to_classifier(model, len(LABELS), p.trainable, p.trainable_blocks, seed=None)
+    lora.setup(model, p)  # method lora: everything frozen, adapters train
     seed_everything(p.seed)
     run_fp = fingerprint(
         p.model_dump(exclude={"device", "checkpoint_every"}), sha256_file(paths.BASE / "model.safetensors"),
-        code_hash("classify", "model", "train"), dist_info.world_size,
+        code_hash("classify", "model", "train", "lora"), dist_info.world_size,
     )  # fmt: skip
     measure = accuracy_and_loss(head.position, head.pad_id)
 
@@ -367,7 +369,8 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
     n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
     if dist_info.is_main:
-        log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}", p.trainable)
+        log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}",
+                 "LoRA adapters" if p.method == "lora" else p.trainable)  # fmt: skip
     progress = train(
         model, train_data, val_data, TrainConfig.from_params(p), loss_fn=loss_fn(head.position, head.pad_id),
         device=device, checkpoint_dir=paths.CLASSIFIER_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end,
@@ -387,7 +390,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
             summary |= {f"{split}_accuracy": accuracy, f"{split}_loss": loss, f"{split}_precision": s["precision"],
                         f"{split}_recall": s["recall"], f"{split}_f1": s["f1"]}  # fmt: skip
         summary |= {"trainable_parameters": n_trainable, "parameters": model.num_parameters(), "steps": progress.step,
-                    "examples_seen": progress.examples_seen}  # fmt: skip
+                    "examples_seen": progress.examples_seen, "peak_memory_mb": peak_memory_mb(device)}  # fmt: skip
         logger.finish(summary)
         actual, predicted = predictions["test"]
         write_json(METRICS_DIR / "confusion.json",
@@ -398,7 +401,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
                     ylabel="Accuracy", title="spam classifier: accuracy (eval_iter batches per epoch)")  # fmt: skip
         with atomic_dir(paths.CLASSIFIER) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict()}
-            save_model(model, staging, metadata=meta)
+            lora.save_finetuned(model, staging, p, paths.BASE, meta)
         log.info("accuracy: train %.2f%%, validation %.2f%%, test %.2f%%", 100 * summary["train_accuracy"],
                  100 * summary["val_accuracy"], 100 * summary["test_accuracy"])  # fmt: skip
     dist_info.barrier()

@@ -220,6 +220,23 @@ class InitParams(Section):
 
 
 # ---------------------------------------------------------------------------------------------
+# finetuning
+
+
+class LoraParams(Section):
+    """LoRA adapters (appendix E), used when a finetuning stage's method is lora."""
+
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[Literal["attention", "feed_forward", "head"]] = Field(
+        ["attention", "feed_forward", "head"], min_length=1
+    )
+    train_head: bool = False
+    save: Literal["merged", "adapters"] = "merged"
+
+
+# ---------------------------------------------------------------------------------------------
 # classifier
 
 
@@ -235,6 +252,8 @@ class ClassifierParams(TrainingParams):
     head_position: Literal["last_non_pad", "last"] = "last_non_pad"
     trainable: Literal["all", "head", "last_blocks"] = "last_blocks"
     trainable_blocks: int = Field(1, ge=0)
+    method: Literal["full", "lora"] = "full"
+    lora: LoraParams = LoraParams()
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(5e-5, gt=0)
@@ -256,6 +275,8 @@ class InstructParams(TrainingParams):
     mask_prompt: bool = False
     response_tokens: int = Field(256, ge=1)
     response_batch: int = Field(8, ge=1)
+    method: Literal["full", "lora"] = "full"
+    lora: LoraParams = LoraParams()
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(5e-5, gt=0)

@@ -55,3 +55,12 @@ def tune_cpu_allocator() -> bool:
     m_trim_threshold, m_mmap_max = -1, -4
     _tuned = bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     return _tuned
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """The most memory this process has held: on CUDA the allocator's peak, else the peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -25,8 +25,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from . import paths
+from . import lora, paths
 from .config import Params
+from .device import peak_memory_mb
 from .download import verify_dataset
 from .errors import PipelineError
 from .files import atomic_dir, sha256_file, write_json
@@ -179,7 +180,7 @@ PLOT = paths.PLOTS / "instruct" / "loss.png"
 def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
     """Split the data, finetune models/base into models/instruct, and answer the test split."""
     from .live import LiveLogger, perplexity
-    from .model import load_model, save_model
+    from .model import load_model
     from .plots import plot_losses
     from .tokenizer import load_tokenizer, save_tokenizer
 
@@ -199,7 +200,9 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
     collate_fn = Collate(allowed_max_length=allowed, mask_prompt=p.mask_prompt)
     data = {name: InstructionDataset(part, tokenizer) for name, part in parts.items()}
     config = TrainConfig.from_params(p)
+    lora.setup(model, p)  # method lora: everything frozen, adapters train
     evaluator = Evaluator(model, {"train": data["train"], "val": data["val"]}, p.batch_size, lm_loss, device, collate_fn)
+    n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
     seed_everything(p.seed)  # the book measures the starting loss after seeding, then seeds again
     model.eval()
     start = {"initial_train_loss": evaluator.loss("train", p.eval_iter), "initial_val_loss": evaluator.loss("val", p.eval_iter)}
@@ -208,7 +211,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
     run_fp = fingerprint(
         p.model_dump(exclude={"device", "checkpoint_every", "response_tokens", "response_batch"}),
-        code_hash("instruct", "model", "train"), sha256_file(paths.BASE / "model.safetensors"), dist_info.world_size,
+        code_hash("instruct", "model", "train", "lora"), sha256_file(paths.BASE / "model.safetensors"), dist_info.world_size,
     )  # fmt: skip
     sample_prompt = format_input(parts["val"][0]) if parts["val"] else "Hello"
 
@@ -239,12 +242,13 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         final = Evaluator(model, {"val": data["val"]}, p.batch_size, lm_loss, device, collate_fn)
         final_val = final.loss("val", None, draw=False)
         summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
-                   "steps": progress.step, "tokens_seen": progress.tokens_seen}  # fmt: skip
+                   "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
+                   "parameters": model.num_parameters(), "peak_memory_mb": peak_memory_mb(device)}  # fmt: skip
         logger.finish(summary)
         plot_losses(progress.history, PLOT, title="instruction finetuning")
         with atomic_dir(paths.INSTRUCT) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
-            save_model(model, staging, metadata=meta)
+            lora.save_finetuned(model, staging, p, paths.BASE, meta)
         log.info("validation loss %.3f → %.3f; %d test responses in %s", start["initial_val_loss"], final_val,
                  len(responses), paths.INSTRUCT_DATA / "test-responses.json")  # fmt: skip
     dist_info.barrier()

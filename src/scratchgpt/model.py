@@ -322,6 +322,10 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
     saved: a corrupted file is an error naming it and what to run, never a silently wrong model."""
     config, extra = read_model_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
+    if "lora" in extra and not weights.is_file():  # adapters saved alone, beside a base model
+        from .lora import load_adapted
+
+        return load_adapted(directory, device)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
     if verify and extra.get("weights_sha256") and sha256_file(weights) != extra["weights_sha256"]:

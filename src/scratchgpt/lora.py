@@ -1,0 +1,202 @@
+"""LoRA: low-rank adaptation (the book's appendix E).
+
+Each chosen linear layer ``y = x Wᵀ + b`` keeps W and b frozen and learns a low-rank update:
+``y = x Wᵀ + b + (alpha / rank) · dropout(x) A B`` with A (in, rank) initialised like the book
+(Kaiming-uniform) and B (rank, out) at zero, so that an adapted model starts exactly as its
+base. Our fused query/key/value projection gets three adapters, one per part, as the book's
+three separate layers would; with rank 16 on every linear layer of GPT-2 124M's blocks and a
+2-class head that is the book's 2,666,528 trainable parameters.
+
+A finetuned model is saved either merged (W + (alpha / rank) · (A B)ᵀ folded into plain weights:
+every consumer loads an ordinary model) or as its adapters alone beside a reference to the base
+model directory; both load to the same logits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import PipelineError
+from .files import sha256_file, temp_path, write_json
+
+TARGETS = ("attention", "feed_forward", "head")
+ADAPTERS_FILE = "adapters.safetensors"
+
+
+class LoRALinear(nn.Module):
+    """A frozen ``nn.Linear`` plus low-rank adapters; ``parts`` splits the output features into
+    equal parts with an adapter each (3 for the fused query/key/value projection)."""
+
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0, parts: int = 1):
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if base.out_features % parts:
+            raise ValueError(f"{base.out_features} output features do not split into {parts} parts")
+        self.base = base
+        for p in base.parameters():
+            p.requires_grad = False
+        self.rank, self.alpha, self.parts = rank, alpha, parts
+        self.scale = alpha / rank
+        device, dtype = base.weight.device, base.weight.dtype
+        self.A = nn.Parameter(torch.empty(parts, base.in_features, rank, device=device, dtype=dtype))
+        self.B = nn.Parameter(torch.zeros(parts, rank, base.out_features // parts, device=device, dtype=dtype))
+        for i in range(parts):  # the book: torch.nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(self.A.data[i], a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout)
+
+    def delta(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.dropout(x)
+        return torch.cat([h @ self.A[i] @ self.B[i] for i in range(self.parts)], dim=-1) * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + self.delta(x)
+
+    def merged(self) -> nn.Linear:
+        """A plain nn.Linear holding W + scale · (A B)ᵀ (per part)."""
+        update = torch.cat([self.A[i] @ self.B[i] for i in range(self.parts)], dim=-1).t() * self.scale
+        out = nn.utils.skip_init(nn.Linear, self.base.in_features, self.base.out_features,
+                                 bias=self.base.bias is not None, device=self.base.weight.device)  # fmt: skip
+        with torch.no_grad():
+            out.weight.copy_(self.base.weight + update)
+            if self.base.bias is not None:
+                out.bias.copy_(self.base.bias)
+        return out
+
+
+def _places(model: nn.Module, targets: Iterable[str]) -> list[tuple[nn.Module, str, int]]:
+    """(parent module, attribute, parts) of every linear layer an adapter goes on."""
+    targets = set(targets)
+    unknown = targets - set(TARGETS)
+    if unknown:
+        raise ValueError(f"unknown LoRA targets {sorted(unknown)}; expected some of {', '.join(TARGETS)}")
+    places: list[tuple[nn.Module, str, int]] = []
+    for block in model.trf_blocks:
+        if "attention" in targets:
+            places += [(block.att, "qkv", 3), (block.att, "out_proj", 1)]
+        if "feed_forward" in targets:
+            places += [(block.ff, "fc", 1), (block.ff, "proj", 1)]
+    if "head" in targets:
+        places.append((model, "out_head", 1))
+    return places
+
+
+def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
+               targets: Iterable[str] = TARGETS, train_head: bool = False) -> nn.Module:  # fmt: skip
+    """Freeze every weight of ``model`` and add adapters to the ``targets`` layers (in place).
+    ``train_head`` also trains the output head's own weights."""
+    for p in model.parameters():
+        p.requires_grad = False
+    for parent, name, parts in _places(model, targets):
+        layer = getattr(parent, name)
+        if isinstance(layer, LoRALinear):
+            raise ValueError(f"{name} already has adapters")
+        setattr(parent, name, LoRALinear(layer, rank, alpha, dropout, parts))
+    if train_head:
+        head = model.out_head.base if isinstance(model.out_head, LoRALinear) else model.out_head
+        for p in head.parameters():
+            p.requires_grad = True
+    return model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold every adapter into its layer (in place): the model becomes a plain one again."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(parent, name, child.merged())
+    return model
+
+
+def lora_parameters(model: nn.Module) -> int:
+    return sum(m.A.numel() + m.B.numel() for m in model.modules() if isinstance(m, LoRALinear))
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving adapters alone
+
+
+def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir: str | os.PathLike[str],
+                  settings: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
+    """Write the adapters, and every weight the base model lacks (a new head), beside a
+    reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model."""
+    from .model import CONFIG_FILE, MODEL_FORMAT, WEIGHTS_FILE, read_model_config
+
+    directory, base_dir = Path(directory), Path(base_dir)
+    base_config, _ = read_model_config(base_dir)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        is_adapter = name.endswith((".A", ".B"))
+        is_new_head = name.startswith("out_head") and model.config.n_classes != base_config.n_classes
+        if is_adapter or is_new_head:
+            state[name] = tensor.detach().contiguous().cpu()
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(directory / ADAPTERS_FILE)
+    try:
+        save_file(state, str(tmp))
+        digest = sha256_file(tmp)
+        os.replace(tmp, directory / ADAPTERS_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+    base = {"path": os.path.relpath(base_dir, directory), "weights_sha256": sha256_file(base_dir / WEIGHTS_FILE)}
+    config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}),
+              "lora": {**settings, "adapters_sha256": digest, "base": base}}  # fmt: skip
+    write_json(directory / CONFIG_FILE, config)
+    return directory
+
+
+def load_adapted(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The model of an adapters-only directory: its base, the new head if any, the adapters
+    applied and merged. The base must be the very one the adapters were trained on."""
+    from .model import GPTModel, load_model, read_model_config
+
+    directory = Path(directory)
+    config, extra = read_model_config(directory)
+    info = extra["lora"]
+    base_dir = (directory / info["base"]["path"]).resolve()
+    adapters = directory / ADAPTERS_FILE
+    if not adapters.is_file() or sha256_file(adapters) != info["adapters_sha256"]:
+        raise PipelineError(f"{adapters} is missing or does not match its sha256 in config.json")
+    if sha256_file(base_dir / "model.safetensors") != info["base"]["weights_sha256"]:
+        raise PipelineError(f"{directory}: its base model {base_dir} has changed since the adapters were trained")
+    base = load_model(base_dir, device=device)
+    model = GPTModel(config) if base.config != config else base
+    if model is not base:
+        state = {k: v for k, v in base.state_dict().items() if not k.startswith("out_head")}
+        model.load_state_dict(state, strict=False)
+        model.to(device)
+    apply_lora(model, info["rank"], info["alpha"], 0.0, info["targets"])
+    missing, unexpected = model.load_state_dict(load_file(str(adapters), device=str(device)), strict=False)
+    if unexpected or any(k.endswith((".A", ".B")) for k in missing):
+        raise PipelineError(f"{adapters} does not fit {directory}'s model (unexpected {unexpected[:3]})")
+    return merge_lora(model).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# What the finetuning stages share
+
+
+def setup(model: nn.Module, section: Any) -> None:
+    """For ``method: lora`` freeze the model and add the adapters params ask for (no-op for full)."""
+    if section.method == "lora":
+        lo = section.lora
+        apply_lora(model, lo.rank, lo.alpha, lo.dropout, lo.targets, lo.train_head)
+
+
+def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Path, metadata: dict[str, Any]) -> None:
+    """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone."""
+    from .model import save_model
+
+    if section.method == "lora" and section.lora.save == "adapters":
+        lo = section.lora
+        settings = {"rank": lo.rank, "alpha": lo.alpha, "targets": list(lo.targets)}
+        save_adapters(model, directory, base_dir, settings, metadata)
+        return
+    save_model(merge_lora(model), directory, metadata)
