@@ -125,7 +125,7 @@ def outputs(work: Path, stage: str) -> dict[str, bytes]:
     files = {}
     for folder in (info["model_dir"], info["metrics"]):
         for p in sorted((work / folder).rglob("*")):
-            if p.is_file():
+            if p.is_file() and p.name != "memory.json":  # measured resources differ between any two runs
                 files[str(p.relative_to(work))] = p.read_bytes()
     return files
 

@@ -128,7 +128,7 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror):
     summary = classify.run(params.model_copy(update={"classifier": clf}))
     per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
     assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)
-    assert summary["peak_memory_mb"] > 0
+    assert json.loads((paths.METRICS / "classifier" / "memory.json").read_text())["peak_memory_mb"] > 0
     assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == ["adapters.safetensors", "config.json", "tokenizer"]
     model, tokenizer, head = classify.load_classifier(paths.CLASSIFIER)
     assert classify.classify("Free entry to win a prize", model, tokenizer, head)[0] in ("ham", "spam")

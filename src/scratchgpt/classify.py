@@ -390,8 +390,10 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
             summary |= {f"{split}_accuracy": accuracy, f"{split}_loss": loss, f"{split}_precision": s["precision"],
                         f"{split}_recall": s["recall"], f"{split}_f1": s["f1"]}  # fmt: skip
         summary |= {"trainable_parameters": n_trainable, "parameters": model.num_parameters(), "steps": progress.step,
-                    "examples_seen": progress.examples_seen, "peak_memory_mb": peak_memory_mb(device)}  # fmt: skip
+                    "examples_seen": progress.examples_seen}  # fmt: skip
         logger.finish(summary)
+        # Measured resources vary from run to run: a file of their own, beside the metrics.
+        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
         actual, predicted = predictions["test"]
         write_json(METRICS_DIR / "confusion.json",
                    [{"actual": LABELS[a], "predicted": LABELS[b]} for a, b in zip(actual, predicted)])  # fmt: skip

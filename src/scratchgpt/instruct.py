@@ -243,8 +243,10 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         final_val = final.loss("val", None, draw=False)
         summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
                    "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
-                   "parameters": model.num_parameters(), "peak_memory_mb": peak_memory_mb(device)}  # fmt: skip
+                   "parameters": model.num_parameters()}  # fmt: skip
         logger.finish(summary)
+        # Measured resources vary from run to run: a file of their own, beside the metrics.
+        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
         plot_losses(progress.history, PLOT, title="instruction finetuning")
         with atomic_dir(paths.INSTRUCT) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
