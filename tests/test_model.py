@@ -160,3 +160,13 @@ def test_corrupt_or_truncated_weights_are_named(tmp_path, monkeypatch):
     weights.write_bytes(bytes(blob[:50]))
     with pytest.raises(ModelError, match=r"model.safetensors is unreadable .*dvc repro -f init"):
         load_model("models/base", verify=False)
+
+
+def test_last_only_logits():
+    torch.manual_seed(0)
+    model = GPTModel(TINY).eval()
+    idx = torch.randint(0, 101, (3, 10))
+    with torch.no_grad():
+        full, last = model(idx), model(idx, last_only=True)
+    assert last.shape == (3, 1, 101)
+    torch.testing.assert_close(last, full[:, -1:], atol=1e-5, rtol=1e-5)

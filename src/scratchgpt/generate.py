@@ -151,12 +151,15 @@ def stream(
                 window_valid = valid[:, -(cache.length + 1) :]
                 positions = (window_valid.long().sum(dim=1, keepdim=True) - 1).clamp(min=0)
                 mask = None if bool(window_valid.all()) else window_valid[:, None, None, :]
-                logits = model(tokens[:, -1:], cache=cache, positions=positions, attn_mask=mask)
+                logits = model(tokens[:, -1:], cache=cache, positions=positions, attn_mask=mask, last_only=True)
             else:  # first step, or the window is full and every position shifts
                 if cache is not None:
                     cache.reset()
                 positions, mask = _window_inputs(valid[:, -ctx:])
-                logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask)
+                # With the cache, only the last position's logits are needed; without it, this is
+                # the book's loop (logits for the whole window, the last one used).
+                logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask,
+                               last_only=cache is not None)
             next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
             yield next_ids, active.clone()
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)

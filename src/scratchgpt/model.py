@@ -229,8 +229,11 @@ class GPTModel(nn.Module):
         cache: KVCache | None = None,
         positions: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
+        last_only: bool = False,
     ) -> torch.Tensor:
-        """Logits (batch, tokens, vocab or n_classes) for token ids (batch, tokens).
+        """Logits (batch, tokens, vocab or n_classes) for token ids (batch, tokens); with
+        ``last_only`` just those of the last position (batch, 1, ...), sparing the output head the
+        other positions (what generation needs).
 
         With a ``cache``, ``idx`` continues the cached tokens and positions continue from there.
         ``positions`` (batch, tokens) and a boolean ``attn_mask`` (batch, 1, tokens, keys) serve
@@ -250,6 +253,8 @@ class GPTModel(nn.Module):
             x = block(x, cache, attn_mask)
         if cache is not None:
             cache.length += t
+        if last_only:
+            x = x[:, -1:]
         return self.out_head(self.final_norm(x))
 
     def num_parameters(self, trainable_only: bool = False) -> int:
