@@ -16,6 +16,18 @@ def server():
         yield s
 
 
+class Sleeps(list):
+    """A stand-in for time.sleep that records what the code under test would have waited."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     """The read-only data mirror ($SCRATCHGPT_MIRROR, else ../shared/data beside the repo)."""

@@ -25,16 +25,6 @@ BODY = b"It had always been a pretty picture of life in the studio.\n" * 2000  #
 SHA = hashlib.sha256(BODY).hexdigest()
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def sleeps():
-    return Sleeps()
-
-
 @pytest.fixture
 def client(sleeps):
     return HttpClient(HttpParams(connect_timeout=2, read_timeout=0.5, retries=2, backoff=0.25), sleep=sleeps)

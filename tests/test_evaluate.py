@@ -221,16 +221,6 @@ def ollama():
     fake.httpd.server_close()
 
 
-class Sleeps(list):
-    def __call__(self, seconds: float) -> None:
-        self.append(seconds)
-
-
-@pytest.fixture
-def sleeps():
-    return Sleeps()
-
-
 @pytest.fixture
 def client(sleeps):
     return HttpClient(HttpParams(connect_timeout=2, read_timeout=2, retries=2, backoff=0), sleep=sleeps)
