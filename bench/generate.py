@@ -1,6 +1,7 @@
 """Generation speed: 200 new tokens from the untrained 124M model, with the KV cache against
 recomputing the whole context each step (the book's loop), in one process. Also checks that
-both give the same ids.
+both give the same ids. The allocator is tuned as in every scratchgpt entry point
+(scratchgpt.device.tune_cpu_allocator), for both paths alike.
 
     python bench/generate.py [--tokens 200]
 """
@@ -12,6 +13,7 @@ import time
 
 import torch
 
+from scratchgpt.device import tune_cpu_allocator
 from scratchgpt.generate import generate
 from scratchgpt.model import PRESETS, GPTModel
 
@@ -20,6 +22,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tokens", type=int, default=200)
     args = ap.parse_args()
+    tune_cpu_allocator()
     torch.manual_seed(123)
     model = GPTModel(PRESETS["book-124m"]).eval()
     prompt = [15496, 11, 314, 716]  # "Hello, I am"

@@ -1,6 +1,7 @@
 """Generation: the KV cache gives the ids of the uncached path (also past the context window and
 for batches of prompts of different lengths), eos stops, sampling filters, the CLI streams."""
 
+import dataclasses
 import math
 
 import pytest
@@ -71,6 +72,56 @@ def test_generation_leaves_training_mode_alone(model):
     generate(model, [[1, 2]], 3)
     assert model.training
     model.eval()
+
+
+@pytest.fixture
+def two_threads():
+    """The split decoding product needs at least two threads, whatever the machine has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_decode_layout_gives_the_same_products_and_restores_the_model(two_threads):
+    torch.manual_seed(1)
+    model = GPTModel(CFG).eval()  # fp32: the layout applies
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    x1, x3, many = torch.randn(1, 1, 32), torch.randn(3, 1, 32), torch.randn(1, gen.DECODE_ROWS + 1, 32)
+    with torch.no_grad():
+        expected = [[torch.nn.functional.linear(x, m.weight, m.bias) for x in (x1, x3, many)]
+                    for m in layers if m.in_features == 32]
+        with gen.decode_layout(model):
+            assert all(m.weight.stride(0) == 1 for m in layers), "weights held (in, out)"
+            got = [[m(x) for x in (x1, x3, many)] for m in layers if m.in_features == 32]
+    for e_row, g_row in zip(expected, got):
+        for e, g in zip(e_row, g_row):
+            assert g.shape == e.shape
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    assert all("forward" not in vars(m) and m.weight.is_contiguous() for m in layers)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_decode_layout_falls_back_when_gradients_are_wanted(two_threads):
+    torch.manual_seed(1)
+    model = GPTModel(CFG).eval()
+    fc = model.trf_blocks[0].ff.fc
+    x = torch.randn(1, 1, 32)
+    with gen.decode_layout(model):
+        y = fc(x)
+    assert y.requires_grad and y.grad_fn is not None
+    y.sum().backward()
+    assert fc.weight.grad is not None and fc.weight.grad.shape == fc.weight.shape
+
+
+def test_cache_equals_no_cache_in_fp32(two_threads):
+    """In fp32 the cached steps run through the decoding layout and its split products."""
+    torch.manual_seed(2)
+    model = GPTModel(dataclasses.replace(CFG, context_length=64)).eval()
+    prompts = [[1, 2, 3], [5], [7, 8, 9, 10, 11]]
+    cached = generate(model, prompts, 50, use_cache=True)
+    assert cached == generate(model, prompts, 50, use_cache=False)
 
 
 def test_empty_prompt_is_an_error(model):

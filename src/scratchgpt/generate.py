@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import sys
 from typing import Iterator, Sequence
 
@@ -71,6 +72,31 @@ def sample_next(
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+DECODE_ROWS = 16  # up to this many rows per step (prompts in a batch), the split product below
+
+
+def _decode_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` for a few rows, with the weight held (in, out) by :func:`decode_layout`.
+
+    A vector-matrix product on the CPU is bound by how fast the weight streams from memory.
+    Given an (in, out) matrix, MKL splits its columns between the threads, so each core reads
+    short interleaved pieces of every row; splitting the *input* dimension instead hands each
+    thread one contiguous block of rows, and the partial products are added. Measured here on
+    the 124M model's blocks: 16 → 20 GB/s, a cached 200-token generation 8.4 → 6.4 s.
+    """
+    weight, parts = layer.weight, torch.get_num_threads()
+    n_in, n_out = weight.shape[1], weight.shape[0]
+    rows = x.reshape(-1, n_in)
+    if (parts < 2 or n_in % parts or rows.shape[0] > DECODE_ROWS or weight.stride(0) != 1
+            or torch.is_grad_enabled()):
+        return torch.nn.functional.linear(x, weight, layer.bias)
+    pieces = rows.view(rows.shape[0], parts, n_in // parts).transpose(0, 1)
+    y = torch.bmm(pieces, weight.t().view(parts, n_in // parts, n_out)).sum(dim=0)
+    if layer.bias is not None:
+        y += layer.bias
+    return y.view(*x.shape[:-1], n_out)
+
+
 @contextlib.contextmanager
 def decode_layout(model: GPTModel, enabled: bool = True) -> Iterator[None]:
     """While generating on the CPU, hold each linear layer's weight transposed in memory.
@@ -78,17 +104,23 @@ def decode_layout(model: GPTModel, enabled: bool = True) -> Iterator[None]:
     A one-token decoding step multiplies a row vector by every weight matrix; streaming the
     weights from memory is the whole cost, and MKL's kernel reads an (in, out) row-major matrix
     up to twice as fast as nn.Linear's (out, in) one (measured here: GPT-2's output head 13.0 →
-    7.2 ms). The values are the same; only the memory order changes, one tensor at a time, and
-    it is restored afterwards (training prefers the usual order)."""
-    params = {id(p): p for m in model.modules() if isinstance(m, torch.nn.Linear) for p in [m.weight]}
+    7.2 ms); :func:`_decode_linear` then splits each product between the threads by rows. The
+    values are the same; only the memory order changes, one tensor at a time, and it is
+    restored afterwards (training prefers the usual order), as is each layer's ``forward``."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    params = {id(m.weight): m.weight for m in layers}
     enabled = enabled and all(p.device.type == "cpu" and p.dtype == torch.float32 for p in params.values())
     if enabled:
         for p in params.values():
             p.data = p.data.t().contiguous().t()
+        for m in layers:
+            m.forward = functools.partial(_decode_linear, m)
     try:
         yield
     finally:
         if enabled:
+            for m in layers:
+                del m.forward  # back to the class's
             for p in params.values():
                 p.data = p.data.contiguous()
 
@@ -214,11 +246,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .device import pick_device
+    from .device import pick_device, tune_cpu_allocator
     from .model import load_model
     from .tokenizer import load_tokenizer
 
     args = _parser().parse_args(argv)
+    tune_cpu_allocator()
     try:
         device = pick_device(args.device)
         model = load_model(args.model, device=device)
