@@ -24,7 +24,7 @@ from .config import InitParams, OPENAI_SOURCES
 from .download import HttpClient, mirror_from_env
 from .errors import PipelineError
 from .files import atomic_dir, write_json
-from .model import CONFIG_FILE, read_model_config
+from .model import CONFIG_FILE, load_model, read_model_config
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +62,8 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             data = json.loads((staging / CONFIG_FILE).read_text(encoding="utf-8"))
             data["model"]["drop_rate"] = params.drop_rate
             write_json(staging / CONFIG_FILE, data)
-    config, extra = read_model_config(out_dir)
-    from .model import load_model
-
-    parameters = load_model(out_dir).num_parameters()
+    model = load_model(out_dir)  # also checks the copied or converted weights against their sha256
+    config, parameters = model.config, model.num_parameters()
     summary = {
         "source": source,
         "parameters": parameters,

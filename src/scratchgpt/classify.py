@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import logging
 import os
 import sys
@@ -38,12 +37,11 @@ from . import lora
 from .device import autocast, peak_memory_mb
 from .download import verify_dataset
 from .errors import PipelineError
-from .files import atomic_dir, atomic_write, sha256_file, write_json
+from .files import atomic_dir, atomic_write, write_json
 from .model import GPTModel
 from .tokenizer import GPT2_EOT_ID
 from .train import (
     Evaluator,
-    Hooks,
     TrainConfig,
     code_hash,
     collate,
@@ -314,10 +312,10 @@ PLOTS_DIR = paths.PLOTS / "classifier"
 EPOCH_KEYS = ["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"]
 
 
-def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
+def run(params: Params) -> dict[str, Any]:
     """Split the data, finetune models/base into models/classifier, measure and plot it."""
     from .live import LiveLogger
-    from .model import load_model
+    from .model import load_model, weights_sha256
     from .plots import plot_curves
     from .tokenizer import load_tokenizer, save_tokenizer
 
@@ -347,7 +345,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
     lora.setup(model, p)  # method lora: everything frozen, adapters train
     seed_everything(p.seed)
     run_fp = fingerprint(
-        p.model_dump(exclude={"device", "checkpoint_every"}), sha256_file(paths.BASE / "model.safetensors"),
+        p.model_dump(exclude={"device", "checkpoint_every"}), weights_sha256(paths.BASE),
         code_hash("classify", "model", "train", "lora"), dist_info.world_size,
     )  # fmt: skip
     measure = accuracy_and_loss(head.position, head.pad_id)
@@ -359,22 +357,20 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
                 "val_loss_epoch": val_loss}  # fmt: skip
 
     logger = None
-    hooks = hooks or Hooks()
     if dist_info.is_main:
         logger = LiveLogger(
             METRICS_DIR, ["train_loss", "val_loss", "examples_seen"], EPOCH_KEYS,
             echo=lambda e: f"epoch {e['epoch']}: training accuracy {e['train_accuracy']:.2%}, "
                            f"validation accuracy {e['val_accuracy']:.2%}",
         )  # fmt: skip
-        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
-    n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    n_trainable = model.num_parameters(trainable_only=True)
     if dist_info.is_main:
         log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}",
                  "LoRA adapters" if p.method == "lora" else p.trainable)  # fmt: skip
     progress = train(
         model, train_data, val_data, TrainConfig.from_params(p), loss_fn=loss_fn(head.position, head.pad_id),
         device=device, checkpoint_dir=paths.CLASSIFIER_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end,
-        hooks=hooks, dist_info=dist_info,
+        hooks=logger.hooks() if logger else None, dist_info=dist_info,
     )  # fmt: skip
     summary: dict[str, Any] = {}
     if logger:

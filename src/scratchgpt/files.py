@@ -22,8 +22,9 @@ def _umask() -> int:
     return mask
 
 
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
-_DIR_MODE = 0o777 & ~_umask()
+_UMASK = _umask()
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
+_DIR_MODE = 0o777 & ~_UMASK
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -45,19 +46,25 @@ def temp_path(path: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    """Open a binary temporary file; on success it is flushed, fsynced and renamed to ``path``."""
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file name beside ``path``, for writers that take a file name (safetensors,
+    matplotlib); on success the file is renamed to ``path``, on failure it is removed."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a binary temporary file; on success it is flushed, fsynced and renamed to ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

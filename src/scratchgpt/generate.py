@@ -175,33 +175,31 @@ def stream(
     if use_cache:
         dtype = next(model.parameters()).dtype
         cache = KVCache(model.config, len(prompts), ctx, device, dtype)
-    layout = decode_layout(model, enabled=use_cache)
-    layout.__enter__()
     try:
-        for _ in range(max_new_tokens):
-            if cache is not None and 0 < cache.length < ctx:
-                window_valid = valid[:, -(cache.length + 1) :]
-                positions = (window_valid.long().sum(dim=1, keepdim=True) - 1).clamp(min=0)
-                mask = None if bool(window_valid.all()) else window_valid[:, None, None, :]
-                logits = model(tokens[:, -1:], cache=cache, positions=positions, attn_mask=mask, last_only=True)
-            else:  # first step, or the window is full and every position shifts
-                if cache is not None:
-                    cache.reset()
-                positions, mask = _window_inputs(valid[:, -ctx:])
-                # With the cache, only the last position's logits are needed; without it, this is
-                # the book's loop (logits for the whole window, the last one used).
-                logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask,
-                               last_only=cache is not None)
-            next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
-            yield next_ids, active.clone()
-            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
-            valid = torch.cat([valid, active[:, None]], dim=1)
-            if eos_id is not None:
-                active &= next_ids != eos_id
-                if not bool(active.any()):
-                    break
+        with decode_layout(model, enabled=use_cache):
+            for _ in range(max_new_tokens):
+                if cache is not None and 0 < cache.length < ctx:
+                    window_valid = valid[:, -(cache.length + 1) :]
+                    positions = (window_valid.long().sum(dim=1, keepdim=True) - 1).clamp(min=0)
+                    mask = None if bool(window_valid.all()) else window_valid[:, None, None, :]
+                    logits = model(tokens[:, -1:], cache=cache, positions=positions, attn_mask=mask, last_only=True)
+                else:  # first step, or the window is full and every position shifts
+                    if cache is not None:
+                        cache.reset()
+                    positions, mask = _window_inputs(valid[:, -ctx:])
+                    # With the cache, only the last position's logits are needed; without it, this is
+                    # the book's loop (logits for the whole window, the last one used).
+                    logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask,
+                                   last_only=cache is not None)
+                next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
+                yield next_ids, active.clone()
+                tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+                valid = torch.cat([valid, active[:, None]], dim=1)
+                if eos_id is not None:
+                    active &= next_ids != eos_id
+                    if not bool(active.any()):
+                        break
     finally:
-        layout.__exit__(None, None, None)
         model.train(was_training)
 
 
@@ -214,8 +212,9 @@ def generate(
     """The new ids of each prompt (up to and including ``eos_id`` when it is produced)."""
     out: list[list[int]] = [[] for _ in prompts]
     for next_ids, active in stream(model, prompts, max_new_tokens, **options):
-        for i in torch.nonzero(active).flatten().tolist():
-            out[i].append(int(next_ids[i]))
+        for row, token, on in zip(out, next_ids.tolist(), active.tolist()):
+            if on:
+                row.append(token)
     return out
 
 

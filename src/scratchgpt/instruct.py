@@ -30,12 +30,11 @@ from .config import Params
 from .device import peak_memory_mb
 from .download import verify_dataset
 from .errors import PipelineError
-from .files import atomic_dir, sha256_file, write_json
+from .files import atomic_dir, write_json
 from .generate import generate
 from .tokenizer import GPT2_EOT_ID
 from .train import (
     Evaluator,
-    Hooks,
     TrainConfig,
     code_hash,
     fingerprint,
@@ -177,10 +176,10 @@ METRICS_DIR = paths.METRICS / "instruct"
 PLOT = paths.PLOTS / "instruct" / "loss.png"
 
 
-def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
+def run(params: Params) -> dict[str, Any]:
     """Split the data, finetune models/base into models/instruct, and answer the test split."""
     from .live import LiveLogger, perplexity
-    from .model import load_model
+    from .model import load_model, weights_sha256
     from .plots import plot_losses
     from .tokenizer import load_tokenizer, save_tokenizer
 
@@ -198,11 +197,11 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
     model = load_model(paths.BASE, device=device)
     allowed = min(p.allowed_max_length, model.config.context_length)
     collate_fn = Collate(allowed_max_length=allowed, mask_prompt=p.mask_prompt)
-    data = {name: InstructionDataset(part, tokenizer) for name, part in parts.items()}
+    data = {name: InstructionDataset(parts[name], tokenizer) for name in ("train", "val")}  # test: answered below
     config = TrainConfig.from_params(p)
     lora.setup(model, p)  # method lora: everything frozen, adapters train
     evaluator = Evaluator(model, {"train": data["train"], "val": data["val"]}, p.batch_size, lm_loss, device, collate_fn)
-    n_trainable = sum(x.numel() for x in model.parameters() if x.requires_grad)
+    n_trainable = model.num_parameters(trainable_only=True)
     seed_everything(p.seed)  # the book measures the starting loss after seeding, then seeds again
     model.eval()
     start = {"initial_train_loss": evaluator.loss("train", p.eval_iter), "initial_val_loss": evaluator.loss("val", p.eval_iter)}
@@ -211,7 +210,7 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
     run_fp = fingerprint(
         p.model_dump(exclude={"device", "checkpoint_every", "response_tokens", "response_batch"}),
-        code_hash("instruct", "model", "train", "lora"), sha256_file(paths.BASE / "model.safetensors"), dist_info.world_size,
+        code_hash("instruct", "model", "train", "lora"), weights_sha256(paths.BASE), dist_info.world_size,
     )  # fmt: skip
     sample_prompt = format_input(parts["val"][0]) if parts["val"] else "Hello"
 
@@ -221,26 +220,23 @@ def run(params: Params, hooks: Hooks | None = None) -> dict[str, Any]:
         return {"text": tokenizer.decode(new)}
 
     logger = None
-    hooks = hooks or Hooks()
     if dist_info.is_main:
         logger = LiveLogger(
             METRICS_DIR, ["train_loss", "val_loss", "tokens_seen", "lr"], epochs_file="samples.json",
             derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
             echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
         )  # fmt: skip
-        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
     progress = train(
         model, data["train"], data["val"], config, loss_fn=lm_loss, device=device,
-        checkpoint_dir=paths.INSTRUCT_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end, hooks=hooks,
-        dist_info=dist_info, collate_fn=collate_fn,
+        checkpoint_dir=paths.INSTRUCT_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end,
+        hooks=logger.hooks() if logger else None, dist_info=dist_info, collate_fn=collate_fn,
     )  # fmt: skip
     summary: dict[str, Any] = {}
     if logger:
         responses = generate_responses(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
         write_json(paths.INSTRUCT_DATA / "test-responses.json",
                    [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)])  # fmt: skip
-        final = Evaluator(model, {"val": data["val"]}, p.batch_size, lm_loss, device, collate_fn)
-        final_val = final.loss("val", None, draw=False)
+        final_val = evaluator.loss("val", None, draw=False)
         summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
                    "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
                    "parameters": model.num_parameters()}  # fmt: skip

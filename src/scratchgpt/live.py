@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .files import write_json
+from .train import Hooks
 
 
 def perplexity(loss: float) -> float:
@@ -57,6 +58,10 @@ class LiveLogger:
             print(self.echo(entry), flush=True)
         if self.epochs_file:
             write_json(self.dir / self.epochs_file, self.entries)
+
+    def hooks(self) -> Hooks:
+        """The training loop's callbacks that log to this run."""
+        return Hooks(on_eval=self.on_eval, on_epoch=self.on_epoch)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self.live.summary.update(summary)

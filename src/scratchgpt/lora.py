@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import PipelineError
-from .files import sha256_file, temp_path, write_json
+from .files import atomic_path, sha256_file, write_json
 
 TARGETS = ("attention", "feed_forward", "head")
 ADAPTERS_FILE = "adapters.safetensors"
@@ -127,7 +127,7 @@ def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir:
                   settings: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Write the adapters, and every weight the base model lacks (a new head), beside a
     reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model."""
-    from .model import CONFIG_FILE, MODEL_FORMAT, WEIGHTS_FILE, read_model_config
+    from .model import CONFIG_FILE, MODEL_FORMAT, read_model_config, weights_sha256
 
     directory, base_dir = Path(directory), Path(base_dir)
     base_config, _ = read_model_config(base_dir)
@@ -138,14 +138,10 @@ def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir:
         if is_adapter or is_new_head:
             state[name] = tensor.detach().contiguous().cpu()
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(directory / ADAPTERS_FILE)
-    try:
+    with atomic_path(directory / ADAPTERS_FILE) as tmp:
         save_file(state, str(tmp))
         digest = sha256_file(tmp)
-        os.replace(tmp, directory / ADAPTERS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
-    base = {"path": os.path.relpath(base_dir, directory), "weights_sha256": sha256_file(base_dir / WEIGHTS_FILE)}
+    base = {"path": os.path.relpath(base_dir, directory), "weights_sha256": weights_sha256(base_dir)}
     config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}),
               "lora": {**settings, "adapters_sha256": digest, "base": base}}  # fmt: skip
     write_json(directory / CONFIG_FILE, config)
@@ -155,7 +151,7 @@ def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir:
 def load_adapted(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
     """The model of an adapters-only directory: its base, the new head if any, the adapters
     applied and merged. The base must be the very one the adapters were trained on."""
-    from .model import GPTModel, load_model, read_model_config
+    from .model import WEIGHTS_FILE, GPTModel, load_model, read_model_config
 
     directory = Path(directory)
     config, extra = read_model_config(directory)
@@ -164,9 +160,9 @@ def load_adapted(directory: str | os.PathLike[str], device: str | torch.device =
     adapters = directory / ADAPTERS_FILE
     if not adapters.is_file() or sha256_file(adapters) != info["adapters_sha256"]:
         raise PipelineError(f"{adapters} is missing or does not match its sha256 in config.json")
-    if sha256_file(base_dir / "model.safetensors") != info["base"]["weights_sha256"]:
+    if sha256_file(base_dir / WEIGHTS_FILE) != info["base"]["weights_sha256"]:
         raise PipelineError(f"{directory}: its base model {base_dir} has changed since the adapters were trained")
-    base = load_model(base_dir, device=device)
+    base = load_model(base_dir, device=device, verify=False)  # its file was just checked
     model = GPTModel(config) if base.config != config else base
     if model is not base:
         state = {k: v for k, v in base.state_dict().items() if not k.startswith("out_head")}

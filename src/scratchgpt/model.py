@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import PipelineError
-from .files import sha256_file, temp_path, write_json
+from .files import atomic_path, sha256_file, write_json
 from .paths import rebuild_hint
 
 MODEL_FORMAT = 1
@@ -296,13 +296,9 @@ def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dic
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.config.tie_weights:
         state.pop("out_head.weight")  # the same tensor as tok_emb.weight
-    tmp = temp_path(directory / WEIGHTS_FILE)
-    try:
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
         digest = sha256_file(tmp)
-        os.replace(tmp, directory / WEIGHTS_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
     config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}), "weights_sha256": digest}
     write_json(directory / CONFIG_FILE, config)
     return directory
@@ -335,15 +331,26 @@ def load_model(directory: str | os.PathLike[str], device: str | torch.device = "
         raise FileNotFoundError(f"{weights} not found")
     if verify and extra.get("weights_sha256") and sha256_file(weights) != extra["weights_sha256"]:
         raise ModelError(f"{weights} does not match the sha256 in config.json: corrupt; {rebuild_hint(weights)}")
-    with torch.device("meta"):
-        model = GPTModel(config)
     try:
         state = load_file(str(weights), device=str(device))
     except SafetensorError as e:
         raise ModelError(f"{weights} is unreadable ({e}); {rebuild_hint(weights)}") from None
+    return model_from_state(config, state)
+
+
+def model_from_state(config: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
+    """Our model holding exactly ``state`` (out_head.weight may be left out when tied)."""
+    with torch.device("meta"):
+        model = GPTModel(config)
     if config.tie_weights:
-        state["out_head.weight"] = state["tok_emb.weight"]
+        state = {**state, "out_head.weight": state["tok_emb.weight"]}
     model.load_state_dict(state, strict=True, assign=True)
     if config.tie_weights:
         model.out_head.weight = model.tok_emb.weight
     return model.eval()
+
+
+def weights_sha256(directory: str | os.PathLike[str]) -> str:
+    """The sha256 of a model directory's weights: the one config.json records (which
+    :func:`load_model` checks the file against), else the file's own."""
+    return read_model_config(directory)[1].get("weights_sha256") or sha256_file(Path(directory) / WEIGHTS_FILE)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import matplotlib
@@ -12,19 +11,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .files import temp_path  # noqa: E402
+from .files import atomic_path  # noqa: E402
 
 
 def _save(fig, path: str | os.PathLike[str]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
     try:
-        fig.savefig(tmp, format="png", dpi=150)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=150)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 LABELS = {

@@ -12,7 +12,6 @@ Outputs (paths relative to the repository root):
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -30,7 +29,6 @@ from .shards import Shards, ShardError
 from .tokenizer import save_tokenizer
 from .train import (
     Evaluator,
-    Hooks,
     Progress,
     TrainConfig,
     code_hash,
@@ -58,21 +56,22 @@ def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDatase
     return shards, train_data, val_data
 
 
-def run(params: Params, hooks: Hooks | None = None) -> Progress:
-    dist_info, device = init_distributed(params.pretrain.device)
+def run(params: Params) -> Progress:
+    p = params.pretrain
+    dist_info, device = init_distributed(p.device)
     shards, train_data, val_data = load_data(params)
     tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
     config = GPTConfig(**params.model.model_dump())
-    seed_everything(params.pretrain.seed)
+    seed_everything(p.seed)
     model = GPTModel(config).to(device)
     if dist_info.is_main:
         log.info(
             "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
-            f"{model.num_parameters():,}", len(train_data), len(val_data), params.pretrain.max_length, device,
+            f"{model.num_parameters():,}", len(train_data), len(val_data), p.max_length, device,
         )  # fmt: skip
     run_fp = fingerprint(
         params.model.model_dump(),
-        params.pretrain.model_dump(exclude={"device", "checkpoint_every"}),
+        p.model_dump(exclude={"device", "checkpoint_every"}),
         [s.meta["splits"] for s in shards],
         code_hash("model", "train", "shards"),
         dist_info.world_size,
@@ -84,18 +83,15 @@ def run(params: Params, hooks: Hooks | None = None) -> Progress:
             derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
             echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
         )  # fmt: skip
-    hooks = hooks or Hooks()
-    if logger:
-        hooks = dataclasses.replace(hooks, on_eval=logger.on_eval, on_epoch=logger.on_epoch)
-    p = params.pretrain
 
     def sample(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
         text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
         return {"text": text}
 
     progress = train(
-        model, train_data, val_data, TrainConfig.from_params(params.pretrain), loss_fn=lm_loss, device=device, checkpoint_dir=paths.PRETRAIN_RESUME,
-        run_fingerprint=run_fp, epoch_end=sample, hooks=hooks, dist_info=dist_info,
+        model, train_data, val_data, TrainConfig.from_params(p), loss_fn=lm_loss, device=device,
+        checkpoint_dir=paths.PRETRAIN_RESUME, run_fingerprint=run_fp, epoch_end=sample,
+        hooks=logger.hooks() if logger else None, dist_info=dist_info,
     )  # fmt: skip
     if logger:
         evaluator = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, device)

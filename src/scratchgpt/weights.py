@@ -63,7 +63,7 @@ from .config import FileParams
 from .download import HttpClient, fetch_file, file_dest, mirror_from_env
 from .errors import PipelineError
 from .files import atomic_dir, write_bytes, write_json
-from .model import MODEL_FORMAT, PRESETS, GPTConfig, GPTModel, load_model, save_model
+from .model import MODEL_FORMAT, PRESETS, GPTConfig, GPTModel, load_model, model_from_state, save_model
 from .tokenizer import GPT2_EOT_ID, GPT2_FILES, TOKENIZER_DIR, GPT2Tokenizer, save_tokenizer
 
 log = logging.getLogger(__name__)
@@ -220,18 +220,6 @@ def our_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
 def check_shape(what: str, got: Sequence[int], expected: Sequence[int]) -> None:
     if tuple(got) != tuple(expected):
         raise WeightsError(f"{what}: shape {list(got)} does not match the config, expected {list(expected)}")
-
-
-def model_from_state(config: GPTConfig, state: dict[str, torch.Tensor]) -> GPTModel:
-    """Our model holding exactly ``state`` (out_head.weight may be left out when tied)."""
-    with torch.device("meta"):
-        model = GPTModel(config)
-    if config.tie_weights:
-        state = {**state, "out_head.weight": state["tok_emb.weight"]}
-    model.load_state_dict(state, strict=True, assign=True)
-    if config.tie_weights:
-        model.out_head.weight = model.tok_emb.weight
-    return model.eval()
 
 
 def write_model_dir(
