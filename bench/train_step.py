@@ -3,7 +3,7 @@
 The book's 124M config at context 256, batch 2, dropout 0.1. Both take the same batches; steps
 alternate between the two so that drift in the machine's speed hits both alike. Two rounds:
 first with glibc's default allocator, then with the allocator as scratchgpt's stages set it
-(scratchgpt.device.tune_cpu_allocator), which speeds up both. Prints tokens/s of each, their
+(scratchgpt.allocator.tune_cpu_allocator), which speeds up both. Prints tokens/s of each, their
 ratio, and our achieved FLOP/s as a fraction of a 2048×2048 fp32 matmul measured in the same
 round (FLOPs per token: 6 × non-embedding parameters, the output head included, plus
 12 × layers × context × emb_dim).
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from book_reference import PlainGPT
-from scratchgpt.device import tune_cpu_allocator
+from scratchgpt.allocator import tune_cpu_allocator
 from scratchgpt.model import PRESETS, GPTModel
 from scratchgpt.train import lm_loss
 

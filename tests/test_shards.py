@@ -266,4 +266,4 @@ def test_character_count_equals_the_document_stream(tmp_path, mode):
     (raw / "b.txt").write_text("\n\n  \n")  # blank only
     (raw / "c.jsonl").write_text('{"text": "Alpha."}\n\n{"text": "Beta beta."}\n')
     files = shards.corpus_files(raw)
-    assert shards.count_characters(files, mode) == sum(len(p) for _, p in shards.pieces(files, mode, size=7))
+    assert shards.count_characters(files) == sum(len(p) for _, p in shards.pieces(files, mode, size=7))

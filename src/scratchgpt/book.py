@@ -1,4 +1,4 @@
-"""What the book reports, for comparison with our runs (README and report).
+"""What the book reports, for comparison with our runs (the report).
 
 Chapter 5's pretraining log (GPT_CONFIG_124M with context 256 on the-verdict, 10 epochs, batch 2,
 AdamW lr 4e-4, weight decay 0.1, eval_freq 5, eval_iter 5, seed 123), run on a CPU.
@@ -14,22 +14,3 @@ CH05_LOSSES: list[tuple[int, float, float]] = [
     (60, 1.882, 6.233), (65, 1.320, 6.238), (70, 0.985, 6.242), (75, 0.717, 6.293),
     (80, 0.541, 6.393), (85, 0.391, 6.452),
 ]  # fmt: skip
-
-# The greedy 50-token sample after each epoch starts like this (first epochs)
-CH05_SAMPLES: dict[int, str] = {
-    1: "Every effort moves you,,,,,,,,,,,,.",
-    2: "Every effort moves you, and, and, and, and, and, and, and, and, and, and, and,",
-    3: "Every effort moves you, and I had been.",
-    10: 'Every effort moves you know," was one of the axioms he laid down across the Sevres and silver of an'
-    " exquisitely appointed luncheon-table, when, on a later day, I had again run over from Monte Carlo;",
-}
-
-
-def compare_ch05(history: list[dict[str, float]]) -> list[dict[str, float]]:
-    """Our evaluation points beside the book's, matched by step."""
-    ours = {int(p["step"]): p for p in history}
-    return [
-        {"step": step, "book_train": bt, "book_val": bv,
-         "train": ours[step]["train_loss"], "val": ours[step]["val_loss"]}
-        for step, bt, bv in CH05_LOSSES if step in ours
-    ]  # fmt: skip

@@ -60,12 +60,15 @@ def _check_relpath(value: str) -> str:
     return value
 
 
-def is_loopback_url(url: str) -> bool:
-    return bool(re.match(r"http://([^/@]*@)?(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url))
+def allowed_url(url: str) -> bool:
+    """https://, or plain http:// only to a server on this machine (127.0.0.1, localhost, ::1)."""
+    return url.startswith("https://") or bool(
+        re.match(r"http://([^/@]*@)?(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", url)
+    )
 
 
 def _check_url(value: str) -> str:
-    if not (value.startswith("https://") or is_loopback_url(value)):
+    if not allowed_url(value):
         raise ValueError(
             f"must be an https:// URL (plain http only for a server on 127.0.0.1), got {value!r}"
         )

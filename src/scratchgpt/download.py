@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .errors import PipelineError
 from .files import atomic_dir, sha256_file, temp_path
-from .config import DatasetParams, FileParams, HttpParams, is_loopback_url
+from .config import DatasetParams, FileParams, HttpParams, allowed_url
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def redact(url: str) -> str:
 
 def check_remote_url(url: str) -> None:
     """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine."""
-    if not (url.startswith("https://") or is_loopback_url(url)):
+    if not allowed_url(url):
         raise SourceFailed(f"refused: {redact(url)} is not https:// (plain http only for 127.0.0.1)")
 
 
@@ -268,10 +268,10 @@ class Source:
     @property
     def resumable(self) -> bool:
         """A plain remote file: a partial copy can be continued with an HTTP Range."""
-        return "://" in self.location and not self.location.startswith("file://") and not self.zip_member
+        return _is_remote(self.location) and not self.zip_member
 
     def fetch(self, client: HttpClient, dest: Path, desc: str, resume: bool = False) -> None:
-        if "://" not in self.location or self.location.startswith("file://"):
+        if not _is_remote(self.location):
             _copy_local(_local_path(self.location), dest, desc)
         elif self.zip_member:
             archive = temp_path(dest.with_name(dest.name + ".zip"))
@@ -282,6 +282,11 @@ class Source:
                 archive.unlink(missing_ok=True)
         else:
             client.download(self.location, dest, desc, resume=resume)
+
+
+def _is_remote(location: str) -> bool:
+    """A URL to fetch over HTTP(S), rather than a folder path or a file:// URL."""
+    return "://" in location and not location.startswith("file://")
 
 
 def _local_path(location: str) -> Path:
@@ -316,7 +321,7 @@ def sources_for(spec: FileParams, mirror: str | None = None) -> list[Source]:
         label = "primary" if i == 0 else "backup" if i == 1 else f"backup {i}"
         sources.append(Source(f"{label} {redact(url)}", url, spec.zip_member if is_zip else None))
     if mirror:
-        if "://" in mirror and not mirror.startswith("file://"):
+        if _is_remote(mirror):
             location = mirror.rstrip("/") + "/" + urllib.parse.quote(spec.name)
         else:
             location = str(_local_path(mirror) / spec.name)

@@ -245,7 +245,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .device import pick_device, tune_cpu_allocator
+    from .allocator import tune_cpu_allocator
+    from .device import pick_device
     from .model import load_model
     from .tokenizer import load_tokenizer
 

@@ -36,17 +36,13 @@ def plot_curves(
     ylabel: str,
     second_axis: tuple[str, str] | None = None,
     title: str | None = None,
-    reference: dict[str, Sequence[float]] | None = None,
 ) -> None:
     """``keys`` of ``points`` against their "epoch", the book's way: the first curve solid, the
-    next dash-dotted, and an optional second x axis (e.g. tokens seen) on top. ``reference`` adds
-    dotted curves with markers (e.g. the book's numbers) on the same points."""
+    next dash-dotted, and an optional second x axis (e.g. tokens seen) on top."""
     epochs = [p["epoch"] for p in points]
     fig, ax1 = plt.subplots(figsize=(6, 3.6))
     for i, key in enumerate(keys):
         ax1.plot(epochs, [p[key] for p in points], linestyle="-" if i == 0 else "-.", label=LABELS.get(key, key))
-    for label, values in (reference or {}).items():
-        ax1.plot(epochs[: len(values)], values, linestyle=":", marker=".", label=label)
     ax1.set_xlabel("Epochs")
     ax1.set_ylabel(ylabel)
     ax1.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -66,12 +62,11 @@ def plot_losses(
     history: Sequence[dict[str, float]],
     path: str | os.PathLike[str],
     title: str | None = None,
-    reference: dict[str, Sequence[float]] | None = None,
 ) -> None:
     """Training and validation loss against epochs, with tokens seen on a second x axis
     (chapter 5's figure)."""
     plot_curves(history, ["train_loss", "val_loss"], path, ylabel="Loss", second_axis=("tokens_seen", "Tokens seen"),
-                title=title, reference=reference)  # fmt: skip
+                title=title)  # fmt: skip
 
 
 def plot_attention(weights, tokens: Sequence[str], path: str | os.PathLike[str], title: str | None = None) -> None:

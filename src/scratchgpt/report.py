@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .book import CH05_LOSSES
 from .files import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def comparison(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     clf = lambda k: _fmt(_get(data, "classifier", k), percent=True)  # noqa: E731
     judge = _get(data, "evaluate", "judge_score")
     return [
-        ("Ch. 5 pretraining: final train / val loss", "0.391 / 6.452",
+        ("Ch. 5 pretraining: final train / val loss", "{1:.3f} / {2:.3f}".format(*CH05_LOSSES[-1]),
          f"{_fmt(_get(data, 'pretrain', 'train_loss'))} / {_fmt(_get(data, 'pretrain', 'val_loss'))}",
          "default params: a small model on the-verdict + WikiText; experiments/book-ch05 reproduces "
          "the book's 18 points exactly"),

@@ -138,9 +138,9 @@ def documents(files: list[Path], mode: str = "file", block: int = CHUNK_CHARS) -
             yield _read_blocks(path, block)
 
 
-def count_characters(files: list[Path], mode: str = "file") -> int:
+def count_characters(files: list[Path]) -> int:
     """The characters of every document: a .txt file's are all its characters (whichever way it
-    is cut into documents), a .jsonl file's those of its "text" fields."""
+    is cut into documents, so the same for every mode), a .jsonl file's those of its "text" fields."""
     total = 0
     for path in files:
         if path.suffix == ".jsonl":
@@ -209,7 +209,7 @@ def write_shards(
     if not 0 < train_ratio < 1:
         raise ValueError(f"train_ratio must be between 0 and 1, got {train_ratio}")
     out_dir = Path(out_dir)
-    total_chars = count_characters(files, mode)
+    total_chars = count_characters(files)
     if total_chars == 0:
         raise ShardError(f"corpus {name or out_dir.name} is empty: {', '.join(map(str, files))}")
     split_at = int(train_ratio * total_chars)  # the book: split_idx = int(train_ratio * len(text))

@@ -39,7 +39,7 @@ def no_args(args: list[str]) -> None:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    from .device import tune_cpu_allocator
+    from .allocator import tune_cpu_allocator
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     tune_cpu_allocator()  # see its docstring: large tensors reused, not re-faulted every step
