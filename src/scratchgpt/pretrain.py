@@ -73,7 +73,7 @@ def run(params: Params) -> Progress:
         params.model.model_dump(),
         p.model_dump(exclude={"device", "checkpoint_every"}),
         [s.meta["splits"] for s in shards],
-        code_hash("model", "train", "shards"),
+        code_hash("pretrain", "model", "train", "shards"),
         dist_info.world_size,
     )
     logger = None
