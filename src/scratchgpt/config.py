@@ -243,7 +243,14 @@ class LoraParams(Section):
 # classifier
 
 
-class ClassifierParams(TrainingParams):
+class FinetuneParams(TrainingParams):
+    """What both finetuning stages add: all (or some) weights trained, or LoRA adapters (appendix E)."""
+
+    method: Literal["full", "lora"] = "full"
+    lora: LoraParams = LoraParams()
+
+
+class ClassifierParams(FinetuneParams):
     """Chapter 6: finetune the base model into a spam classifier."""
 
     quoting: Literal["book", "none"] = "book"
@@ -255,8 +262,6 @@ class ClassifierParams(TrainingParams):
     head_position: Literal["last_non_pad", "last"] = "last_non_pad"
     trainable: Literal["all", "head", "last_blocks"] = "last_blocks"
     trainable_blocks: int = Field(1, ge=0)
-    method: Literal["full", "lora"] = "full"
-    lora: LoraParams = LoraParams()
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(5e-5, gt=0)
@@ -267,7 +272,7 @@ class ClassifierParams(TrainingParams):
 # instruct
 
 
-class InstructParams(TrainingParams):
+class InstructParams(FinetuneParams):
     """Chapter 7: finetune the base model to follow instructions."""
 
     train_frac: float = Field(0.85, gt=0, lt=1)
@@ -278,8 +283,6 @@ class InstructParams(TrainingParams):
     mask_prompt: bool = False
     response_tokens: int = Field(256, ge=1)
     response_batch: int = Field(8, ge=1)
-    method: Literal["full", "lora"] = "full"
-    lora: LoraParams = LoraParams()
     epochs: int = Field(2, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(5e-5, gt=0)
