@@ -5,17 +5,16 @@ and the folder appears complete or not at all.
 """
 
 from scratchgpt import paths, stage
-from scratchgpt.config import load_params
 from scratchgpt.download import HttpClient, fetch_dataset, mirror_from_env
 
 
-def main(args: list[str]) -> None:
-    name = stage.one_arg(args, "dataset")
-    params = load_params()
-    dataset = stage.pick(params.download.datasets, name, "download.datasets")
-    report = fetch_dataset(name, dataset, paths.raw(name), HttpClient(params.download.http), mirror_from_env())
+def main(st: stage.Stage) -> None:
+    name, download = st.key, st.params.download
+    folder = paths.raw(name)
+    report = fetch_dataset(name, download.datasets[name], st.out(folder), HttpClient(download.http),
+                           mirror_from_env(), reuse=folder)  # fmt: skip
     for file, source in report.items():
-        print(f"{paths.raw(name) / file}: {source}")
+        print(f"{folder / file}: {source}")
 
 
 if __name__ == "__main__":

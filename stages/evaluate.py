@@ -3,12 +3,10 @@
 match and, when evaluate.judge_url names an Ollama-compatible server, the judge's mean score)."""
 
 from scratchgpt import evaluate, stage
-from scratchgpt.config import load_params
 
 
-def main(args: list[str]) -> None:
-    stage.no_args(args)
-    metrics = evaluate.run(load_params())
+def main(st: stage.Stage) -> None:
+    metrics = evaluate.run(st)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
 

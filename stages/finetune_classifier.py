@@ -4,12 +4,10 @@ metrics/classifier/ (accuracy, precision, recall, F1 per split; test confusion m
 book's loss and accuracy figures under plots/classifier/."""
 
 from scratchgpt import classify, stage
-from scratchgpt.config import load_params
 
 
-def main(args: list[str]) -> None:
-    stage.no_args(args)
-    classify.run(load_params())
+def main(st: stage.Stage) -> None:
+    classify.run(st)
 
 
 if __name__ == "__main__":

@@ -3,12 +3,10 @@ models/base into models/instruct/, answer the test split (data/instruct/test-res
 with DVCLive metrics under metrics/instruct/ and the loss figure plots/instruct/loss.png."""
 
 from scratchgpt import instruct, stage
-from scratchgpt.config import load_params
 
 
-def main(args: list[str]) -> None:
-    stage.no_args(args)
-    instruct.run(load_params())
+def main(st: stage.Stage) -> None:
+    instruct.run(st)
 
 
 if __name__ == "__main__":

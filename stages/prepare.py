@@ -2,22 +2,20 @@
 meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 
 from scratchgpt import paths, stage
-from scratchgpt.config import load_params
 from scratchgpt.download import verify_dataset
 from scratchgpt.files import write_json
 from scratchgpt.shards import corpus_files, make_tokenizer, write_shards
 
 
-def main(args: list[str]) -> None:
-    name = stage.one_arg(args, "corpus")
-    params = load_params()
-    corpus = stage.pick(params.prepare.corpora, name, "prepare.corpora")
-    for dataset in (corpus.dataset, params.prepare.bpe_dataset):
+def main(st: stage.Stage) -> None:
+    name, params = st.key, st.params
+    corpus, bpe = params.prepare.corpora[name], params.prepare.bpe_dataset
+    for dataset in (corpus.dataset, bpe):
         verify_dataset(dataset, params.download.datasets[dataset], paths.raw(dataset))
     files = corpus_files(paths.raw(corpus.dataset))
-    tokenizer = make_tokenizer(corpus.tokenizer, paths.raw(params.prepare.bpe_dataset), files, corpus.documents)
+    tokenizer = make_tokenizer(corpus.tokenizer, paths.raw(bpe), files, corpus.documents)
     meta = write_shards(
-        files, tokenizer, paths.shards(name), train_ratio=corpus.train_ratio, mode=corpus.documents, name=name
+        files, tokenizer, st.out(paths.shards(name)), train_ratio=corpus.train_ratio, mode=corpus.documents, name=name
     )
     splits = meta["splits"]
     metrics = {
@@ -27,7 +25,7 @@ def main(args: list[str]) -> None:
         "train_documents": splits["train"]["documents"],
         "val_documents": splits["val"]["documents"],
     }
-    write_json(paths.METRICS / "prepare" / f"{name}.json", metrics)
+    write_json(st.out(paths.METRICS / "prepare" / f"{name}.json"), metrics)
     print(f"{paths.shards(name)}: " + ", ".join(f"{k} {v:,}" for k, v in metrics.items()))
 
 

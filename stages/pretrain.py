@@ -1,17 +1,15 @@
 """Stage pretrain: train the GPT of params `model` on the shards of params `pretrain.corpora`.
 
-Writes models/pretrained/ (config.json, model.safetensors, tokenizer/), the resumable checkpoint
-models/pretrained.resume/, DVCLive metrics and curves under metrics/pretrain/ and the book-style
-loss figure plots/pretrain/loss.png. Run it alone or with `torchrun --nproc_per_node N`.
+Writes models/pretrained/ (config.json, model.safetensors, tokenizer/), DVCLive metrics and
+curves under metrics/pretrain/ and the book-style loss figure plots/pretrain/loss.png; resume
+checkpoints go to the cache (scratchgpt.resume). Run it alone or with `torchrun --nproc_per_node N`.
 """
 
 from scratchgpt import pretrain, stage
-from scratchgpt.config import load_params
 
 
-def main(args: list[str]) -> None:
-    stage.no_args(args)
-    pretrain.run(load_params())
+def main(st: stage.Stage) -> None:
+    pretrain.run(st)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_openai_source_downloads_into_the_cache_and_converts(repo, tmp_path, mon
     """gpt2-124M: the files land in $SCRATCHGPT_CACHE/gpt2/124M (here written by a fake
     download in OpenAI's layout, with a tiny vocabulary) and are converted."""
     tf = pytest.importorskip("tensorflow")
-    monkeypatch.setenv(base.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
     arrays = openai_arrays(TINY)
     calls = []
 

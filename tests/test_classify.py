@@ -156,11 +156,11 @@ def stage_dir(tmp_path, monkeypatch, mirror, tok):
     return tmp_path
 
 
-def test_stage_writes_model_metrics_and_plots(stage_dir, capsys):
+def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     clf = params.classifier.model_copy(update=dict(epochs=2, max_steps=6, batch_size=4, eval_freq=2, eval_iter=2,
                                                    max_length=24, checkpoint_every=0, device="cpu"))  # fmt: skip
-    summary = classify.run(params.model_copy(update={"classifier": clf}))
+    summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}), classify.run)
     for split in ("train", "val", "test"):
         for key in ("accuracy", "loss", "precision", "recall", "f1"):
             assert 0 <= summary[f"{split}_{key}"] <= (1 if key != "loss" else 10), (split, key)

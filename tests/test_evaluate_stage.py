@@ -44,9 +44,9 @@ def params(**evaluate):
     return p.model_copy(update={"evaluate": p.evaluate.model_copy(update=evaluate)})
 
 
-def test_metrics_without_a_judge(stage_dir, caplog):
+def test_metrics_without_a_judge(stage_dir, caplog, run_stage):
     caplog.set_level("INFO")
-    metrics = evaluate.run(params())
+    metrics = run_stage("evaluate", params(), evaluate.run)
     assert metrics["instruct_exact_match"] == 0.5
     assert metrics["instruct_rouge_l"] == pytest.approx((1.0 + evaluate.rouge_l_f1("The sum is 5.", "It is 7.")) / 2)
     assert metrics["instruct_responses"] == 2 and metrics["instruct_test_perplexity"] > 1
@@ -57,12 +57,12 @@ def test_metrics_without_a_judge(stage_dir, caplog):
     assert [x["exact_match"] for x in per_item] == [True, False]
 
 
-def test_metrics_with_a_judge(stage_dir):
+def test_metrics_with_a_judge(stage_dir, run_stage):
     fake = FakeOllama()
     fake.thread.start()
     try:
         fake.script(chat("90"), chat("not sure"))
-        metrics = evaluate.run(params(judge_url=fake.url, judge_model="llama3"))
+        metrics = run_stage("evaluate", params(judge_url=fake.url, judge_model="llama3"), evaluate.run)
     finally:
         fake.httpd.shutdown()
         fake.httpd.server_close()
@@ -73,7 +73,7 @@ def test_metrics_with_a_judge(stage_dir):
     assert [x["judge_score"] for x in per_item] == [90, None]
 
 
-def test_responses_without_model_response_are_named(stage_dir):
+def test_responses_without_model_response_are_named(stage_dir, run_stage):
     write_json(paths.INSTRUCT_DATA / "test-responses.json", [ENTRIES[0], {k: ENTRIES[1][k] for k in ("instruction", "input", "output")}])
     with pytest.raises(EntryError, match="entry 1: missing key 'model_response'"):
-        evaluate.run(params())
+        run_stage("evaluate", params(), evaluate.run)

@@ -52,8 +52,10 @@ RUNNER = textwrap.dedent(
         def patched(obj, f, *args, **kwargs):
             save(obj, f, *args, **kwargs)
             if hit():
-                with open(f, "r+b") as fh:
-                    fh.truncate(os.path.getsize(f) // 2)
+                f.flush()
+                name = f.f.name  # the HashingWriter's file
+                with open(name, "r+b") as fh:
+                    fh.truncate(os.path.getsize(name) // 2)
                 os.kill(os.getpid(), signal.SIGKILL)
         T.torch.save = patched
     elif fault == "pointer":  # the n-th checkpoint written, the pointer to it not yet
@@ -70,9 +72,11 @@ RUNNER = textwrap.dedent(
 
 TINY = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1, tie_weights=True)
 STAGES = {
-    "pretrain": dict(model_dir=paths.PRETRAINED, metrics=paths.METRICS / "pretrain"),
-    "finetune_classifier": dict(model_dir=paths.CLASSIFIER, metrics=paths.METRICS / "classifier"),
-    "finetune_instruct": dict(model_dir=paths.INSTRUCT, metrics=paths.METRICS / "instruct"),
+    "pretrain": dict(model_dir=paths.PRETRAINED, metrics=paths.METRICS / "pretrain", plots=paths.PLOTS / "pretrain"),
+    "finetune_classifier": dict(model_dir=paths.CLASSIFIER, metrics=paths.METRICS / "classifier",
+                                plots=paths.PLOTS / "classifier"),
+    "finetune_instruct": dict(model_dir=paths.INSTRUCT, metrics=paths.METRICS / "instruct",
+                              plots=paths.PLOTS / "instruct"),
 }
 
 
@@ -103,6 +107,9 @@ def inputs(tmp_path_factory, mirror):
                {"tokenizer": save_tokenizer(tok, root / paths.BASE)})  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (root / "runner.py").write_text(RUNNER)
+    shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
+    for code in ("stages", "src"):
+        (root / code).symlink_to(ROOT / code)
     return root
 
 
@@ -113,17 +120,23 @@ def workdir(inputs: Path, tmp_path: Path, name: str) -> Path:
 
 
 def run(work: Path, stage: str, fault: str | None = None, n: int = 0) -> subprocess.CompletedProcess:
-    script = str(ROOT / "stages" / f"{stage}.py")
+    script = f"stages/{stage}.py"
     cmd = [sys.executable, str(work / "runner.py"), fault, str(n), script] if fault else [sys.executable, script]
-    env = {**os.environ, "TQDM_DISABLE": "1"}
+    env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache")}
     return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
 
 
+def resume_dirs(work: Path, stage: str) -> list[Path]:
+    """The stage's resume folders in the work folder's cache (one per fingerprint)."""
+    folder = work / ".cache" / "resume" / stage
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
 def outputs(work: Path, stage: str) -> dict[str, bytes]:
-    """Every file the stage leaves, but the resume checkpoint (which a fresh run also rewrites)."""
+    """Every file the stage leaves in its model, metrics and plots folders."""
     info = STAGES[stage]
     files = {}
-    for folder in (info["model_dir"], info["metrics"]):
+    for folder in (info["model_dir"], info["metrics"], info["plots"]):
         for p in sorted((work / folder).rglob("*")):
             if p.is_file() and p.name != "memory.json":  # measured resources differ between any two runs
                 files[str(p.relative_to(work))] = p.read_bytes()
@@ -147,7 +160,7 @@ def test_killed_stage_resumes_to_the_same_result(inputs, uninterrupted, tmp_path
     work = workdir(inputs, tmp_path, stage)
     killed = run(work, stage, fault, n)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    resume_dir = work / STAGES[stage]["model_dir"].with_name(STAGES[stage]["model_dir"].name + ".resume")
+    (resume_dir,) = resume_dirs(work, stage)
     pointer = json.loads((resume_dir / "checkpoint.json").read_text())
     assert (resume_dir / pointer["file"]).is_file(), "the pointer names a complete checkpoint"
     again = run(work, stage)
@@ -160,3 +173,4 @@ def test_killed_stage_resumes_to_the_same_result(inputs, uninterrupted, tmp_path
         assert result[name] == data, f"{name} differs from the uninterrupted run"
     assert len(list(resume_dir.glob("checkpoint-*.pt"))) == 1, "stale checkpoint files are cleaned up"
     assert not [p for p in resume_dir.iterdir() if p.name.endswith(".tmp")], "no temporary files left"
+    assert not list((work / ".scratchgpt" / "staging").iterdir()), "nothing staged is left behind"

@@ -99,11 +99,11 @@ def stage_dir(tmp_path, monkeypatch, mirror):
     return tmp_path
 
 
-def test_stage_trains_and_answers_the_test_split(stage_dir):
+def test_stage_trains_and_answers_the_test_split(stage_dir, run_stage):
     params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
     ins = params.instruct.model_copy(update=dict(max_steps=4, batch_size=4, eval_freq=2, eval_iter=1,
                                                  response_tokens=5, checkpoint_every=0, device="cpu"))  # fmt: skip
-    summary = instruct.run(params.model_copy(update={"instruct": ins}))
+    summary = run_stage("finetune_instruct", params.model_copy(update={"instruct": ins}), instruct.run)
     assert summary["steps"] == 4 and summary["initial_val_loss"] > 0 and summary["final_val_loss"] > 0
     for name, n in (("train", 935), ("val", 55), ("test", 110)):
         assert len(json.loads((paths.INSTRUCT_DATA / f"{name}.json").read_text())) == n

@@ -111,7 +111,7 @@ def test_adapters_alone_load_to_the_merged_model(tmp_path, classifier):
         load_model(tmp_path / "adapters")
 
 
-def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror):
+def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
     from scratchgpt.tokenizer import GPT2Tokenizer, save_tokenizer
 
     monkeypatch.chdir(tmp_path)
@@ -125,7 +125,7 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror):
     clf = params.classifier.model_copy(update=dict(method="lora", lora=lora, epochs=1, max_steps=4, batch_size=4,
                                                    eval_freq=2, eval_iter=1, max_length=16, checkpoint_every=0,
                                                    device="cpu"))  # fmt: skip
-    summary = classify.run(params.model_copy(update={"classifier": clf}))
+    summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}), classify.run)
     per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
     assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)
     assert json.loads((paths.METRICS / "classifier" / "memory.json").read_text())["peak_memory_mb"] > 0

@@ -105,7 +105,9 @@ def test_pretrain_writes_model_metrics_and_plots(repo):
     sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
     model_dir = work / "models" / "pretrained"
     assert sorted(os.listdir(model_dir)) == ["config.json", "model.safetensors", "tokenizer"]
-    assert (work / "models" / "pretrained.resume" / "checkpoint.json").is_file()
+    assert not (work / "models" / "pretrained.resume").exists(), "resume state is not a DVC output"
+    (resume,) = (Path(env["SCRATCHGPT_CACHE"]) / "resume" / "pretrain").iterdir()
+    assert (resume / "checkpoint.json").is_file()
     summary = json.loads((work / "metrics" / "pretrain" / "metrics.json").read_text())
     assert summary["steps"] == 6
     assert summary["final_val_loss"] < summary["untrained_val_loss"]

@@ -178,12 +178,36 @@ def test_corrupt_checkpoint_is_not_loaded(data, tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
-    cfg = TrainConfig(**{**TRAIN.__dict__, "lr": 1e6, "checkpoint_every": 1, "epochs": 1})
-    with pytest.raises(NonFiniteLoss, match=r"loss is (nan|inf) at step \d+ \(epoch 1\); the last good checkpoint"):
-        run(data, tmp_path / "e", cfg=cfg)
+    # the learning rate warms up from a sane value to an absurd one: good checkpoints first, then divergence
+    cfg = TrainConfig(**{**TRAIN.__dict__, "lr": 1e9, "initial_lr": 1e-3, "warmup_steps": 40, "checkpoint_every": 1,
+                         "eval_freq": 1, "epochs": 1})  # fmt: skip
+    points = []
+    with pytest.raises(NonFiniteLoss, match=r"training diverged: the (training|evaluation) loss.* after (\d+) optimizer "
+                                            r"step\(s\) \(epoch 1\); nothing of this run is saved, the last good "
+                                            r"checkpoint stays in"):  # fmt: skip
+        run(data, tmp_path / "e", cfg=cfg, hooks=Hooks(on_eval=points.append))
     saved = load_checkpoint(tmp_path / "e")
-    assert saved is not None
+    assert saved is not None and saved["progress"]["step"] >= 1
     assert all(torch.isfinite(t).all() for t in saved["model"].values())
+    assert points and all(np.isfinite([p["train_loss"], p["val_loss"]]).all() for p in points), "no NaN is logged"
+
+
+def test_weights_that_turn_infinite_are_never_saved(data, tmp_path):
+    """A weight that is no longer finite when a checkpoint is due (here made so by the epoch-end
+    callback, which runs just before it) stops the run; no checkpoint holds it."""
+
+    def poison(model, evaluator):
+        with torch.no_grad():
+            model.trf_blocks[0].att.out_proj.weight[0, 0] = float("inf")
+        return {}
+
+    cfg = TrainConfig(**{**TRAIN.__dict__, "max_steps": 1, "epochs": 1})
+    seed_everything(cfg.seed)
+    with pytest.raises(NonFiniteLoss, match=r"parameter trf_blocks.0.att.out_proj.weight is no longer finite after 1 "):
+        run_training(GPTModel(CFG), *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"),
+                     checkpoint_dir=tmp_path / "inf", run_fingerprint="x", epoch_end=poison)  # fmt: skip
+    assert load_checkpoint(tmp_path / "inf") is None
+    assert not list((tmp_path / "inf").glob("checkpoint-*.pt"))
 
 
 def test_max_steps_and_accumulation(data, tmp_path):

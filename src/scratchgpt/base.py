@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -27,13 +26,6 @@ from .files import atomic_dir, write_json
 from .model import CONFIG_FILE, load_model, read_model_config
 
 log = logging.getLogger(__name__)
-
-CACHE_ENV = "SCRATCHGPT_CACHE"
-
-
-def cache_dir() -> Path:
-    """Where downloaded OpenAI checkpoints are kept between runs (outside DVC's outputs)."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scratchgpt")
 
 
 def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClient | None = None) -> dict[str, Any]:
@@ -48,7 +40,7 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             shutil.copytree(paths.PRETRAINED, staging, dirs_exist_ok=True)
         elif source in OPENAI_SOURCES:
             size = OPENAI_SOURCES[source]
-            folder = cache_dir() / "gpt2" / size
+            folder = paths.cache_dir() / "gpt2" / size
             log.info("OpenAI GPT-2 %s: checkpoint files in %s", size, folder)
             weights.download_openai(size, folder, client=client, mirror=mirror_from_env())
             weights.convert(folder, staging)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import paths
-from .config import Params
+from .stage import Stage
 from . import lora
 from .device import autocast, peak_memory_mb
 from .download import verify_dataset
@@ -43,9 +43,7 @@ from .tokenizer import GPT2_EOT_ID
 from .train import (
     Evaluator,
     TrainConfig,
-    code_hash,
     collate,
-    fingerprint,
     init_distributed,
     seed_everything,
     train,
@@ -120,12 +118,22 @@ def prepare_splits(
     """Write train.csv, validation.csv and test.csv (Label 0 = ham, 1 = spam; Text) into ``out_dir``."""
     df = read_sms(raw, quoting)
     counts = {"messages": len(df), "ham": int((df["Label"] == "ham").sum()), "spam": int((df["Label"] == "spam").sum())}
+    missing = [label for label in LABELS if not counts[label]]
+    if missing:
+        raise DataError(f"{raw}: no {' or '.join(map(repr, missing))} messages; the classifier needs both classes")
     if balanced:
         df = balance(df, seed)
     df = df.assign(Label=df["Label"].map({label: i for i, label in enumerate(LABELS)}))
+    parts = dict(zip(SPLITS, split(df, train_frac, val_frac, seed)))
+    if not all(len(part) for part in parts.values()):
+        sizes = " / ".join(str(len(part)) for part in parts.values())
+        raise DataError(
+            f"{raw}: {len(df)} messages split {train_frac:g} / {val_frac:g} give {sizes} for "
+            f"{' / '.join(SPLITS)}; each split needs at least one"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, part in zip(SPLITS, split(df, train_frac, val_frac, seed)):
+    for name, part in parts.items():
         with atomic_write(out / f"{name}.csv") as f:
             f.write(part.to_csv(index=False).encode("utf-8"))
         counts[name] = len(part)
@@ -312,19 +320,20 @@ PLOTS_DIR = paths.PLOTS / "classifier"
 EPOCH_KEYS = ["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"]
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(st: Stage) -> dict[str, Any]:
     """Split the data, finetune models/base into models/classifier, measure and plot it."""
     from .live import LiveLogger
-    from .model import load_model, weights_sha256
+    from .model import load_model
     from .plots import plot_curves
     from .tokenizer import load_tokenizer, save_tokenizer
 
-    p = params.classifier
+    p = st.params.classifier
     dist_info, device = init_distributed(p.device)
-    verify_dataset("spam", params.download.datasets["spam"], paths.raw("spam"))
+    verify_dataset("spam", st.params.download.datasets["spam"], paths.raw("spam"))
+    spam = st.out(paths.SPAM)
     if dist_info.is_main:
         counts = prepare_splits(
-            paths.raw("spam") / "SMSSpamCollection", paths.SPAM, quoting=p.quoting, balanced=p.balance,
+            paths.raw("spam") / "SMSSpamCollection", spam, quoting=p.quoting, balanced=p.balance,
             train_frac=p.train_frac, val_frac=p.val_frac, seed=p.split_seed,
         )  # fmt: skip
         log.info("SMS Spam Collection: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
@@ -332,22 +341,19 @@ def run(params: Params) -> dict[str, Any]:
     tokenizer = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE, device=device)
     limit = model.config.context_length
-    train_data = SpamDataset(paths.SPAM / "train.csv", tokenizer, p.max_length or None)
+    train_data = SpamDataset(spam / "train.csv", tokenizer, p.max_length or None)
     if train_data.max_length > limit:
         log.warning("messages of up to %d tokens are truncated to the context length %d", train_data.max_length, limit)
         train_data.max_length = limit
-    val_data = SpamDataset(paths.SPAM / "validation.csv", tokenizer, train_data.max_length)
-    test_data = SpamDataset(paths.SPAM / "test.csv", tokenizer, train_data.max_length)
+    val_data = SpamDataset(spam / "validation.csv", tokenizer, train_data.max_length)
+    test_data = SpamDataset(spam / "test.csv", tokenizer, train_data.max_length)
     head = Head(LABELS, p.head_position, GPT2_EOT_ID, train_data.max_length)
 
     seed_everything(p.seed)  # the book seeds before making the head, and again before training
     to_classifier(model, len(LABELS), p.trainable, p.trainable_blocks, seed=None)
     lora.setup(model, p)  # method lora: everything frozen, adapters train
     seed_everything(p.seed)
-    run_fp = fingerprint(
-        p.model_dump(exclude={"device", "checkpoint_every"}), weights_sha256(paths.BASE),
-        code_hash("classify", "model", "train", "lora"), dist_info.world_size,
-    )  # fmt: skip
+    run_fp = st.fingerprint(exclude=("classifier.device", "classifier.checkpoint_every"), extra=[dist_info.world_size])
     measure = accuracy_and_loss(head.position, head.pad_id)
 
     def epoch_end(m: nn.Module, ev: Evaluator) -> dict[str, Any]:
@@ -359,7 +365,7 @@ def run(params: Params) -> dict[str, Any]:
     logger = None
     if dist_info.is_main:
         logger = LiveLogger(
-            METRICS_DIR, ["train_loss", "val_loss", "examples_seen"], EPOCH_KEYS,
+            st.out(METRICS_DIR), ["train_loss", "val_loss", "examples_seen"], EPOCH_KEYS,
             echo=lambda e: f"epoch {e['epoch']}: training accuracy {e['train_accuracy']:.2%}, "
                            f"validation accuracy {e['val_accuracy']:.2%}",
         )  # fmt: skip
@@ -367,11 +373,12 @@ def run(params: Params) -> dict[str, Any]:
     if dist_info.is_main:
         log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}",
                  "LoRA adapters" if p.method == "lora" else p.trainable)  # fmt: skip
-    progress = train(
-        model, train_data, val_data, TrainConfig.from_params(p), loss_fn=loss_fn(head.position, head.pad_id),
-        device=device, checkpoint_dir=paths.CLASSIFIER_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end,
-        hooks=logger.hooks() if logger else None, dist_info=dist_info,
-    )  # fmt: skip
+    with st.resume_dir(run_fp) as checkpoints:
+        progress = train(
+            model, train_data, val_data, TrainConfig.from_params(p), loss_fn=loss_fn(head.position, head.pad_id),
+            device=device, checkpoint_dir=checkpoints, run_fingerprint=run_fp, epoch_end=epoch_end,
+            hooks=logger.hooks() if logger else None, dist_info=dist_info,
+        )  # fmt: skip
     summary: dict[str, Any] = {}
     if logger:
         # Final accuracy as the book measures it (its loaders, in this order), then precision,
@@ -388,20 +395,21 @@ def run(params: Params) -> dict[str, Any]:
         summary |= {"trainable_parameters": n_trainable, "parameters": model.num_parameters(), "steps": progress.step,
                     "examples_seen": progress.examples_seen}  # fmt: skip
         logger.finish(summary)
-        # Measured resources vary from run to run: a file of their own, beside the metrics.
-        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
         actual, predicted = predictions["test"]
-        write_json(METRICS_DIR / "confusion.json",
+        write_json(st.out(METRICS_DIR / "confusion.json"),
                    [{"actual": LABELS[a], "predicted": LABELS[b]} for a, b in zip(actual, predicted)])  # fmt: skip
-        plot_curves(progress.history, ["train_loss", "val_loss"], PLOTS_DIR / "loss.png", ylabel="Loss",
+        plots = st.out(PLOTS_DIR)
+        plot_curves(progress.history, ["train_loss", "val_loss"], plots / "loss.png", ylabel="Loss",
                     second_axis=("examples_seen", "Examples seen"), title="spam classifier: loss")  # fmt: skip
-        plot_curves(progress.epochs, ["train_accuracy", "val_accuracy"], PLOTS_DIR / "accuracy.png",
+        plot_curves(progress.epochs, ["train_accuracy", "val_accuracy"], plots / "accuracy.png",
                     ylabel="Accuracy", title="spam classifier: accuracy (eval_iter batches per epoch)")  # fmt: skip
-        with atomic_dir(paths.CLASSIFIER) as staging:
+        with atomic_dir(st.out(paths.CLASSIFIER)) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict()}
-            lora.save_finetuned(model, staging, p, paths.BASE, meta)
+            lora.save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.CLASSIFIER)
         log.info("accuracy: train %.2f%%, validation %.2f%%, test %.2f%%", 100 * summary["train_accuracy"],
                  100 * summary["val_accuracy"], 100 * summary["test_accuracy"])  # fmt: skip
+        # Measured resources vary from run to run: a file git and DVC do not track, beside the metrics.
+        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
     dist_info.barrier()
     return summary
 

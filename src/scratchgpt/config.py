@@ -84,7 +84,7 @@ Url = Annotated[str, AfterValidator(_check_url)]
 class Section(BaseModel):
     """A params section: unknown keys and loose types are errors, values are immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +546,8 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{_dotted(loc)}: must be one of {ctx['expected']}, got {_show(value)}"
     if kind in _TYPE_WORDS:
         return f"{_dotted(loc)}: must be {_TYPE_WORDS[kind]}, got {_show(value)}"
+    if kind == "finite_number":
+        return f"{_dotted(loc)}: must be a finite number, got {_show(value)}"
     if kind == "string_too_short":
         return f"{_dotted(loc)}: must not be empty"
     if kind == "value_error":

@@ -451,13 +451,16 @@ def fetch_dataset(
     out_dir: str | os.PathLike[str],
     client: HttpClient | None = None,
     mirror: str | None = None,
+    reuse: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
     """Build ``out_dir`` for one dataset; it appears complete and verified, or not at all.
 
-    Files already present and verified are kept; the rest are fetched into a staging folder
-    beside ``out_dir`` which then replaces it. Returns {file name: source used}.
+    Files already present and verified in ``reuse`` (default: ``out_dir``) are copied; the rest
+    are fetched into a staging folder beside ``out_dir`` which then replaces it. Returns
+    {file name: source used}.
     """
     out_dir = Path(out_dir)
+    reuse = Path(reuse) if reuse is not None else out_dir
     client = client or HttpClient()
     report: dict[str, str] = {}
     with atomic_dir(out_dir) as staging:
@@ -470,7 +473,7 @@ def fetch_dataset(
         else:
             for spec in dataset.files:
                 dest = file_dest(staging, spec)
-                existing = file_dest(out_dir, spec)
+                existing = file_dest(reuse, spec)
                 if existing.is_file() and verify(existing, spec) is None:
                     shutil.copy2(existing, dest)
                     report[dest.name] = "already present"

@@ -315,9 +315,9 @@ def judge_from_params(
 # The evaluate stage
 
 
-def run(params: Any) -> dict[str, Any]:
+def run(st: Any) -> dict[str, Any]:
     """Score both finetuned models on their test splits; write metrics/evaluate.json and the
-    per-response scores (data/evaluate/instruct-scores.json)."""
+    per-response scores (data/evaluate/instruct-scores.json) through the stage ``st``."""
     import torch
 
     from . import paths
@@ -330,6 +330,7 @@ def run(params: Any) -> dict[str, Any]:
     from .tokenizer import load_tokenizer
     from .train import Evaluator, lm_loss
 
+    params = st.params
     p = params.evaluate
     device = torch.device("cpu")
     metrics: dict[str, Any] = {}
@@ -365,9 +366,9 @@ def run(params: Any) -> dict[str, Any]:
             entry["judge_score"] = score
         summary = summarize_scores(judged)
         metrics |= {k: v for k, v in summary.items() if v is not None}
-    write_json(paths.DATA / "evaluate" / "instruct-scores.json",
+    write_json(st.out(paths.EVALUATE_DATA / "instruct-scores.json"),
                [{"instruction": e["instruction"], **x} for e, x in zip(answered, per_item)])  # fmt: skip
-    write_json(paths.METRICS / "evaluate.json", metrics)
+    write_json(st.out(paths.METRICS / "evaluate.json"), metrics)
     return metrics
 
 

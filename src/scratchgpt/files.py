@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
+from .errors import PipelineError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -27,13 +29,55 @@ _FILE_MODE = 0o666 & ~_UMASK  # what open() would give a new file
 _DIR_MODE = 0o777 & ~_UMASK
 
 
+_digests: dict[tuple[int, int, int, int], str] = {}
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
+    """Hex sha256 of a file, read in 1 MiB blocks. Remembered for the process while the file's
+    inode, size and modification time stay the same, so a large model read twice in one run
+    (its fingerprint, then its check on loading) is hashed once."""
+    st = os.stat(path)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def tree_digest(path: str | os.PathLike[str]) -> str:
+    """sha256 over the relative names and sha256 of every file under ``path`` (or of the file
+    itself): equal exactly when the content is."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} not found")
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n".encode())
     return h.hexdigest()
+
+
+def json_digest(*parts: Any) -> str:
+    """A stable sha256 of JSON-able parts."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class HashingWriter:
+    """A binary file that computes its sha256 while it is written (nothing read back)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f, self.sha256 = f, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def temp_path(path: Path) -> Path:
@@ -76,8 +120,18 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+class NonFiniteValue(PipelineError, ValueError):
+    """A NaN or infinite number about to be written to a JSON file."""
+
+
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Write ``obj`` as indented JSON; a NaN or infinity is an error (JSON has none), and
+    nothing is written."""
+    try:
+        text = json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+    except ValueError as e:
+        raise NonFiniteValue(f"{path}: not written, a value is NaN or infinite ({e})") from None
+    write_text(path, text + "\n")
 
 
 @contextlib.contextmanager

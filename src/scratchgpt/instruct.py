@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from . import lora, paths
-from .config import Params
+from .stage import Stage
 from .device import peak_memory_mb
 from .download import verify_dataset
 from .errors import PipelineError
@@ -36,8 +36,6 @@ from .tokenizer import GPT2_EOT_ID
 from .train import (
     Evaluator,
     TrainConfig,
-    code_hash,
-    fingerprint,
     init_distributed,
     lm_loss,
     seed_everything,
@@ -91,6 +89,11 @@ def split_entries(
     train_part = entries[:n_train]
     test_part = entries[n_train : n_train + n_test]
     val_part = entries[n_train + n_test :]
+    if not (train_part and val_part and test_part):
+        raise EntryError(
+            f"{len(entries)} entries split {train_frac:g} / {test_frac:g} give {len(train_part)} training, "
+            f"{len(val_part)} validation and {len(test_part)} test entries; each split needs at least one"
+        )
     return train_part, val_part, test_part
 
 
@@ -176,22 +179,27 @@ METRICS_DIR = paths.METRICS / "instruct"
 PLOT = paths.PLOTS / "instruct" / "loss.png"
 
 
-def run(params: Params) -> dict[str, Any]:
+def run(st: Stage) -> dict[str, Any]:
     """Split the data, finetune models/base into models/instruct, and answer the test split."""
     from .live import LiveLogger, perplexity
-    from .model import load_model, weights_sha256
+    from .model import load_model
     from .plots import plot_losses
     from .tokenizer import load_tokenizer, save_tokenizer
 
-    p = params.instruct
+    p = st.params.instruct
     dist_info, device = init_distributed(p.device)
-    verify_dataset("instructions", params.download.datasets["instructions"], paths.raw("instructions"))
-    entries = load_entries(paths.raw("instructions") / "instruction-data.json")
-    parts = dict(zip(SPLITS, split_entries(entries, p.train_frac, p.test_frac, p.shuffle, p.split_seed)))
+    raw = paths.raw("instructions")
+    verify_dataset("instructions", st.params.download.datasets["instructions"], raw)
+    entries = load_entries(raw / "instruction-data.json")
+    try:
+        parts = dict(zip(SPLITS, split_entries(entries, p.train_frac, p.test_frac, p.shuffle, p.split_seed)))
+    except EntryError as e:
+        raise EntryError(f"{raw / 'instruction-data.json'}: {e}") from None
+    data_dir = st.out(paths.INSTRUCT_DATA)
     if dist_info.is_main:
-        paths.INSTRUCT_DATA.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
         for name, part in parts.items():
-            write_json(paths.INSTRUCT_DATA / f"{name}.json", part)
+            write_json(data_dir / f"{name}.json", part)
         log.info("instruction data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
     tokenizer = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE, device=device)
@@ -208,11 +216,11 @@ def run(params: Params) -> dict[str, Any]:
     seed_everything(p.seed)
     if dist_info.is_main:
         log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
-    run_fp = fingerprint(
-        p.model_dump(exclude={"device", "checkpoint_every", "response_tokens", "response_batch"}),
-        code_hash("instruct", "model", "train", "lora"), weights_sha256(paths.BASE), dist_info.world_size,
-    )  # fmt: skip
-    sample_prompt = format_input(parts["val"][0]) if parts["val"] else "Hello"
+    run_fp = st.fingerprint(
+        exclude=("instruct.device", "instruct.checkpoint_every", "instruct.response_tokens", "instruct.response_batch"),
+        extra=[dist_info.world_size],
+    )
+    sample_prompt = format_input(parts["val"][0])
 
     def epoch_end(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
         ids = tokenizer.encode(sample_prompt, allow_special=False)
@@ -222,32 +230,33 @@ def run(params: Params) -> dict[str, Any]:
     logger = None
     if dist_info.is_main:
         logger = LiveLogger(
-            METRICS_DIR, ["train_loss", "val_loss", "tokens_seen", "lr"], epochs_file="samples.json",
+            st.out(METRICS_DIR), ["train_loss", "val_loss", "tokens_seen", "lr"], epochs_file="samples.json",
             derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
             echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
         )  # fmt: skip
-    progress = train(
-        model, data["train"], data["val"], config, loss_fn=lm_loss, device=device,
-        checkpoint_dir=paths.INSTRUCT_RESUME, run_fingerprint=run_fp, epoch_end=epoch_end,
-        hooks=logger.hooks() if logger else None, dist_info=dist_info, collate_fn=collate_fn,
-    )  # fmt: skip
+    with st.resume_dir(run_fp) as checkpoints:
+        progress = train(
+            model, data["train"], data["val"], config, loss_fn=lm_loss, device=device,
+            checkpoint_dir=checkpoints, run_fingerprint=run_fp, epoch_end=epoch_end,
+            hooks=logger.hooks() if logger else None, dist_info=dist_info, collate_fn=collate_fn,
+        )  # fmt: skip
     summary: dict[str, Any] = {}
     if logger:
         responses = generate_responses(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
-        write_json(paths.INSTRUCT_DATA / "test-responses.json",
+        write_json(data_dir / "test-responses.json",
                    [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)])  # fmt: skip
         final_val = evaluator.loss("val", None, draw=False)
         summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
                    "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
                    "parameters": model.num_parameters()}  # fmt: skip
         logger.finish(summary)
-        # Measured resources vary from run to run: a file of their own, beside the metrics.
-        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
-        plot_losses(progress.history, PLOT, title="instruction finetuning")
-        with atomic_dir(paths.INSTRUCT) as staging:
+        plot_losses(progress.history, st.out(PLOT), title="instruction finetuning")
+        with atomic_dir(st.out(paths.INSTRUCT)) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
-            lora.save_finetuned(model, staging, p, paths.BASE, meta)
+            lora.save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.INSTRUCT)
         log.info("validation loss %.3f → %.3f; %d test responses in %s", start["initial_val_loss"], final_val,
                  len(responses), paths.INSTRUCT_DATA / "test-responses.json")  # fmt: skip
+        # Measured resources vary from run to run: a file git and DVC do not track, beside the metrics.
+        write_json(METRICS_DIR / "memory.json", {"peak_memory_mb": round(peak_memory_mb(device), 1)})
     dist_info.barrier()
     return summary

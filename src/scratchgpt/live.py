@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .files import write_json
+from .files import NonFiniteValue, write_json
 from .train import Hooks
 
 
@@ -39,7 +39,13 @@ class LiveLogger:
         self.epochs_file, self.derived, self.echo = epochs_file, derived or {}, echo
         self.entries: list[dict[str, Any]] = []
 
+    def _check(self, values: dict[str, Any]) -> None:
+        bad = [f"{k}={v}" for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise NonFiniteValue(f"{self.dir}: not logged, not finite: {', '.join(bad)}")
+
     def _log(self, step: int, values: dict[str, Any]) -> None:
+        self._check(values)
         self.live.step = int(step)
         for name, value in values.items():
             self.live.log_metric(name, value)
@@ -64,6 +70,7 @@ class LiveLogger:
         return Hooks(on_eval=self.on_eval, on_epoch=self.on_epoch)
 
     def finish(self, summary: dict[str, Any]) -> None:
+        self._check(summary)
         self.live.summary.update(summary)
         self.live.make_summary()
         self.live.end()

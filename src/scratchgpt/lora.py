@@ -124,9 +124,11 @@ def lora_parameters(model: nn.Module) -> int:
 
 
 def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir: str | os.PathLike[str],
-                  settings: dict[str, Any], metadata: dict[str, Any] | None = None) -> Path:  # fmt: skip
+                  settings: dict[str, Any], metadata: dict[str, Any] | None = None,
+                  lands_at: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
     """Write the adapters, and every weight the base model lacks (a new head), beside a
-    reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model."""
+    reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model.
+    The reference is relative to ``lands_at``, where ``directory`` will be moved (default: itself)."""
     from .model import CONFIG_FILE, MODEL_FORMAT, read_model_config, weights_sha256
 
     directory, base_dir = Path(directory), Path(base_dir)
@@ -141,7 +143,7 @@ def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir:
     with atomic_path(directory / ADAPTERS_FILE) as tmp:
         save_file(state, str(tmp))
         digest = sha256_file(tmp)
-    base = {"path": os.path.relpath(base_dir, directory), "weights_sha256": weights_sha256(base_dir)}
+    base = {"path": os.path.relpath(base_dir, lands_at or directory), "weights_sha256": weights_sha256(base_dir)}
     config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}),
               "lora": {**settings, "adapters_sha256": digest, "base": base}}  # fmt: skip
     write_json(directory / CONFIG_FILE, config)
@@ -186,13 +188,15 @@ def setup(model: nn.Module, section: Any) -> None:
         apply_lora(model, lo.rank, lo.alpha, lo.dropout, lo.targets, lo.train_head)
 
 
-def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Path, metadata: dict[str, Any]) -> None:
-    """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone."""
+def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Path, metadata: dict[str, Any],
+                   lands_at: Path | None = None) -> None:  # fmt: skip
+    """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone (see
+    :func:`save_adapters` for ``lands_at``)."""
     from .model import save_model
 
     if section.method == "lora" and section.lora.save == "adapters":
         lo = section.lora
         settings = {"rank": lo.rank, "alpha": lo.alpha, "targets": list(lo.targets)}
-        save_adapters(model, directory, base_dir, settings, metadata)
+        save_adapters(model, directory, base_dir, settings, metadata, lands_at)
         return
     save_model(merge_lora(model), directory, metadata)

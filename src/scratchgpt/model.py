@@ -296,6 +296,9 @@ def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dic
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if model.config.tie_weights:
         state.pop("out_head.weight")  # the same tensor as tok_emb.weight
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{directory}: not saved, {name} holds NaN or infinite values")
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
         digest = sha256_file(tmp)

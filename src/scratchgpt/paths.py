@@ -1,5 +1,7 @@
-"""Where the pipeline's artifacts live, relative to the repository root (where DVC runs stages)."""
+"""Where the pipeline's artifacts live, relative to the repository root (where DVC runs stages),
+and the per-user cache outside it."""
 
+import os
 from pathlib import Path
 
 DATA = Path("data")
@@ -9,14 +11,21 @@ MODELS = Path("models")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 PRETRAINED = MODELS / "pretrained"  # pretrain: the model directory
-PRETRAIN_RESUME = MODELS / "pretrained.resume"  # pretrain: the resumable checkpoint (persisted)
 BASE = MODELS / "base"  # init: what finetuning starts from
 SPAM = DATA / "spam"  # finetune_classifier: train/validation/test CSVs
 CLASSIFIER = MODELS / "classifier"
-CLASSIFIER_RESUME = MODELS / "classifier.resume"
 INSTRUCT_DATA = DATA / "instruct"  # finetune_instruct: train/val/test JSON and test responses
 INSTRUCT = MODELS / "instruct"
-INSTRUCT_RESUME = MODELS / "instruct.resume"
+EVALUATE_DATA = DATA / "evaluate"  # evaluate: per-response scores
+REPORT = Path("report")
+
+CACHE_ENV = "SCRATCHGPT_CACHE"
+
+
+def cache_dir() -> Path:
+    """What is kept between runs outside DVC's outputs and git: downloaded OpenAI checkpoints,
+    training resume state. ``$SCRATCHGPT_CACHE``, default ``~/.cache/scratchgpt``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "scratchgpt")
 
 
 def raw(dataset: str) -> Path:

@@ -4,10 +4,12 @@ metrics and curves, text samples and the book's loss figure out.
 Outputs (paths relative to the repository root):
 
 - ``models/pretrained/``: config.json, model.safetensors and tokenizer/ (self-contained)
-- ``models/pretrained.resume/``: the checkpoint (model, optimizer, data position, RNG states) and its sha256
 - ``metrics/pretrain/``: DVCLive summary (metrics.json) and per-evaluation curves (plots/)
 - ``metrics/pretrain/samples.json``: the text sample written after each epoch
 - ``plots/pretrain/loss.png``: loss against epochs and tokens seen
+
+The resume checkpoint (model, optimizer, data position, RNG states) lives in the cache, keyed by
+the run's fingerprint (:mod:`scratchgpt.resume`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import ConcatDataset
 
 from . import paths
 from .config import Params
+from .stage import Stage
 from .files import atomic_dir
 from .generate import generate_text
 from .live import LiveLogger, perplexity
@@ -31,8 +34,6 @@ from .train import (
     Evaluator,
     Progress,
     TrainConfig,
-    code_hash,
-    fingerprint,
     init_distributed,
     lm_loss,
     seed_everything,
@@ -56,7 +57,8 @@ def load_data(params: Params) -> tuple[list[Shards], ConcatDataset, ConcatDatase
     return shards, train_data, val_data
 
 
-def run(params: Params) -> Progress:
+def run(st: Stage) -> Progress:
+    params = st.params
     p = params.pretrain
     dist_info, device = init_distributed(p.device)
     shards, train_data, val_data = load_data(params)
@@ -69,17 +71,11 @@ def run(params: Params) -> Progress:
             "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
             f"{model.num_parameters():,}", len(train_data), len(val_data), p.max_length, device,
         )  # fmt: skip
-    run_fp = fingerprint(
-        params.model.model_dump(),
-        p.model_dump(exclude={"device", "checkpoint_every"}),
-        [s.meta["splits"] for s in shards],
-        code_hash("pretrain", "model", "train", "shards"),
-        dist_info.world_size,
-    )
+    run_fp = st.fingerprint(exclude=("pretrain.device", "pretrain.checkpoint_every"), extra=[dist_info.world_size])
     logger = None
     if dist_info.is_main:
         logger = LiveLogger(
-            METRICS_DIR, ["train_loss", "val_loss", "lr", "tokens_seen"], epochs_file="samples.json",
+            st.out(METRICS_DIR), ["train_loss", "val_loss", "lr", "tokens_seen"], epochs_file="samples.json",
             derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
             echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
         )  # fmt: skip
@@ -88,11 +84,12 @@ def run(params: Params) -> Progress:
         text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
         return {"text": text}
 
-    progress = train(
-        model, train_data, val_data, TrainConfig.from_params(p), loss_fn=lm_loss, device=device,
-        checkpoint_dir=paths.PRETRAIN_RESUME, run_fingerprint=run_fp, epoch_end=sample,
-        hooks=logger.hooks() if logger else None, dist_info=dist_info,
-    )  # fmt: skip
+    with st.resume_dir(run_fp) as checkpoints:
+        progress = train(
+            model, train_data, val_data, TrainConfig.from_params(p), loss_fn=lm_loss, device=device,
+            checkpoint_dir=checkpoints, run_fingerprint=run_fp, epoch_end=sample,
+            hooks=logger.hooks() if logger else None, dist_info=dist_info,
+        )  # fmt: skip
     if logger:
         evaluator = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, device)
         final_val = evaluator.loss("val", None, draw=False)
@@ -103,8 +100,8 @@ def run(params: Params) -> Progress:
             "steps": progress.step,
             "parameters": model.num_parameters(),
         })  # fmt: skip
-        plot_losses(progress.history, PLOT, title=f"pretraining: {', '.join(p.corpora)}")
-        with atomic_dir(paths.PRETRAINED) as staging:
+        plot_losses(progress.history, st.out(PLOT), title=f"pretraining: {', '.join(p.corpora)}")
+        with atomic_dir(st.out(paths.PRETRAINED)) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
             save_model(model, staging, metadata=meta)
         log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)

@@ -12,7 +12,6 @@ import html
 import json
 import logging
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from .files import atomic_dir
 
 log = logging.getLogger(__name__)
 
-REPORT_DIR = Path("report")
+REPORT_DIR = paths.REPORT
 FIGURES = [
     ("Pretraining loss", paths.PLOTS / "pretrain" / "loss.png"),
     ("Spam classifier loss", paths.PLOTS / "classifier" / "loss.png"),
@@ -154,8 +153,7 @@ def render_html(data: dict[str, Any], figures: list[tuple[str, Path]], samples: 
         "<title>scratchgpt report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>scratchgpt report</h1>",
-        f"<p class=note>Built {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by the <code>report</code> stage "
-        "from the pipeline's metrics files.</p>",
+        "<p class=note>Built by the <code>report</code> stage from the pipeline's metrics files.</p>",
         "<h2>Ours beside the book</h2>",
         _table(["", "the book", "ours", "note"], comparison(data)),
         "<h2>Figures</h2>",

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -38,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .device import autocast
 from .errors import PipelineError
-from .files import sha256_file, temp_path, write_json
+from .files import HashingWriter, sha256_file, temp_path, write_json
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,19 @@ CHECKPOINT_POINTER = "checkpoint.json"
 
 
 class NonFiniteLoss(PipelineError, RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """A loss or a weight became NaN or infinite; the last good checkpoint is kept, nothing of
+    the diverged state is saved or logged."""
+
+
+class TooLittleData(PipelineError, ValueError):
+    """Fewer training samples than one optimizer step needs."""
+
+
+def check_finite(model: torch.nn.Module, where: str) -> None:
+    """Raise :class:`NonFiniteLoss` naming the first parameter that holds a NaN or infinity."""
+    for name, p in model.named_parameters():
+        if not bool(torch.isfinite(p).all()):
+            raise NonFiniteLoss(f"{where}: parameter {name} is no longer finite")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,34 +208,24 @@ def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
 # Checkpoints
 
 
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of JSON-able parts (params, data hashes, code hashes)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def code_hash(*modules: str) -> str:
-    """sha256 over the source of this package's ``modules`` (e.g. "model", "train")."""
-    h = hashlib.sha256()
-    for name in modules:
-        h.update((Path(__file__).parent / f"{name}.py").read_bytes())
-    return h.hexdigest()
-
-
 def save_checkpoint(folder: Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``folder`` so that a reader only ever finds a complete, verified one.
 
-    The file is named by its sha256 (``checkpoint-<sha>.pt``, renamed into place when complete);
-    then ``checkpoint.json`` (written atomically) points at it with the full digest; older
-    checkpoint files go last. A crash at any point leaves the previous pointer and its file."""
+    The file's sha256 is computed while it is written; it is fsynced and renamed into place as
+    ``checkpoint-<sha>.pt``, then ``checkpoint.json`` (written atomically) points at it with the
+    full digest; older checkpoint files go last. A crash at any point leaves the previous
+    pointer and its file. The bytes depend only on ``payload`` (no file name inside)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".checkpoint.pt.*.tmp"):  # left by a writer that was killed
         stale.unlink(missing_ok=True)
     tmp = temp_path(folder / "checkpoint.pt")
     try:
-        torch.save(payload, tmp)
-        with open(tmp, "rb") as f:
+        with open(tmp, "wb") as f:
+            writer = HashingWriter(f)
+            torch.save(payload, writer)
+            f.flush()
             os.fsync(f.fileno())
-        digest = sha256_file(tmp)
+        digest = writer.sha256.hexdigest()
         final = folder / f"checkpoint-{digest[:16]}.pt"
         os.replace(tmp, final)
     finally:
@@ -404,7 +405,7 @@ def train(
     micro_per_epoch = (n_train // per_rank) // cfg.grad_accum * cfg.grad_accum
     steps_per_epoch = micro_per_epoch // cfg.grad_accum
     if steps_per_epoch == 0:
-        raise ValueError(
+        raise TooLittleData(
             f"{n_train} training samples are too few for one step of batch_size {cfg.batch_size} × "
             f"{dist_info.world_size} process(es) × grad_accum {cfg.grad_accum}"
         )
@@ -429,7 +430,21 @@ def train(
         for entry in progress.epochs:
             hooks.on_epoch(entry)
 
+    def diverged(what: str) -> NonFiniteLoss:
+        return NonFiniteLoss(
+            f"training diverged: {what} after {progress.step} optimizer step(s) (epoch {progress.epoch + 1}); nothing "
+            f"of this run is saved, the last good checkpoint stays in {checkpoint_dir}. Lower the learning rate or "
+            "enable grad_clip."
+        )
+
+    def check_weights() -> None:
+        try:
+            check_finite(core, "weights")
+        except NonFiniteLoss as e:
+            raise diverged(str(e)) from None
+
     def checkpoint() -> None:
+        check_weights()
         if dist_info.is_main:
             save_checkpoint(checkpoint_dir, {
                 "format": CHECKPOINT_FORMAT, "fingerprint": run_fingerprint,
@@ -461,10 +476,7 @@ def train(
                 with contextlib.nullcontext() if sync else model.no_sync():
                     loss = loss_fn(model, batch)
                     if not torch.isfinite(loss):
-                        raise NonFiniteLoss(
-                            f"loss is {loss.item()} at step {progress.step} (epoch {progress.epoch + 1}); the last "
-                            f"good checkpoint is kept in {checkpoint_dir}. Lower the learning rate or enable grad_clip."
-                        )
+                        raise diverged(f"the training loss is {loss.item()}")
                     (loss / cfg.grad_accum).backward()
                 progress.tokens_seen += batch[0].numel() * dist_info.world_size
                 progress.examples_seen += batch[0].shape[0] * dist_info.world_size
@@ -479,6 +491,8 @@ def train(
                 core.eval()
                 train_loss, val_loss = evaluator.loss("train", cfg.eval_iter), evaluator.loss("val", cfg.eval_iter)
                 core.train()
+                if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                    raise diverged(f"the evaluation losses are {train_loss} (training) and {val_loss} (validation)")
                 point = {
                     "step": global_step, "epoch": progress.epoch + progress.micro / micro_per_epoch,
                     "tokens_seen": progress.tokens_seen, "examples_seen": progress.examples_seen, "lr": lr,
@@ -510,6 +524,7 @@ def train(
                 break
     bar.close()
     core.eval()
+    check_weights()
     elapsed = time.perf_counter() - started
     if progress.step > steps_at_start and dist_info.is_main:
         log.info("%d steps in %.0fs (%.0f tokens/s)", progress.step - steps_at_start, elapsed,
