@@ -6,7 +6,8 @@ from scratchgpt import paths, report, stage
 
 def main(st: stage.Stage) -> None:
     p = st.params.report
-    print(report.build(st.out(paths.REPORT), attention_text=p.attention_text, samples=p.samples))
+    report.build(st.out(paths.REPORT), attention_text=p.attention_text, samples=p.samples)
+    print(paths.REPORT / "index.html")
 
 
 if __name__ == "__main__":

@@ -207,6 +207,7 @@ def test_two_repros_at_once(repo):
 
     work, env, _ = repo
     sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    env = {**env, "SCRATCHGPT_CACHE": str(work / ".cache-two-repros")}  # no finished checkpoint: pretrain trains
     first = sp.Popen([sys.executable, "-m", "dvc", "repro", "-f", "pretrain"], cwd=work, env=env,
                      stdout=sp.PIPE, stderr=sp.STDOUT, text=True)  # fmt: skip
     try:
@@ -226,3 +227,77 @@ def test_two_repros_at_once(repo):
     assert first.returncode == 0, seen + rest
     status = sh([sys.executable, "-m", "dvc", "status", "pretrain"], work, env)
     assert "Data and pipelines are up to date." in status
+
+
+def _covered(path: str, declared: tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+
+def test_fresh_clone_rebuilds_the_same_results_and_reads_only_declared_inputs(repo, tmp_path):
+    """A clone of a commit whose dvc.lock is current, rebuilt from nothing (no DVC cache, no
+    resume checkpoints): every stage runs, git status stays empty (dvc.lock, metrics, curves and
+    figures come out byte for byte), a second repro does nothing, and no stage read a file of
+    the repository outside its declared deps and outputs (traced with an audit hook)."""
+    from scratchgpt.pipeline import load_spec
+
+    work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "results", "--allow-empty"], work, env)
+    sh([sys.executable, "-m", "dvc", "plots", "show"], work, env)
+    assert sh(["git", "status", "--porcelain"], work, env) == "", "dvc_plots/ is ignored"
+
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(work), str(clone)], tmp_path, env)
+    audit = tmp_path / "reads.jsonl"
+    fresh = {**env, "SCRATCHGPT_CACHE": str(tmp_path / "cache"), "SCRATCHGPT_AUDIT_LOG": str(audit),
+             "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "audit"), env.get("PYTHONPATH", "")])}  # fmt: skip
+    out = sh([sys.executable, "-m", "dvc", "repro"], clone, fresh)
+    assert "Running stage 'pretrain'" in out and "Running stage 'report'" in out
+    assert sh(["git", "status", "--porcelain"], clone, fresh) == ""
+    again = sh([sys.executable, "-m", "dvc", "repro"], clone, fresh)
+    assert "Running stage" not in again
+
+    runs = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert len(runs) >= 12  # 5 downloads, 2 prepares, pretrain, init, 2 finetunings, evaluate, report
+    for entry in runs:
+        script, *args = entry["argv"]
+        name = Path(script).stem + (f"@{args[0]}" if args else "")
+        spec = load_spec(name, clone / "dvc.yaml", clone / "params.yaml")
+        undeclared = []
+        for path in entry["reads"]:
+            if not path.startswith(str(clone) + os.sep):
+                continue  # the interpreter, packages, the data mirror, the cache
+            rel = os.path.relpath(path, clone)
+            if rel in ("dvc.yaml", "params.yaml", ".dvcignore") or rel.startswith((".scratchgpt/", ".git/", ".dvc/")):
+                continue  # the stage's declaration, DVC's own files (DVCLive looks for the repository), staging
+            if not _covered(rel, spec.deps + spec.outs):
+                undeclared.append(rel)
+        assert not undeclared, f"stage {name} read files dvc.yaml does not declare as its deps: {undeclared}"
+
+
+def test_queued_experiment_runs_only_the_stages_it_changes(repo):
+    """dvc exp run --queue runs in a temporary workspace: only the classifier, evaluate and
+    report run (no resume folder is a DVC output that such a workspace could lack)."""
+    import time
+
+    work, env, _ = repo
+    sh([sys.executable, "-m", "dvc", "repro"], work, env)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "results", "--allow-empty"], work, env)
+    sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", "classifier.lr=0.002"], work, env)
+    sh([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], work, env)
+    deadline = time.time() + 400
+    while time.time() < deadline:
+        status = sh([sys.executable, "-m", "dvc", "queue", "status"], work, env)
+        if "queued-lr" in status and not any(s in status for s in ("Queued", "Running")):
+            break
+        time.sleep(3)
+    assert "Success" in status, status
+    logs = sh([sys.executable, "-m", "dvc", "queue", "logs", "queued-lr"], work, env)
+    assert "Running stage 'finetune_classifier'" in logs and "Running stage 'report'" in logs
+    for unchanged in ("pretrain", "init", "finetune_instruct", "download@verdict", "prepare@verdict"):
+        assert f"Running stage '{unchanged}'" not in logs, unchanged
+    shown = json.dumps(json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], work, env)))
+    assert "queued-lr" in shown
+    assert sh(["git", "status", "--porcelain"], work, env) == ""
