@@ -200,14 +200,14 @@ def test_experiment_changes_one_param(repo):
     assert (lr["old"], lr["new"]) == (0.0001, 0.001)
 
 
-def test_two_repros_at_once(repo):
+def test_two_repros_at_once(repo, tmp_path):
     """The second fails cleanly on DVC's lock while the first runs; the first finishes intact."""
     import subprocess as sp
     import time
 
     work, env, _ = repo
     sh([sys.executable, "-m", "dvc", "repro"], work, env)
-    env = {**env, "SCRATCHGPT_CACHE": str(work / ".cache-two-repros")}  # no finished checkpoint: pretrain trains
+    env = {**env, "SCRATCHGPT_CACHE": str(tmp_path / "cache")}  # no finished checkpoint: pretrain trains again
     first = sp.Popen([sys.executable, "-m", "dvc", "repro", "-f", "pretrain"], cwd=work, env=env,
                      stdout=sp.PIPE, stderr=sp.STDOUT, text=True)  # fmt: skip
     try:
