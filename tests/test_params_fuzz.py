@@ -197,3 +197,17 @@ def test_every_leaf_is_covered():
 
 def test_the_real_file_is_valid():
     assert problems_of(BASE) is None
+
+
+FLOATS = [path for path, (tp, _) in LEAVES if base_type(tp)[0] is float]
+
+
+def test_non_finite_floats_are_rejected_everywhere():
+    """Every float of params.yaml (the whole schema's, as each section inherits it) refuses
+    .inf, -.inf and .nan, naming the key; e.g. `-S pretrain.lr=.inf` never reaches training."""
+    assert len(FLOATS) > 20
+    for path in FLOATS:
+        for value in (math.inf, -math.inf, math.nan):
+            found = problems_of(set_at(BASE, path, value))
+            assert found and any(p.startswith(f"{dotted(path)}: must be a finite number") for p in found), (
+                dotted(path), value, found)  # fmt: skip
