@@ -165,6 +165,7 @@ def test_missing_file(tmp_path):
 def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
     data = with_change(base, "download.http.connect_timeout", -1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     env = {**os.environ, "SCRATCHGPT_MIRROR": str(tmp_path / "nowhere")}
     run = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "download.py"), "verdict"],
@@ -173,14 +174,19 @@ def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
     assert run.returncode == 1
     assert "download.http.connect_timeout: must be > 0, got -1" in run.stderr
     assert "Traceback" not in run.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
 
 
 def test_stage_rejects_unknown_item(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     run = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "prepare.py"), "nosuch"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 1
-    assert "prepare.corpora.nosuch: not in params.yaml; expected one of: verdict, wikipedia" in run.stderr
+    assert "prepare@nosuch: not a stage of dvc.yaml; expected prepare@ one of: verdict, wikipedia" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
+    run = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "verdict"], cwd=tmp_path.parent,
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr

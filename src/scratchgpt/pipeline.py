@@ -87,6 +87,8 @@ def stage_names(dvc_yaml: Path = DVC_YAML, params_yaml: Path = PARAMS_YAML) -> l
 
 
 def _read(dvc_yaml: Path, params_yaml: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not Path(dvc_yaml).is_file():
+        raise SpecError(f"{dvc_yaml} not found: run stages from the repository's root, where DVC runs them")
     stages = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages") or {}
     params = yaml.safe_load(Path(params_yaml).read_text(encoding="utf-8")) if Path(params_yaml).is_file() else {}
     return stages, params or {}

@@ -68,8 +68,8 @@ class Stage:
 def session(name: str, params: Params | None = None, dvc_yaml: Path = DVC_YAML) -> Iterator[Stage]:
     """A :class:`Stage` for ``name``; its outputs are committed when the block ends normally and
     dropped when it raises. Only the main process writes."""
+    params = params if params is not None else load_params()  # the whole file first: its errors come first
     spec = load_spec(name, dvc_yaml, dvc_yaml.with_name("params.yaml"))
-    params = params if params is not None else load_params()
     outputs = StagedOutputs(spec.name, spec.outs) if is_main_process() else None
     if outputs:
         outputs.begin()
