@@ -372,3 +372,19 @@ def test_experiments_never_resume_each_other_and_old_resume_folders_go(finished,
     again = run(work, stage)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming from {interrupted} at step" in again.stderr
+
+
+def test_a_finetuning_stage_under_torchrun(finished, tmp_path):
+    """Two processes (DDP, gloo on the CPU): rank 0 writes the data splits where rank 1 reads
+    them, trains with it, and alone commits the outputs."""
+    stage = "finetune_classifier"
+    work = copy_of(finished[stage], tmp_path)
+    set_params(work, {"classifier.batch_size": 2})
+    shutil.rmtree(work / paths.SPAM)  # as DVC removes a stage's outputs before running it
+    env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           f"stages/{stage}.py"], cwd=work, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((work / paths.METRICS / "classifier" / "metrics.json").read_text())
+    assert summary["steps"] == 10 and summary["examples_seen"] == 10 * 2 * 2
+    assert untracked(work) == [] and not (work / ".scratchgpt" / "staging" / stage).exists()

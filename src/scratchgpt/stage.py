@@ -40,7 +40,7 @@ def is_main_process() -> bool:
 class Stage:
     """One run of a dvc.yaml stage: its declaration, its params and where its outputs go."""
 
-    def __init__(self, spec: StageSpec, params: Params, outputs: StagedOutputs | None):
+    def __init__(self, spec: StageSpec, params: Params, outputs: StagedOutputs):
         self.spec, self.name = spec, spec.name
         self.key = spec.name.partition("@")[2] or None  # the foreach item
         self._params = params
@@ -48,8 +48,9 @@ class Stage:
         self._outputs = outputs
 
     def out(self, path: str | os.PathLike[str]) -> Path:
-        """Where to write the output ``path`` (relative to the repository) during this run."""
-        return self._outputs.path(path) if self._outputs else Path(path)
+        """Where to write the output ``path`` (relative to the repository) during this run (and
+        where every process of a distributed run reads what the main process wrote there)."""
+        return self._outputs.path(path)
 
     def fingerprint(self, exclude: Sequence[str] = (), extra: Sequence[Any] = ()) -> str:
         """sha256 of everything that determines this run: the declared params (but ``exclude``,
@@ -67,19 +68,20 @@ class Stage:
 @contextlib.contextmanager
 def session(name: str, params: Params | None = None, dvc_yaml: Path = DVC_YAML) -> Iterator[Stage]:
     """A :class:`Stage` for ``name``; its outputs are committed when the block ends normally and
-    dropped when it raises. Only the main process writes."""
+    dropped when it raises. Only the main process stages, commits or drops them."""
     params = params if params is not None else load_params()  # the whole file first: its errors come first
     spec = load_spec(name, dvc_yaml, dvc_yaml.with_name("params.yaml"))
-    outputs = StagedOutputs(spec.name, spec.outs) if is_main_process() else None
-    if outputs:
+    outputs = StagedOutputs(spec.name, spec.outs)
+    writer = is_main_process()
+    if writer:
         outputs.begin()
     try:
         yield Stage(spec, params, outputs)
     except BaseException:
-        if outputs:
+        if writer:
             outputs.abort()
         raise
-    if outputs:
+    if writer:
         outputs.commit()
 
 

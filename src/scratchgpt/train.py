@@ -54,11 +54,9 @@ class TooLittleData(PipelineError, ValueError):
     """Fewer training samples than one optimizer step needs."""
 
 
-def check_finite(model: torch.nn.Module, where: str) -> None:
-    """Raise :class:`NonFiniteLoss` naming the first parameter that holds a NaN or infinity."""
-    for name, p in model.named_parameters():
-        if not bool(torch.isfinite(p).all()):
-            raise NonFiniteLoss(f"{where}: parameter {name} is no longer finite")
+def first_non_finite(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter that holds a NaN or an infinity, if any."""
+    return next((name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())), None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,10 +436,9 @@ def train(
         )
 
     def check_weights() -> None:
-        try:
-            check_finite(core, "weights")
-        except NonFiniteLoss as e:
-            raise diverged(str(e)) from None
+        name = first_non_finite(core)
+        if name is not None:
+            raise diverged(f"parameter {name} is no longer finite")
 
     def checkpoint() -> None:
         check_weights()
