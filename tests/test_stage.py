@@ -108,7 +108,8 @@ def _outputs(tmp_path):
     return out
 
 
-def test_outputs_replace_the_previous_ones_whole_and_together(workdir):
+def _old_and_staged(workdir):
+    """Outputs of an earlier run in place, and a new run's staged."""
     Path("models/m").mkdir(parents=True)
     Path("models/m/old.bin").write_text("old")
     Path("metrics").mkdir()
@@ -117,6 +118,11 @@ def test_outputs_replace_the_previous_ones_whole_and_together(workdir):
     out.path("models/m").mkdir(parents=True)
     out.path("models/m/new.bin").write_text("new")
     out.path("metrics/m.json").write_text("new")
+    return out
+
+
+def test_outputs_replace_the_previous_ones_whole_and_together(workdir):
+    out = _old_and_staged(workdir)
     assert Path("metrics/m.json").read_text() == "old", "nothing moves before the commit"
     out.commit()
     assert sorted(os.listdir("models/m")) == ["new.bin"] and Path("metrics/m.json").read_text() == "new"
@@ -156,14 +162,7 @@ def test_one_run_of_a_stage_at_a_time(workdir):
 
 def test_a_commit_cut_short_is_finished_by_the_next_start(workdir):
     """The journal of a commit killed after its first move: recover() completes the rest."""
-    Path("models/m").mkdir(parents=True)
-    Path("models/m/old.bin").write_text("old")
-    Path("metrics").mkdir()
-    Path("metrics/m.json").write_text("old")
-    out = _outputs(workdir)
-    out.path("models/m").mkdir(parents=True)
-    out.path("models/m/new.bin").write_text("new")
-    out.path("metrics/m.json").write_text("new")
+    out = _old_and_staged(workdir)
     out.journal.parent.mkdir(parents=True)
     out.journal.write_text(json.dumps({"stage": "demo", "outputs": out.outputs}))
     os.replace("models/m", "models/.m.old")  # killed half way through moving the folder
