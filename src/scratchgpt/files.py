@@ -7,6 +7,7 @@ place: a reader sees either the old version or the complete new one, never a hal
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +31,19 @@ _DIR_MODE = 0o777 & ~_UMASK
 
 
 _digests: dict[tuple[int, int, int, int], str] = {}
+
+
+def try_lock(path: str | os.PathLike[str]) -> int | None:
+    """An open descriptor holding the exclusive lock of ``path`` (created if missing), or None
+    when another process holds it. The lock lasts until the descriptor is closed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import PipelineError
-from .files import write_json
+from .files import try_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +33,6 @@ STATE = Path(".scratchgpt")
 
 class OutputsError(PipelineError, RuntimeError):
     """A stage wrote other outputs than dvc.yaml declares, or one is already being written."""
-
-
-def _slug(stage: str) -> str:
-    return stage.replace("/", "_")
 
 
 def _remove(path: Path) -> None:
@@ -91,18 +86,6 @@ def _finish(journal: Path, root: Path) -> None:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _try_lock(path: Path) -> int | None:
-    """An open descriptor holding ``path``'s exclusive lock, or None when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def recover(state: Path = STATE, holding: str | None = None) -> list[str]:
     """Finish every commit a killed process left half done; returns the stages it completed.
 
@@ -111,7 +94,7 @@ def recover(state: Path = STATE, holding: str | None = None) -> list[str]:
     done = []
     for journal in sorted((state / "commits").glob("*.json")):
         stage = journal.stem
-        fd = None if stage == holding else _try_lock(state / "locks" / f"{stage}.lock")
+        fd = None if stage == holding else try_lock(state / "locks" / f"{stage}.lock")
         if fd is None and stage != holding:
             continue
         try:
@@ -141,8 +124,8 @@ class StagedOutputs:
 
     def __init__(self, stage: str, outputs: Sequence[str], state: Path = STATE):
         self.stage, self.outputs, self.state = stage, [str(Path(o)) for o in outputs], state
-        self.root = state / "staging" / _slug(stage)
-        self.journal = state / "commits" / f"{_slug(stage)}.json"
+        self.root = state / "staging" / stage
+        self.journal = state / "commits" / f"{stage}.json"
         self._lock: int | None = None
 
     def path(self, target: str | os.PathLike[str]) -> Path:
@@ -154,10 +137,10 @@ class StagedOutputs:
 
     def begin(self) -> None:
         """Take this stage's lock, finish any interrupted commit, start from an empty staging folder."""
-        self._lock = _try_lock(self.state / "locks" / f"{_slug(self.stage)}.lock")
+        self._lock = try_lock(self.state / "locks" / f"{self.stage}.lock")
         if self._lock is None:
             raise OutputsError(f"stage {self.stage} is already running in this folder (another process holds its lock)")
-        recover(self.state, holding=_slug(self.stage))
+        recover(self.state, holding=self.stage)
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import paths
+from .files import try_lock
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,10 @@ def keep() -> int:
     return max(1, int(value)) if value.strip().isdigit() else DEFAULT_KEEP
 
 
-def _slug(stage: str) -> str:
-    return stage.replace("/", "_")
-
-
 def prune(stage: str, keep_: int | None = None, current: Path | None = None) -> list[Path]:
     """Delete all but the ``keep_`` most recently used resume folders of ``stage`` (never
     ``current``, nor one another process holds); returns those deleted."""
-    folder = root() / _slug(stage)
+    folder = root() / stage
     if not folder.is_dir():
         return []
     runs = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime_ns, reverse=True)
@@ -55,16 +52,12 @@ def prune(stage: str, keep_: int | None = None, current: Path | None = None) -> 
     for run in runs[keep_ or keep() :]:
         if current is not None and run == current:
             continue
-        fd = os.open(run / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = try_lock(run / LOCK)
+        if fd is None:
             continue  # in use
-        else:
-            shutil.rmtree(run, ignore_errors=True)
-            deleted.append(run)
-        finally:
-            os.close(fd)
+        shutil.rmtree(run, ignore_errors=True)
+        os.close(fd)
+        deleted.append(run)
     return deleted
 
 
@@ -72,18 +65,16 @@ def prune(stage: str, keep_: int | None = None, current: Path | None = None) -> 
 def resume_dir(stage: str, fingerprint: str, writer: bool = True) -> Iterator[Path]:
     """The resume folder of ``stage`` for ``fingerprint``. The ``writer`` (rank 0 of a
     distributed run) locks it while the run lasts, marks it as just used and prunes the others."""
-    folder = root() / _slug(stage) / fingerprint[:32]
+    folder = root() / stage / fingerprint[:32]
     if not writer:
         yield folder
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = try_lock(folder / LOCK)
+    if fd is None:
+        log.info("waiting for another run of %s with the same inputs (it holds %s)", stage, folder)
+        fd = os.open(folder / LOCK, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another run of %s with the same inputs (it holds %s)", stage, folder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
         os.utime(folder)
         log.info("resume checkpoints of this run: %s", folder)
         yield folder
