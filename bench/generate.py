@@ -1,7 +1,7 @@
 """Generation speed: 200 new tokens from the untrained 124M model, with the KV cache against
 recomputing the whole context each step (the book's loop), in one process. Also checks that
 both give the same ids. The allocator is tuned as in every scratchgpt entry point
-(scratchgpt.allocator.tune_cpu_allocator), for both paths alike.
+(scratchgpt.plumbing.allocator.tune_cpu_allocator), for both paths alike.
 
     python bench/generate.py [--tokens 200]
 """
@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from scratchgpt.allocator import tune_cpu_allocator
-from scratchgpt.generate import generate
-from scratchgpt.model import PRESETS, GPTModel
+from scratchgpt.book.generate import generate
+from scratchgpt.book.model import PRESETS, GPTModel
+from scratchgpt.plumbing.allocator import tune_cpu_allocator
 
 
 def main() -> None:

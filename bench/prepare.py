@@ -18,8 +18,8 @@ from pathlib import Path
 CHILD = """
 import resource, sys
 from pathlib import Path
-from scratchgpt.shards import corpus_files, write_shards
-from scratchgpt.tokenizer import GPT2Tokenizer
+from scratchgpt.book.shards import corpus_files, write_shards
+from scratchgpt.book.tokenizer import GPT2Tokenizer
 tok = GPT2Tokenizer(sys.argv[1])
 write_shards(corpus_files(Path(sys.argv[2])), tok, Path(sys.argv[3]), mode="wikitext")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -43,8 +43,8 @@ def best_time(fn, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    from scratchgpt.shards import corpus_files, write_shards
-    from scratchgpt.tokenizer import GPT2Tokenizer
+    from scratchgpt.book.shards import corpus_files, write_shards
+    from scratchgpt.book.tokenizer import GPT2Tokenizer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mirror", default=os.environ.get("SCRATCHGPT_MIRROR", "../shared/data"))

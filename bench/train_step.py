@@ -3,7 +3,7 @@
 The book's 124M config at context 256, batch 2, dropout 0.1. Both take the same batches; steps
 alternate between the two so that drift in the machine's speed hits both alike. Two rounds:
 first with glibc's default allocator, then with the allocator as scratchgpt's stages set it
-(scratchgpt.allocator.tune_cpu_allocator), which speeds up both. Prints tokens/s of each, their
+(scratchgpt.plumbing.allocator.tune_cpu_allocator), which speeds up both. Prints tokens/s of each, their
 ratio, and our achieved FLOP/s as a fraction of a 2048×2048 fp32 matmul measured in the same
 round (FLOPs per token: 6 × non-embedding parameters, the output head included, plus
 12 × layers × context × emb_dim).
@@ -14,15 +14,19 @@ round (FLOPs per token: 6 × non-embedding parameters, the output head included,
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from book_reference import PlainGPT
-from scratchgpt.allocator import tune_cpu_allocator
-from scratchgpt.model import PRESETS, GPTModel
-from scratchgpt.train import lm_loss
+from scratchgpt.book.model import PRESETS, GPTModel
+from scratchgpt.book.train import lm_loss
+from scratchgpt.plumbing.allocator import tune_cpu_allocator
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "book"))
+from book_reference import PlainGPT  # noqa: E402  (the book's model, as the tests hold it)
 
 
 def matmul_flops(n: int = 2048, repeat: int = 10) -> float:

@@ -4,8 +4,9 @@ Sources are tried in order (params URLs, then $SCRATCHGPT_MIRROR); every file is
 and the folder appears complete or not at all.
 """
 
-from scratchgpt import paths, stage
-from scratchgpt.download import HttpClient, fetch_dataset, mirror_from_env
+from scratchgpt.plumbing import paths, stage
+from scratchgpt.plumbing.download import fetch_dataset, mirror_from_env
+from scratchgpt.plumbing.http import HttpClient
 
 
 def main(st: stage.Stage) -> None:

@@ -1,14 +1,75 @@
-"""Stage evaluate (chapters 6–7): test-split scores of both finetuned models → metrics/evaluate.json
-(classifier accuracy, precision, recall, F1; instruction test loss, perplexity, ROUGE-L, exact
-match and, when evaluate.judge_url names an Ollama-compatible server, the judge's mean score)."""
+"""Stage evaluate (chapters 6–7): test-split scores of both finetuned models.
 
-from scratchgpt import evaluate, stage
+Writes metrics/evaluate.json (classifier accuracy, precision, recall, F1; instruction test loss,
+perplexity, ROUGE-L, exact match and, when evaluate.judge_url names an Ollama-compatible server,
+the judge's mean score) and the per-response scores data/evaluate/instruct-scores.json.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+
+from scratchgpt.book.classify import SpamDataset, predict, scores
+from scratchgpt.book.instruct import (
+    Collate,
+    InstructionDataset,
+    format_input,
+    load_answered,
+    load_entries,
+)
+from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
+from scratchgpt.book.train import Evaluator, lm_loss
+from scratchgpt.files import write_json
+from scratchgpt.formats.modeldir import load_classifier, load_model, load_tokenizer
+from scratchgpt.plumbing import paths, stage
+from scratchgpt.plumbing.http import HttpClient
+from scratchgpt.plumbing.judge import judge_each, judge_from_params
+from scratchgpt.plumbing.live import perplexity
 
 
-def main(st: stage.Stage) -> None:
-    metrics = evaluate.run(st)
+def main(st: stage.Stage) -> dict[str, Any]:
+    params = st.params
+    p = params.evaluate
+    device = torch.device("cpu")
+    metrics: dict[str, Any] = {}
+
+    model, tokenizer, head = load_classifier(paths.CLASSIFIER, device)
+    test = SpamDataset(paths.SPAM / "test.csv", tokenizer, head.max_length)
+    s = scores(*predict(model, test, head.position, p.batch_size, head.pad_id))
+    metrics |= {f"classifier_test_{k}": s[k] for k in ("accuracy", "precision", "recall", "f1")}
+
+    model, tokenizer = load_model(paths.INSTRUCT, device), load_tokenizer(paths.INSTRUCT)
+    collate = Collate(allowed_max_length=min(params.instruct.allowed_max_length, model.config.context_length),
+                      mask_prompt=params.instruct.mask_prompt)  # fmt: skip
+    data = {"test": InstructionDataset(load_entries(paths.INSTRUCT_DATA / "test.json"), tokenizer)}
+    test_loss = Evaluator(model, data, p.batch_size, lm_loss, device, collate).loss("test", None, draw=False)
+    answered = load_answered(paths.INSTRUCT_DATA / "test-responses.json")
+    per_item = [{"rouge_l": rouge_l_f1(e["output"], e["model_response"]),
+                 "exact_match": exact_match(e["output"], e["model_response"])} for e in answered]  # fmt: skip
+    metrics |= {
+        "instruct_test_loss": test_loss,
+        "instruct_test_perplexity": perplexity(test_loss),
+        "instruct_rouge_l": statistics.fmean(x["rouge_l"] for x in per_item) if per_item else 0.0,
+        "instruct_exact_match": statistics.fmean(x["exact_match"] for x in per_item) if per_item else 0.0,
+        "instruct_responses": len(per_item),
+    }
+    client = HttpClient(params.download.http.model_copy(update={"read_timeout": p.judge_timeout}))
+    judge = judge_from_params(p.judge_url, p.judge_model, client, seed=p.judge_seed,
+                              temperature=p.judge_temperature, num_ctx=p.judge_num_ctx)  # fmt: skip
+    if judge is not None:
+        judged = judge_each(judge, [(format_input(e), e["output"], e["model_response"]) for e in answered])
+        for entry, score in zip(per_item, judged):
+            entry["judge_score"] = score
+        metrics |= {k: v for k, v in summarize_scores(judged).items() if v is not None}
+    write_json(st.out(paths.EVALUATE_DATA / "instruct-scores.json"),
+               [{"instruction": e["instruction"], **x} for e, x in zip(answered, per_item)])  # fmt: skip
+    write_json(st.out(paths.METRICS / "evaluate.json"), metrics)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    return metrics
 
 
 if __name__ == "__main__":

@@ -1,13 +1,127 @@
-"""Stage finetune_classifier (chapter 6): split the SMS Spam Collection into data/spam/, finetune
-models/base into the spam classifier models/classifier/, with DVCLive metrics under
-metrics/classifier/ (accuracy, precision, recall, F1 per split; test confusion matrix) and the
-book's loss and accuracy figures under plots/classifier/."""
+"""Stage finetune_classifier (chapter 6, appendix E): models/base finetuned into a spam classifier.
 
-from scratchgpt import classify, stage
+Splits the SMS Spam Collection into data/spam/ (train, validation, test CSVs), trains the
+classifier models/classifier/ (all weights, the last blocks, the head, or LoRA adapters), and
+writes DVCLive metrics under metrics/classifier/ (accuracy, precision, recall, F1 per split; the
+test confusion matrix) and the book's loss and accuracy figures under plots/classifier/.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from torch import nn
+
+from scratchgpt.book import lora
+from scratchgpt.book.classify import (
+    LABELS,
+    Head,
+    SpamDataset,
+    accuracy_and_loss,
+    loss_fn,
+    predict,
+    prepare_splits,
+    scores,
+    to_classifier,
+)
+from scratchgpt.book.tokenizer import GPT2_EOT_ID
+from scratchgpt.book.train import Evaluator, seed_everything
+from scratchgpt.files import atomic_dir, write_json
+from scratchgpt.formats.modeldir import (
+    load_model,
+    load_tokenizer,
+    save_finetuned,
+    save_tokenizer,
+)
+from scratchgpt.plumbing import paths, stage, training
+from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.plots import plot_curves
+
+log = logging.getLogger("finetune_classifier")
+
+SPLITS = ("train", "val", "test")
 
 
-def main(st: stage.Stage) -> None:
-    classify.run(st)
+def main(st: stage.Stage) -> dict[str, Any]:
+    run = training.start(st, "classifier")
+    p = run.params
+    verify_dataset("spam", st.params.download.datasets["spam"], paths.raw("spam"))
+    spam = st.out(paths.SPAM)
+    if run.is_main:
+        counts = prepare_splits(
+            paths.raw("spam") / "SMSSpamCollection", spam, quoting=p.quoting, balanced=p.balance,
+            train_frac=p.train_frac, val_frac=p.val_frac, seed=p.split_seed,
+        )  # fmt: skip
+        log.info("SMS Spam Collection: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    run.dist.barrier()
+    tokenizer = load_tokenizer(paths.BASE)
+    model = load_model(paths.BASE, device=run.device)
+    limit = model.config.context_length
+    train_data = SpamDataset(spam / "train.csv", tokenizer, p.max_length or None)
+    if train_data.max_length > limit:
+        log.warning("messages of up to %d tokens are truncated to the context length %d", train_data.max_length, limit)
+        train_data.max_length = limit
+    data = {
+        "train": train_data,
+        "val": SpamDataset(spam / "validation.csv", tokenizer, train_data.max_length),
+        "test": SpamDataset(spam / "test.csv", tokenizer, train_data.max_length),
+    }
+    head = Head(LABELS, p.head_position, GPT2_EOT_ID, train_data.max_length)
+
+    seed_everything(p.seed)  # the book seeds before making the head, and again before training
+    to_classifier(model, len(LABELS), p.trainable, p.trainable_blocks, seed=None)
+    lora.setup(model, p)  # method lora: everything frozen, adapters train
+    seed_everything(p.seed)
+    measure = accuracy_and_loss(head.position, head.pad_id)
+    loss = loss_fn(head.position, head.pad_id)
+
+    def epoch_end(m: nn.Module, ev: Evaluator) -> dict[str, Any]:
+        train_acc, train_loss = ev.measure("train", p.eval_iter, measure)  # the book's accuracy, and loss
+        val_acc, val_loss = ev.measure("val", p.eval_iter, measure)
+        return {"train_accuracy": train_acc, "val_accuracy": val_acc, "train_loss_epoch": train_loss,
+                "val_loss_epoch": val_loss}  # fmt: skip
+
+    n_trainable = model.num_parameters(trainable_only=True)
+    if run.is_main:
+        log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}",
+                 "LoRA adapters" if p.method == "lora" else p.trainable)  # fmt: skip
+    progress = run.fit(
+        model, data["train"], data["val"], loss_fn=loss, curves=["train_loss", "val_loss", "examples_seen"],
+        epoch_curves=["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"], epoch_end=epoch_end,
+        echo=lambda e: f"epoch {e['epoch']}: training accuracy {e['train_accuracy']:.2%}, "
+                       f"validation accuracy {e['val_accuracy']:.2%}",
+    )  # fmt: skip
+    summary: dict[str, Any] = {}
+    if run.is_main:
+        # Final accuracy as the book measures it (its loaders, in this order), then precision,
+        # recall and F1 of spam from a prediction for every message of each split.
+        ev = Evaluator(model, data, p.batch_size, loss, run.device)
+        predictions = {}
+        for split in SPLITS:
+            accuracy, split_loss = ev.measure(split, None, measure)
+            predictions[split] = predict(model, data[split], head.position, p.batch_size, head.pad_id)
+            s = scores(*predictions[split])
+            summary |= {f"{split}_accuracy": accuracy, f"{split}_loss": split_loss,
+                        f"{split}_precision": s["precision"], f"{split}_recall": s["recall"], f"{split}_f1": s["f1"]}  # fmt: skip
+        summary |= {"trainable_parameters": n_trainable, "parameters": model.num_parameters(), "steps": progress.step,
+                    "examples_seen": progress.examples_seen}  # fmt: skip
+        run.finish(summary)
+        actual, predicted = predictions["test"]
+        write_json(st.out(run.metrics_dir / "confusion.json"),
+                   [{"actual": LABELS[a], "predicted": LABELS[b]} for a, b in zip(actual, predicted)])  # fmt: skip
+        figures = st.out(paths.PLOTS / "classifier")
+        plot_curves(progress.history, ["train_loss", "val_loss"], figures / "loss.png", ylabel="Loss",
+                    second_axis=("examples_seen", "Examples seen"), title="spam classifier: loss")  # fmt: skip
+        plot_curves(progress.epochs, ["train_accuracy", "val_accuracy"], figures / "accuracy.png",
+                    ylabel="Accuracy", title="spam classifier: accuracy (eval_iter batches per epoch)")  # fmt: skip
+        with atomic_dir(st.out(paths.CLASSIFIER)) as staging:
+            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict()}
+            save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.CLASSIFIER)
+        log.info("accuracy: train %.2f%%, validation %.2f%%, test %.2f%%", 100 * summary["train_accuracy"],
+                 100 * summary["val_accuracy"], 100 * summary["test_accuracy"])  # fmt: skip
+    run.dist.barrier()
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,12 +1,107 @@
-"""Stage finetune_instruct (chapter 7): split instruction-data.json into data/instruct/, finetune
-models/base into models/instruct/, answer the test split (data/instruct/test-responses.json),
-with DVCLive metrics under metrics/instruct/ and the loss figure plots/instruct/loss.png."""
+"""Stage finetune_instruct (chapter 7): models/base finetuned to follow instructions.
 
-from scratchgpt import instruct, stage
+Splits instruction-data.json into data/instruct/ (train, test, val), trains models/instruct/,
+answers the test split (data/instruct/test-responses.json), and writes DVCLive metrics and
+curves under metrics/instruct/ with a response after each epoch (samples.json), and the book's
+loss figure plots/instruct/loss.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from scratchgpt.book import lora
+from scratchgpt.book.generate import generate
+from scratchgpt.book.instruct import (
+    SPLITS,
+    Collate,
+    EntryError,
+    InstructionDataset,
+    format_input,
+    generate_responses,
+    load_entries,
+    split_entries,
+)
+from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
+from scratchgpt.files import atomic_dir, write_json
+from scratchgpt.formats.modeldir import (
+    load_model,
+    load_tokenizer,
+    save_finetuned,
+    save_tokenizer,
+)
+from scratchgpt.plumbing import paths, stage, training
+from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.live import perplexity
+from scratchgpt.plumbing.plots import plot_losses
+
+log = logging.getLogger("finetune_instruct")
 
 
-def main(st: stage.Stage) -> None:
-    instruct.run(st)
+def main(st: stage.Stage) -> dict[str, Any]:
+    run = training.start(st, "instruct")
+    p = run.params
+    raw = paths.raw("instructions")
+    verify_dataset("instructions", st.params.download.datasets["instructions"], raw)
+    entries = load_entries(raw / "instruction-data.json")
+    try:
+        parts = dict(zip(SPLITS, split_entries(entries, p.train_frac, p.test_frac, p.shuffle, p.split_seed)))
+    except EntryError as e:
+        raise EntryError(f"{raw / 'instruction-data.json'}: {e}") from None
+    data_dir = st.out(paths.INSTRUCT_DATA)
+    if run.is_main:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, part in parts.items():
+            write_json(data_dir / f"{name}.json", part)
+        log.info("instruction data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
+    tokenizer = load_tokenizer(paths.BASE)
+    model = load_model(paths.BASE, device=run.device)
+    collate_fn = Collate(allowed_max_length=min(p.allowed_max_length, model.config.context_length),
+                         mask_prompt=p.mask_prompt)  # fmt: skip
+    data = {name: InstructionDataset(parts[name], tokenizer) for name in ("train", "val")}  # test: answered below
+    lora.setup(model, p)  # method lora: everything frozen, adapters train
+    evaluator = Evaluator(model, data, p.batch_size, lm_loss, run.device, collate_fn)
+    n_trainable = model.num_parameters(trainable_only=True)
+    seed_everything(p.seed)  # the book measures the starting loss after seeding, then seeds again
+    model.eval()
+    start = {"initial_train_loss": evaluator.loss("train", p.eval_iter), "initial_val_loss": evaluator.loss("val", p.eval_iter)}
+    seed_everything(p.seed)
+    if run.is_main:
+        log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
+    sample_prompt = format_input(parts["val"][0])
+
+    def epoch_end(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
+        ids = tokenizer.encode(sample_prompt, allow_special=False)
+        new = generate(m, [ids], 50, eos_id=None)[0]  # the book's generate_text_simple: 50 greedy tokens
+        return {"text": tokenizer.decode(new)}
+
+    progress = run.fit(
+        model, data["train"], data["val"], loss_fn=lm_loss, curves=["train_loss", "val_loss", "tokens_seen", "lr"],
+        epochs_file="samples.json", derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
+        epoch_end=epoch_end, collate_fn=collate_fn, fingerprint_exclude=("response_tokens", "response_batch"),
+    )  # fmt: skip
+    summary: dict[str, Any] = {}
+    if run.is_main:
+        responses = generate_responses(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        write_json(data_dir / "test-responses.json",
+                   [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)])  # fmt: skip
+        final_val = evaluator.loss("val", None, draw=False)
+        summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
+                   "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
+                   "parameters": model.num_parameters()}  # fmt: skip
+        run.finish(summary)
+        plot_losses(progress.history, st.out(paths.PLOTS / "instruct" / "loss.png"), title="instruction finetuning")
+        with atomic_dir(st.out(paths.INSTRUCT)) as staging:
+            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
+            save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.INSTRUCT)
+        log.info("validation loss %.3f → %.3f; %d test responses in %s", start["initial_val_loss"], final_val,
+                 len(responses), paths.INSTRUCT_DATA / "test-responses.json")  # fmt: skip
+    run.dist.barrier()
+    return summary
 
 
 if __name__ == "__main__":

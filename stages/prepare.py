@@ -1,10 +1,10 @@
 """Stage prepare@<corpus>: tokenize one corpus into data/shards/<corpus>/ (train.bin, val.bin,
 meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 
-from scratchgpt import paths, stage
-from scratchgpt.download import verify_dataset
+from scratchgpt.book.shards import corpus_files, make_tokenizer, write_shards
 from scratchgpt.files import write_json
-from scratchgpt.shards import corpus_files, make_tokenizer, write_shards
+from scratchgpt.plumbing import paths, stage
+from scratchgpt.plumbing.download import verify_dataset
 
 
 def main(st: stage.Stage) -> None:

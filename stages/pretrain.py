@@ -1,15 +1,87 @@
-"""Stage pretrain: train the GPT of params `model` on the shards of params `pretrain.corpora`.
+"""Stage pretrain (chapters 4–5): a GPT trained from scratch on the shards of params
+pretrain.corpora.
 
 Writes models/pretrained/ (config.json, model.safetensors, tokenizer/), DVCLive metrics and
-curves under metrics/pretrain/ and the book-style loss figure plots/pretrain/loss.png; resume
-checkpoints go to the cache (scratchgpt.resume). Run it alone or with `torchrun --nproc_per_node N`.
+curves under metrics/pretrain/ with the text sample of each epoch (samples.json), and the book's
+loss figure plots/pretrain/loss.png. The resume checkpoint lives in the cache, keyed by the run's
+fingerprint (scratchgpt.plumbing.resume).
 """
 
-from scratchgpt import pretrain, stage
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch.utils.data import ConcatDataset
+
+from scratchgpt.book.generate import generate_text
+from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.book.shards import ShardError, Shards
+from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
+from scratchgpt.files import atomic_dir
+from scratchgpt.formats.modeldir import save_model, save_tokenizer
+from scratchgpt.plumbing import paths, stage, training
+from scratchgpt.plumbing.live import perplexity
+from scratchgpt.plumbing.plots import plot_losses
+
+log = logging.getLogger("pretrain")
 
 
-def main(st: stage.Stage) -> None:
-    pretrain.run(st)
+def load_data(params: Any) -> tuple[list[Shards], ConcatDataset, ConcatDataset]:
+    """The corpora's shards and their training and validation windows, concatenated."""
+    p = params.pretrain
+    shards = [Shards(paths.shards(name)) for name in p.corpora]
+    vocab = max(s.meta["vocab_size"] for s in shards)
+    if vocab > params.model.vocab_size:
+        raise ShardError(f"model.vocab_size is {params.model.vocab_size} but the corpora's vocabulary has {vocab} ids")
+    train_data = ConcatDataset([s.windows("train", p.max_length, p.stride) for s in shards])
+    val_data = ConcatDataset([s.windows("val", p.max_length, p.stride) for s in shards])
+    return shards, train_data, val_data
+
+
+def main(st: stage.Stage) -> dict[str, Any]:
+    params = st.params
+    run = training.start(st, "pretrain")
+    p = run.params
+    shards, train_data, val_data = load_data(params)
+    tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
+    seed_everything(p.seed)
+    model = GPTModel(GPTConfig(**params.model.model_dump())).to(run.device)
+    if run.is_main:
+        log.info(
+            "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
+            f"{model.num_parameters():,}", len(train_data), len(val_data), p.max_length, run.device,
+        )  # fmt: skip
+
+    def sample(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
+        text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
+        return {"text": text}
+
+    progress = run.fit(
+        model, train_data, val_data, loss_fn=lm_loss, curves=["train_loss", "val_loss", "lr", "tokens_seen"],
+        epochs_file="samples.json", derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}", epoch_end=sample,
+    )  # fmt: skip
+    summary: dict[str, Any] = {}
+    if run.is_main:
+        final_val = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device).loss("val", None, draw=False)
+        summary = {
+            "untrained_val_loss": progress.untrained_val_loss,
+            "final_val_loss": final_val,
+            "final_val_perplexity": perplexity(final_val),
+            "steps": progress.step,
+            "parameters": model.num_parameters(),
+        }
+        run.finish(summary)
+        plot_losses(progress.history, st.out(paths.PLOTS / "pretrain" / "loss.png"),
+                    title=f"pretraining: {', '.join(p.corpora)}")  # fmt: skip
+        with atomic_dir(st.out(paths.PRETRAINED)) as staging:
+            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
+            save_model(model, staging, metadata=meta)
+        log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
+    run.dist.barrier()
+    return summary
 
 
 if __name__ == "__main__":

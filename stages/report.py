@@ -1,7 +1,7 @@
 """Stage report: report/index.html (self-contained) and report/summary.md with every metric, the
 figures, sample generations, an attention heat map and our numbers beside the book's."""
 
-from scratchgpt import paths, report, stage
+from scratchgpt.plumbing import paths, report, stage
 
 
 def main(st: stage.Stage) -> None:

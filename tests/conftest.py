@@ -1,13 +1,11 @@
+import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
 from scripted_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))  # the book's reference model lives with the benchmarks
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -16,19 +14,27 @@ def _private_cache(tmp_path_factory):
     os.environ["SCRATCHGPT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def load_stage(name):
+    """The module of the stage script ``stages/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(f"stages.{name}", ROOT / "stages" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def run_stage():
-    """``run_stage(name, params, fn)``: ``fn(st)`` inside a session of the dvc.yaml stage ``name``
-    (params restricted to what it declares, outputs committed when ``fn`` returns), run in the
-    current folder with the repository's code linked into it."""
-    from scratchgpt import stage
+    """``run_stage(name, params)``: the ``main`` of ``stages/<name>.py`` inside a session of the
+    dvc.yaml stage ``name`` (params restricted to what it declares, outputs committed when it
+    returns), run in the current folder with the repository's code linked into it."""
+    from scratchgpt.plumbing import stage
 
-    def run(name, params, fn):
+    def run(name, params):
         for code in ("stages", "src"):  # deps (and so fingerprints) are read relative to the working folder
             if not Path(code).exists():
                 Path(code).symlink_to(ROOT / code)
         with stage.session(name, params, dvc_yaml=ROOT / "dvc.yaml") as st:
-            return fn(st)
+            return load_stage(name.partition("@")[0]).main(st)
 
     return run
 

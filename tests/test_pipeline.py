@@ -117,7 +117,7 @@ def test_pretrain_writes_model_metrics_and_plots(repo):
     samples = json.loads((work / "metrics" / "pretrain" / "samples.json").read_text())
     assert samples[0]["text"].startswith("Every effort moves you")
     assert (work / "plots" / "pretrain" / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    out = sh([sys.executable, "-m", "scratchgpt.generate", "--model", str(model_dir), "--prompt", "Every effort",
+    out = sh([sys.executable, "-m", "scratchgpt", "generate", "--model", str(model_dir), "--prompt", "Every effort",
               "--max-new-tokens", "4"], work, env)  # fmt: skip
     assert out.startswith("Every effort")
     again = sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
@@ -238,7 +238,7 @@ def test_fresh_clone_rebuilds_the_same_results_and_reads_only_declared_inputs(re
     resume checkpoints): every stage runs, git status stays empty (dvc.lock, metrics, curves and
     figures come out byte for byte), a second repro does nothing, and no stage read a file of
     the repository outside its declared deps and outputs (traced with an audit hook)."""
-    from scratchgpt.pipeline import load_spec
+    from scratchgpt.plumbing.pipeline import load_spec
 
     work, env, _ = repo
     sh([sys.executable, "-m", "dvc", "repro"], work, env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 
 import torch
 
@@ -30,6 +31,5 @@ def peak_memory_mb(device: torch.device) -> float:
     """The most memory this process has held: on CUDA the allocator's peak, else the peak RSS."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from .errors import PipelineError
+from scratchgpt.errors import PipelineError
 
 
 def _umask() -> int:

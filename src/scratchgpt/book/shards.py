@@ -1,0 +1,398 @@
+"""Token shards: a corpus tokenized once into flat binary files, read back as memory-mapped
+(input, target) windows.
+
+A shard folder holds ``train.bin`` and ``val.bin`` (little-endian token ids, uint16 when the
+vocabulary fits, else uint32), ``meta.json`` (tokenizer, dtype, counts, sha256 of inputs and
+outputs) and, for the word tokenizer, ``vocab.json``.
+
+The split follows the book's chapter 5: the first ``train_ratio`` of the corpus's characters
+train, the rest validate, split before tokenizing. Documents are joined with ``<|endoftext|>``.
+Text is streamed in chunks cut only where the tokenizer would split anyway, so the ids equal
+those of encoding each document whole, and memory stays flat however large the corpus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from scratchgpt.book.tokenizer import GPT2Tokenizer, Tokenizer, WordTokenizer
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import atomic_dir, sha256_file, write_json
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+CHUNK_CHARS = 1 << 20  # text handed to the tokenizer per piece
+BATCH_CHARS = 1 << 23  # text tokenized per parallel batch
+WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
+
+
+class ShardError(PipelineError, RuntimeError):
+    """A shard folder is missing, corrupt or unusable; the message names the file and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a corpus as a stream of (document number, text piece)
+
+
+def corpus_files(folder: Path) -> list[Path]:
+    """The text (.txt) and JSON Lines (.jsonl) files of a dataset folder, in name order."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".txt", ".jsonl"))
+    if not files:
+        raise ShardError(f"{folder}: no .txt or .jsonl files to tokenize; run `dvc repro download` first")
+    return files
+
+
+def safe_cut(text: str) -> int:
+    """The last index where ``text`` may be cut without changing its tokenization, or 0.
+
+    A cut just before a space or newline that follows a non-space character is a boundary for
+    GPT-2's pre-tokenizer regex (no pattern spans non-space then space) and for the word
+    tokenizer (whitespace separates words).
+    """
+    i = len(text)
+    while True:
+        i = max(text.rfind(" ", 0, i), text.rfind("\n", 0, i))
+        if i <= 0:
+            return 0
+        if not text[i - 1].isspace():
+            return i
+
+
+def _chunks(text_parts: Iterable[str], size: int) -> Iterator[str]:
+    """Re-chunk a stream of text into pieces of at least ``size`` characters, cut at safe points."""
+    buf: list[str] = []
+    n = 0
+    for part in text_parts:
+        buf.append(part)
+        n += len(part)
+        if n >= size:
+            text = "".join(buf)
+            cut = safe_cut(text)
+            if cut == 0:  # no safe point yet: keep reading
+                buf = [text]
+                continue
+            yield text[:cut]
+            buf, n = [text[cut:]], len(text) - cut
+    if n:
+        yield "".join(buf)
+
+
+def _read_blocks(path: Path, size: int) -> Iterator[str]:
+    with open(path, encoding="utf-8", newline="") as f:
+        yield from iter(lambda: f.read(size), "")
+
+
+def _wikitext_articles(path: Path) -> Iterator[Iterator[str]]:
+    """WikiText files: a new document at each top-level title line `` = Title = ``."""
+    with open(path, encoding="utf-8", newline="") as f:
+        lines: list[str] = []
+        for line in f:
+            if WIKITEXT_TITLE.match(line.rstrip("\r\n")) and any(s.strip() for s in lines):
+                yield iter(lines)
+                lines = []
+            lines.append(line)
+        if lines:  # every character belongs to some document (count_characters relies on it)
+            yield iter(lines)
+
+
+def _jsonl_documents(path: Path) -> Iterator[Iterator[str]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                text = record["text"]
+            except (json.JSONDecodeError, TypeError, KeyError) as e:
+                raise ShardError(f"{path}:{n}: expected a JSON object with a 'text' string ({e})") from None
+            if not isinstance(text, str):
+                raise ShardError(f"{path}:{n}: 'text' must be a string, got {type(text).__name__}")
+            yield iter([text])
+
+
+def documents(files: list[Path], mode: str = "file", block: int = CHUNK_CHARS) -> Iterator[Iterator[str]]:
+    """Each document of the corpus as a stream of text parts.
+
+    ``mode`` "file": each .txt file is one document; "wikitext": .txt files are split into
+    articles at WikiText title lines. Each line of a .jsonl file is one document (its "text").
+    """
+    if mode not in ("file", "wikitext"):
+        raise ValueError(f"documents mode must be 'file' or 'wikitext', got {mode!r}")
+    for path in files:
+        if path.suffix == ".jsonl":
+            yield from _jsonl_documents(path)
+        elif mode == "wikitext":
+            yield from _wikitext_articles(path)
+        else:
+            yield _read_blocks(path, block)
+
+
+def count_characters(files: list[Path]) -> int:
+    """The characters of every document: a .txt file's are all its characters (whichever way it
+    is cut into documents, so the same for every mode), a .jsonl file's those of its "text" fields."""
+    total = 0
+    for path in files:
+        if path.suffix == ".jsonl":
+            total += sum(len(text) for doc in _jsonl_documents(path) for text in doc)
+        else:
+            total += sum(len(block) for block in _read_blocks(path, CHUNK_CHARS))
+    return total
+
+
+def pieces(files: list[Path], mode: str = "file", size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:
+    """(document number, text piece) for the whole corpus; a document's pieces concatenate to it."""
+    for doc, parts in enumerate(documents(files, mode, size)):
+        for piece in _chunks(parts, size):
+            yield doc, piece
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing shards
+
+
+@dataclass
+class _Split:
+    name: str
+    file: Any
+    dtype: np.dtype
+    tokens: int = 0
+    characters: int = 0
+    documents: int = 0
+    last_doc: int = -1
+
+    def __post_init__(self) -> None:
+        self.hash = hashlib.sha256()
+
+    def write(self, ids: list[int]) -> None:
+        data = np.asarray(ids, dtype=self.dtype).tobytes()
+        self.file.write(data)
+        self.hash.update(data)
+        self.tokens += len(ids)
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
+
+
+def make_tokenizer(kind: str, bpe_dir: Path, files: list[Path], mode: str) -> Tokenizer:
+    if kind == "gpt2":
+        return GPT2Tokenizer(bpe_dir)
+    if kind == "word":
+        return WordTokenizer.build(piece for _, piece in pieces(files, mode))
+    raise ValueError(f"unknown tokenizer {kind!r}: expected 'gpt2' or 'word'")
+
+
+def write_shards(
+    files: list[Path],
+    tokenizer: Tokenizer,
+    out_dir: str | os.PathLike[str],
+    *,
+    train_ratio: float = 0.9,
+    mode: str = "file",
+    name: str = "",
+    num_threads: int = 0,
+    chunk_chars: int = CHUNK_CHARS,
+    batch_chars: int = BATCH_CHARS,
+) -> dict[str, Any]:
+    """Tokenize ``files`` into ``out_dir`` (replaced whole on success) and return meta.json's data."""
+    if not 0 < train_ratio < 1:
+        raise ValueError(f"train_ratio must be between 0 and 1, got {train_ratio}")
+    out_dir = Path(out_dir)
+    total_chars = count_characters(files)
+    if total_chars == 0:
+        raise ShardError(f"corpus {name or out_dir.name} is empty: {', '.join(map(str, files))}")
+    split_at = int(train_ratio * total_chars)  # the book: split_idx = int(train_ratio * len(text))
+    dtype = token_dtype(tokenizer.vocab_size)
+    eot = tokenizer.eot_id
+
+    with atomic_dir(out_dir) as staging:
+        with open(staging / "train.bin", "wb") as ftrain, open(staging / "val.bin", "wb") as fval:
+            splits = {"train": _Split("train", ftrain, dtype), "val": _Split("val", fval, dtype)}
+            batch: list[tuple[str, int, str]] = []
+            batch_size = 0
+
+            def flush() -> None:
+                encoded = tokenizer.encode_batch([text for _, _, text in batch], num_threads)
+                for (split_name, doc, text), ids in zip(batch, encoded):
+                    split = splits[split_name]
+                    if doc != split.last_doc:
+                        if split.last_doc >= 0:
+                            ids = [eot, *ids]
+                        split.last_doc = doc
+                        split.documents += 1
+                    split.characters += len(text)
+                    split.write(ids)
+                batch.clear()
+
+            seen = 0
+            desc = f"tokenizing {name or out_dir.name}"
+            with tqdm(total=total_chars, desc=desc, unit="char", unit_scale=True, disable=None) as bar:
+                for doc, piece in pieces(files, mode, chunk_chars):
+                    parts = [("train", piece)]
+                    if seen < split_at < seen + len(piece):
+                        cut = split_at - seen
+                        parts = [("train", piece[:cut]), ("val", piece[cut:])]
+                    elif seen >= split_at:
+                        parts = [("val", piece)]
+                    for split_name, text in parts:
+                        batch.append((split_name, doc, text))
+                        batch_size += len(text)
+                    seen += len(piece)
+                    bar.update(len(piece))
+                    if batch_size >= batch_chars:
+                        flush()
+                        batch_size = 0
+                flush()
+
+        if isinstance(tokenizer, WordTokenizer):
+            tokenizer.save(staging / "vocab.json")
+        meta = {
+            "format": FORMAT_VERSION,
+            "corpus": name or out_dir.name,
+            "tokenizer": tokenizer.describe(),
+            "vocab_size": tokenizer.vocab_size,
+            "eot_id": eot,
+            "dtype": dtype.name,
+            "train_ratio": train_ratio,
+            "documents": mode,
+            "splits": {
+                s.name: {
+                    "file": f"{s.name}.bin",
+                    "tokens": s.tokens,
+                    "characters": s.characters,
+                    "documents": s.documents,
+                    "sha256": s.hash.hexdigest(),
+                }
+                for s in splits.values()
+            },
+            "inputs": {p.name: sha256_file(p) for p in files},
+        }
+        write_json(staging / "meta.json", meta)
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading shards
+
+
+class TokenWindows(Dataset):
+    """(input, target) windows over a token file, with the book's GPTDatasetV1 semantics:
+    windows start at 0, stride, 2·stride, ... while start < n_tokens - max_length; the target
+    is the input shifted by one token. The file is memory-mapped, opened lazily per process."""
+
+    def __init__(self, path: str | os.PathLike[str], dtype: str | np.dtype, max_length: int, stride: int):
+        if max_length < 1 or stride < 1:
+            raise ValueError(f"max_length and stride must be >= 1, got {max_length} and {stride}")
+        self.path = Path(path)
+        self.dtype = np.dtype(dtype)
+        self.max_length = max_length
+        self.stride = stride
+        self.n_tokens = self.path.stat().st_size // self.dtype.itemsize
+        self.starts = range(0, self.n_tokens - max_length, stride)
+        self._tokens: np.memmap | None = None
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @property
+    def tokens(self) -> np.memmap:
+        if self._tokens is None:
+            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
+        return self._tokens
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.starts[index]
+        window = torch.from_numpy(self.tokens[start : start + self.max_length + 1].astype(np.int64))
+        return window[:-1], window[1:]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokens": None}
+
+
+class Shards:
+    """A prepared shard folder: checks meta.json against the files, then serves windows."""
+
+    def __init__(self, folder: str | os.PathLike[str], verify: bool = False):
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        fix = f"rerun `dvc repro -f prepare@{self.folder.name}`"
+        if not meta_path.is_file():
+            raise ShardError(f"{meta_path} not found: run `dvc repro prepare` first")
+        try:
+            self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            self.dtype = np.dtype(self.meta["dtype"])
+            splits = self.meta["splits"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ShardError(f"{meta_path} is unreadable ({e}); {fix}") from None
+        if self.meta.get("format") != FORMAT_VERSION:
+            raise ShardError(f"{meta_path}: format {self.meta.get('format')} is not {FORMAT_VERSION}; {fix}")
+        for split in SPLITS:
+            info = splits[split]
+            path = self.folder / info["file"]
+            if not path.is_file():
+                raise ShardError(f"{path} not found; {fix}")
+            size, expected = path.stat().st_size, info["tokens"] * self.dtype.itemsize
+            if size != expected:
+                raise ShardError(f"{path} is {size} bytes but meta.json says {expected}: corrupt or truncated; {fix}")
+            if verify and sha256_file(path) != info["sha256"]:
+                raise ShardError(f"{path} does not match the sha256 in meta.json: corrupt; {fix}")
+
+    def tokens(self, split: str) -> int:
+        return int(self.meta["splits"][split]["tokens"])
+
+    def path(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.folder / self.meta["splits"][split]["file"]
+
+    def windows(self, split: str, max_length: int, stride: int | None = None) -> TokenWindows:
+        ds = TokenWindows(self.path(split), self.dtype, max_length, stride or max_length)
+        if len(ds) == 0:
+            raise ShardError(
+                f"{self.path(split)}: {ds.n_tokens} tokens, too few for one window of max_length "
+                f"{max_length} (needs at least {max_length + 1})"
+            )
+        return ds
+
+    def tokenizer(self, bpe_dir: str | os.PathLike[str]) -> Tokenizer:
+        kind = self.meta["tokenizer"]["kind"]
+        if kind == "word":
+            return WordTokenizer.load(self.folder / "vocab.json")
+        return GPT2Tokenizer(bpe_dir)
+
+
+def create_dataloader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    drop_last: bool,
+    num_workers: int = 0,
+    seed: int | None = None,
+) -> DataLoader:
+    """A DataLoader as the book builds it; ``seed`` fixes the shuffle order independently of
+    the global RNG."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+    )

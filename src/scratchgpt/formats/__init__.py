@@ -1,0 +1,1 @@
+"""File formats: model directories, resume checkpoints, OpenAI's TF checkpoints, Hugging Face."""

@@ -1,0 +1,209 @@
+"""Model directories: what every stage that makes a model writes, and every consumer reads.
+
+A model directory holds ``config.json`` (the :class:`~scratchgpt.book.model.GPTConfig`, the
+tokenizer's description and other metadata, and the weights' sha256), ``model.safetensors``
+and ``tokenizer/`` (the files that rebuild the tokenizer). A LoRA finetune saved as adapters
+holds ``adapters.safetensors`` and a reference to its base model directory instead of
+``model.safetensors``; :func:`load_model` rebuilds either. Never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from scratchgpt import files
+from scratchgpt.book.classify import Head
+from scratchgpt.book.lora import apply_lora, merge_lora
+from scratchgpt.book.model import GPTConfig, GPTModel, model_from_state
+from scratchgpt.book.tokenizer import (
+    GPT2_FILES,
+    GPT2Tokenizer,
+    Tokenizer,
+    WordTokenizer,
+)
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import atomic_path, sha256_file, write_json
+from scratchgpt.plumbing.paths import rebuild_hint
+
+MODEL_FORMAT = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ADAPTERS_FILE = "adapters.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+class ModelError(PipelineError, ValueError):
+    """A model directory whose weights are corrupt or unreadable; the message names the file."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and weights
+
+def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if model.config.tie_weights:
+        state.pop("out_head.weight")  # the same tensor as tok_emb.weight
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"{directory}: not saved, {name} holds NaN or infinite values")
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+        digest = sha256_file(tmp)
+    config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}), "weights_sha256": digest}
+    write_json(directory / CONFIG_FILE, config)
+    return directory
+
+
+def read_model_config(directory: str | os.PathLike[str]) -> tuple[GPTConfig, dict[str, Any]]:
+    """The GPTConfig of a model directory and the rest of its config.json."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: not a model directory")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != MODEL_FORMAT or "model" not in data:
+        raise ValueError(f"{path}: not a scratchgpt model config (format {data.get('format')!r})")
+    extra = {k: v for k, v in data.items() if k not in ("format", "model")}
+    return GPTConfig.from_dict(data["model"]), extra
+
+
+def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", verify: bool = True) -> GPTModel:
+    """Build the model of a model directory and load its weights (safetensors only).
+
+    With ``verify`` the weights must match the sha256 recorded in config.json when they were
+    saved: a corrupted file is an error naming it and what to run, never a silently wrong model."""
+    config, extra = read_model_config(directory)
+    weights = Path(directory) / WEIGHTS_FILE
+    if "lora" in extra and not weights.is_file():  # adapters saved alone, beside a base model
+        return load_adapted(directory, device)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found")
+    if verify and extra.get("weights_sha256") and sha256_file(weights) != extra["weights_sha256"]:
+        raise ModelError(f"{weights} does not match the sha256 in config.json: corrupt; {rebuild_hint(weights)}")
+    try:
+        state = load_file(str(weights), device=str(device))
+    except SafetensorError as e:
+        raise ModelError(f"{weights} is unreadable ({e}); {rebuild_hint(weights)}") from None
+    return model_from_state(config, state)
+
+
+def weights_sha256(directory: str | os.PathLike[str]) -> str:
+    """The sha256 of a model directory's weights: the one config.json records (which
+    :func:`load_model` checks the file against), else the file's own."""
+    return read_model_config(directory)[1].get("weights_sha256") or sha256_file(Path(directory) / WEIGHTS_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizer
+
+
+def save_tokenizer(tokenizer: Tokenizer, model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Copy what rebuilds ``tokenizer`` into ``<model_dir>/tokenizer/``; return its description."""
+    out = Path(model_dir) / TOKENIZER_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(tokenizer, GPT2Tokenizer):
+        for name in GPT2_FILES:
+            files.write_bytes(out / name, (tokenizer.bpe_dir / name).read_bytes())
+    elif isinstance(tokenizer, WordTokenizer):
+        tokenizer.save(out / "vocab.json")
+    else:
+        raise TypeError(f"cannot save a {type(tokenizer).__name__}")
+    return tokenizer.describe()
+
+
+def load_tokenizer(model_dir: str | os.PathLike[str]) -> Tokenizer:
+    """The tokenizer saved in a model directory by :func:`save_tokenizer`."""
+    folder = Path(model_dir) / TOKENIZER_DIR
+    if (folder / "vocab.json").is_file():
+        return WordTokenizer.load(folder / "vocab.json")
+    if (folder / "encoder.json").is_file():
+        return GPT2Tokenizer(folder)
+    raise FileNotFoundError(f"{folder}: no tokenizer files (encoder.json + vocab.bpe, or vocab.json)")
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA adapters saved alone (appendix E)
+
+
+def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir: str | os.PathLike[str],
+                  settings: dict[str, Any], metadata: dict[str, Any] | None = None,
+                  lands_at: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+    """Write the adapters, and every weight the base model lacks (a new head), beside a
+    reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model.
+    The reference is relative to ``lands_at``, where ``directory`` will be moved (default: itself)."""
+    directory, base_dir = Path(directory), Path(base_dir)
+    base_config, _ = read_model_config(base_dir)
+    state = {}
+    for name, tensor in model.state_dict().items():
+        is_adapter = name.endswith((".A", ".B"))
+        is_new_head = name.startswith("out_head") and model.config.n_classes != base_config.n_classes
+        if is_adapter or is_new_head:
+            state[name] = tensor.detach().contiguous().cpu()
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / ADAPTERS_FILE) as tmp:
+        save_file(state, str(tmp))
+        digest = sha256_file(tmp)
+    base = {"path": os.path.relpath(base_dir, lands_at or directory), "weights_sha256": weights_sha256(base_dir)}
+    config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}),
+              "lora": {**settings, "adapters_sha256": digest, "base": base}}  # fmt: skip
+    write_json(directory / CONFIG_FILE, config)
+    return directory
+
+
+def load_adapted(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
+    """The model of an adapters-only directory: its base, the new head if any, the adapters
+    applied and merged. The base must be the very one the adapters were trained on."""
+    directory = Path(directory)
+    config, extra = read_model_config(directory)
+    info = extra["lora"]
+    base_dir = (directory / info["base"]["path"]).resolve()
+    adapters = directory / ADAPTERS_FILE
+    if not adapters.is_file() or sha256_file(adapters) != info["adapters_sha256"]:
+        raise PipelineError(f"{adapters} is missing or does not match its sha256 in config.json")
+    if sha256_file(base_dir / WEIGHTS_FILE) != info["base"]["weights_sha256"]:
+        raise PipelineError(f"{directory}: its base model {base_dir} has changed since the adapters were trained")
+    base = load_model(base_dir, device=device, verify=False)  # its file was just checked
+    model = GPTModel(config) if base.config != config else base
+    if model is not base:
+        state = {k: v for k, v in base.state_dict().items() if not k.startswith("out_head")}
+        model.load_state_dict(state, strict=False)
+        model.to(device)
+    apply_lora(model, info["rank"], info["alpha"], 0.0, info["targets"])
+    missing, unexpected = model.load_state_dict(load_file(str(adapters), device=str(device)), strict=False)
+    if unexpected or any(k.endswith((".A", ".B")) for k in missing):
+        raise PipelineError(f"{adapters} does not fit {directory}'s model (unexpected {unexpected[:3]})")
+    return merge_lora(model).eval()
+
+
+def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Path, metadata: dict[str, Any],
+                   lands_at: Path | None = None) -> None:  # fmt: skip
+    """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone (see
+    :func:`save_adapters` for ``lands_at``)."""
+    if section.method == "lora" and section.lora.save == "adapters":
+        lo = section.lora
+        settings = {"rank": lo.rank, "alpha": lo.alpha, "targets": list(lo.targets)}
+        save_adapters(model, directory, base_dir, settings, metadata, lands_at)
+        return
+    save_model(merge_lora(model), directory, metadata)
+
+
+# ---------------------------------------------------------------------------------------------
+# The classifier
+
+
+def load_classifier(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[GPTModel, Any, Head]:
+    """Model, tokenizer and head description of a classifier directory."""
+    config, extra = read_model_config(model_dir)
+    if not config.n_classes or "classifier" not in extra:
+        raise ValueError(f"{model_dir} is not a classifier (no classification head in config.json)")
+    return load_model(model_dir, device=device), load_tokenizer(model_dir), Head.from_dict(extra["classifier"])

@@ -1,0 +1,2 @@
+"""The pipeline's plumbing: params, HTTP and downloads, dvc.yaml, staged outputs, resume folders,
+logging, plots and the report."""

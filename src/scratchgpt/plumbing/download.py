@@ -1,0 +1,275 @@
+"""Downloads that survive real networks: several sources per file, sha256, retries, atomic writes.
+
+Each file of a dataset is tried from its sources in order: the URLs from params.yaml (primary,
+then backups), then the mirror named by ``$SCRATCHGPT_MIRROR`` (a folder or a base URL holding
+files under their final names). A source is rejected on an HTTP error, a timeout after all
+retries, a truncated body or a sha256 mismatch, and the next one is tried. The body streams into
+a temporary file beside the target and is renamed into place only once verified, so nothing
+partial is ever left behind. When every source fails, :class:`DownloadError` lists each source
+and why it failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import urllib.parse
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import atomic_dir, sha256_file, temp_path
+from scratchgpt.plumbing.http import (
+    CHUNK,
+    HttpClient,
+    SourceFailed,
+    progress_bar,
+    redact,
+)
+from scratchgpt.plumbing.params import DatasetParams, FileParams
+from scratchgpt.plumbing.wikipedia import scrape
+
+log = logging.getLogger(__name__)
+
+MIRROR_ENV = "SCRATCHGPT_MIRROR"
+
+class DownloadError(PipelineError, RuntimeError):
+    """Every source of a file failed."""
+
+    def __init__(self, name: str, failures: list[tuple[str, str]]):
+        self.name = name
+        self.failures = failures
+        lines = [f"could not download {name}: every source failed"]
+        lines += [f"  - {source}: {reason}" for source, reason in failures]
+        if not any(source.startswith("mirror") for source, _ in failures):
+            lines.append(f"  (offline? set {MIRROR_ENV} to a folder or URL holding {name})")
+        super().__init__("\n".join(lines))
+
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one file may come from: a URL (maybe a zip holding it) or a mirror folder or URL."""
+
+    label: str
+    location: str
+    zip_member: str | None = None
+
+    @property
+    def resumable(self) -> bool:
+        """A plain remote file: a partial copy can be continued with an HTTP Range."""
+        return _is_remote(self.location) and not self.zip_member
+
+    def fetch(self, client: HttpClient, dest: Path, desc: str, resume: bool = False) -> None:
+        if not _is_remote(self.location):
+            _copy_local(_local_path(self.location), dest, desc)
+        elif self.zip_member:
+            archive = temp_path(dest.with_name(dest.name + ".zip"))
+            try:
+                client.download(self.location, archive, desc)
+                extract_member(archive, self.zip_member, dest)
+            finally:
+                archive.unlink(missing_ok=True)
+        else:
+            client.download(self.location, dest, desc, resume=resume)
+
+
+def _is_remote(location: str) -> bool:
+    """A URL to fetch over HTTP(S), rather than a folder path or a file:// URL."""
+    return "://" in location and not location.startswith("file://")
+
+
+def _local_path(location: str) -> Path:
+    if location.startswith("file://"):
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(location).path))
+    return Path(location)
+
+
+def _copy_local(src: Path, dest: Path, desc: str) -> None:
+    try:
+        size = src.stat().st_size
+        with open(src, "rb") as fin, open(dest, "wb") as fout, progress_bar(desc, size) as bar:
+            for block in iter(lambda: fin.read(1 << 20), b""):
+                fout.write(block)
+                bar.update(len(block))
+    except FileNotFoundError:
+        raise SourceFailed(f"no such file: {src}") from None
+    except OSError as e:
+        raise SourceFailed(f"cannot read {src}: {e.strerror or e}") from None
+
+
+def mirror_from_env() -> str | None:
+    value = os.environ.get(MIRROR_ENV, "").strip()
+    return value or None
+
+
+def sources_for(spec: FileParams, mirror: str | None = None) -> list[Source]:
+    """The sources of one file in the order they are tried: its URLs, then the mirror."""
+    sources = []
+    for i, url in enumerate(spec.urls):
+        is_zip = PurePosixPath(urllib.parse.urlparse(url).path).suffix.lower() == ".zip"
+        label = "primary" if i == 0 else "backup" if i == 1 else f"backup {i}"
+        sources.append(Source(f"{label} {redact(url)}", url, spec.zip_member if is_zip else None))
+    if mirror:
+        if _is_remote(mirror):
+            location = mirror.rstrip("/") + "/" + urllib.parse.quote(spec.name)
+        else:
+            location = str(_local_path(mirror) / spec.name)
+        sources.append(Source(f"mirror {redact(location)}", location))
+    return sources
+
+
+def safe_member_path(member: str, target_dir: Path) -> Path:
+    """Where ``member`` would land under ``target_dir``; refuses names that escape it."""
+    target = target_dir.resolve()
+    path = (target / member).resolve()
+    if member.startswith(("/", "\\")) or ".." in PurePosixPath(member.replace("\\", "/")).parts or (
+        target not in path.parents
+    ):
+        raise SourceFailed(f"zip member {member!r} escapes the target folder; refused")
+    return path
+
+
+def extract_member(archive: Path, member: str, dest: Path) -> None:
+    """Copy one named member of a zip to ``dest``; nothing else in the archive is read."""
+    safe_member_path(member, dest.parent)
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(member)
+            except KeyError:
+                names = ", ".join(zf.namelist()[:10])
+                raise SourceFailed(f"zip has no member {member!r} (it has: {names})") from None
+            if info.is_dir():
+                raise SourceFailed(f"zip member {member!r} is a folder, not a file")
+            with zf.open(info) as fin, open(dest, "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+    except zipfile.BadZipFile as e:
+        raise SourceFailed(f"not a valid zip file ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and datasets
+
+
+def verify(path: Path, spec: FileParams) -> str | None:
+    """None when ``path`` has the expected size and sha256 (those that ``spec`` gives), else what is wrong."""
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return f"size mismatch: expected {spec.size} bytes, got {size}"
+    if spec.sha256 is not None:
+        digest = sha256_file(path)
+        if digest != spec.sha256:
+            return f"sha256 mismatch: expected {spec.sha256}, got {digest}"
+    return None
+
+
+def partial_path(dest: Path, source: Source) -> Path:
+    """Where an interrupted transfer from ``source`` waits to be resumed (one per source URL)."""
+    tag = hashlib.sha256(source.location.encode()).hexdigest()[:12]
+    return dest.with_name(f".{dest.name}.partial-{tag}")
+
+
+def fetch_file(
+    spec: FileParams, dest: Path, client: HttpClient, mirror: str | None = None, resume: bool = False
+) -> str:
+    """Put a verified copy of ``spec`` at ``dest`` and return the label of the source used.
+
+    With ``resume``, a transfer that breaks off (or a killed process) leaves a hidden
+    ``.<name>.partial-*`` file beside ``dest`` that the next call continues with an HTTP Range;
+    a copy that fails verification is always deleted. Without it nothing partial is kept.
+    """
+    if dest.exists() and verify(dest, spec) is None:
+        return "already present"
+    sources = sources_for(spec, mirror)
+    if not sources:
+        raise DownloadError(spec.name, [("(none)", f"no URLs in params and {MIRROR_ENV} is not set")])
+    failures: list[tuple[str, str]] = []
+    for source in sources:
+        keep = resume and source.resumable
+        tmp = partial_path(dest, source) if keep else temp_path(dest)
+        verified = False
+        try:
+            source.fetch(client, tmp, desc=spec.name, resume=keep)
+            problem = verify(tmp, spec)
+            if problem:
+                tmp.unlink(missing_ok=True)
+                raise SourceFailed(problem)
+            os.replace(tmp, dest)
+            verified = True
+            log.info("%s: from %s", spec.name, source.label)
+            for other in sources:  # what other sources left half-done is stale now
+                partial_path(dest, other).unlink(missing_ok=True)
+            return source.label
+        except SourceFailed as e:
+            log.warning("%s: %s failed: %s", spec.name, source.label, e)
+            failures.append((source.label, str(e)))
+        finally:
+            if not keep or verified or (tmp.exists() and tmp.stat().st_size == 0):
+                tmp.unlink(missing_ok=True)
+    raise DownloadError(spec.name, failures)
+
+
+class DataCorrupt(PipelineError, ValueError):
+    """A downloaded file that is missing or no longer matches its sha256; the message says what to run."""
+
+
+def verify_dataset(name: str, dataset: DatasetParams, folder: str | os.PathLike[str]) -> None:
+    """Check that every file of a downloaded dataset is still there and matches params.yaml.
+
+    DVC reruns a stage when a dependency changes, but it would happily feed it a file that was
+    edited or damaged in place; readers of data/raw call this first."""
+    folder = Path(folder)
+    hint = f"run `dvc repro -f download@{name}`"
+    for spec in dataset.files if dataset.source == "files" else []:
+        path = file_dest(folder, spec)
+        if not path.is_file():
+            raise DataCorrupt(f"{path} not found: {hint}")
+        problem = verify(path, spec)
+        if problem:
+            raise DataCorrupt(f"{path}: {problem} (corrupt or changed since it was downloaded); {hint}")
+
+
+def file_dest(out_dir: Path, spec: FileParams) -> Path:
+    """A dataset's files sit flat in its folder under their base names."""
+    return out_dir / PurePosixPath(spec.name).name
+
+
+def fetch_dataset(
+    name: str,
+    dataset: DatasetParams,
+    out_dir: str | os.PathLike[str],
+    client: HttpClient | None = None,
+    mirror: str | None = None,
+    reuse: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """Build ``out_dir`` for one dataset; it appears complete and verified, or not at all.
+
+    Files already present and verified in ``reuse`` (default: ``out_dir``) are copied; the rest
+    are fetched into a staging folder beside ``out_dir`` which then replaces it. Returns
+    {file name: source used}.
+    """
+    out_dir = Path(out_dir)
+    reuse = Path(reuse) if reuse is not None else out_dir
+    client = client or HttpClient()
+    report: dict[str, str] = {}
+    with atomic_dir(out_dir) as staging:
+        if dataset.source == "mediawiki":
+
+            assert dataset.mediawiki is not None
+            count = scrape(dataset.mediawiki, client, staging / "articles.jsonl")
+            report["articles.jsonl"] = f"{count} articles from {dataset.mediawiki.api_url}"
+        else:
+            for spec in dataset.files:
+                dest = file_dest(staging, spec)
+                existing = file_dest(reuse, spec)
+                if existing.is_file() and verify(existing, spec) is None:
+                    shutil.copy2(existing, dest)
+                    report[dest.name] = "already present"
+                else:
+                    report[dest.name] = fetch_file(spec, dest, client, mirror)
+    log.info("%s: %d file(s) ready in %s", name, len(report), out_dir)
+    return report

@@ -1,0 +1,232 @@
+"""HTTP for every download and request the pipeline makes: timeouts, retries with backoff
+(honouring Retry-After), redirects followed by hand with the same URL rules, resumable
+streaming into a file, redacted URLs in messages. Plain http only to this machine.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import requests
+import urllib3
+from tqdm.auto import tqdm
+
+from scratchgpt.errors import PipelineError
+from scratchgpt.plumbing.params import HttpParams, allowed_url
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+CHUNK = 1 << 16
+MAX_REDIRECTS = 10
+T = TypeVar("T")
+
+
+class SourceFailed(PipelineError):
+    """One source could not deliver the file; the reason is the message."""
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def redact(url: str) -> str:
+    """``url`` with any user name and password replaced by ***, for logs and messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def check_remote_url(url: str) -> None:
+    """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine."""
+    if not allowed_url(url):
+        raise SourceFailed(f"refused: {redact(url)} is not https:// (plain http only for 127.0.0.1)")
+
+
+class HttpClient:
+    """A requests session with timeouts, a User-Agent and retries with exponential backoff.
+
+    Timeouts, broken connections, HTTP 408/425/429 and 5xx are retried (honouring Retry-After);
+    other HTTP errors fail at once. ``sleep`` is injectable so tests run without waiting.
+    """
+
+    def __init__(
+        self,
+        policy: HttpParams | None = None,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.policy = policy or HttpParams()
+        self.session = session or requests.Session()
+        self.session.headers["User-Agent"] = self.policy.user_agent
+        # Byte counts must match Content-Length, so ask servers not to compress.
+        self.session.headers["Accept-Encoding"] = "identity"
+        self.sleep = sleep
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        return (self.policy.connect_timeout, self.policy.read_timeout)
+
+    def retrying(self, attempt: Callable[[], T], what: str) -> T:
+        """Call ``attempt`` until it succeeds, retrying timeouts, lost connections and _Retryable."""
+        tries = self.policy.retries + 1
+        for n in range(tries):
+            try:
+                return attempt()
+            except _Retryable as e:
+                reason, wait = str(e), e.retry_after
+            except requests.Timeout as e:
+                reason, wait = f"timed out ({type(e).__name__})", None
+            except requests.ConnectionError as e:
+                host = _unresolved_host(e)
+                if host:  # no DNS answer: offline or a wrong host name, not worth retrying
+                    raise SourceFailed(f"cannot resolve host {host} (offline?)") from None
+                reason, wait = f"connection failed ({_short(e)})", None
+            if n + 1 == tries:
+                raise SourceFailed(f"{reason}; gave up after {tries} tries")
+            if wait is None:
+                wait = self.policy.backoff * 2**n
+            wait = min(wait, self.policy.max_backoff)
+            log.warning("%s: %s; retry %d/%d in %.1fs", what, reason, n + 1, tries - 1, wait)
+            self.sleep(wait)
+        raise AssertionError("unreachable")
+
+    def _send(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        """One request, following redirects (of a GET) only to allowed URLs; retryable statuses
+        raise _Retryable, other errors raise SourceFailed."""
+        for _ in range(MAX_REDIRECTS + 1):
+            check_remote_url(url)
+            resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+            if not resp.is_redirect or method != "GET":
+                break
+            resp.close()
+            target = urllib.parse.urljoin(url, resp.headers["Location"])
+            try:
+                check_remote_url(target)
+            except SourceFailed:
+                raise SourceFailed(f"refused redirect to {redact(target)} (not https)") from None
+            url = target
+            kwargs.pop("params", None)  # the Location already carries its query
+        else:
+            raise SourceFailed(f"more than {MAX_REDIRECTS} redirects")
+        if resp.status_code in RETRY_STATUS:
+            resp.close()
+            raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After")))
+        if resp.status_code >= 400:
+            raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}{_error_excerpt(resp)}")
+        return resp
+
+    def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
+        """GET with retries; the whole body is read."""
+        return self.retrying(lambda: self._send(url, params=params), redact(url))
+
+    def post_json(self, url: str, payload: Any) -> requests.Response:
+        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read."""
+        return self.retrying(lambda: self._send(url, "POST", json=payload), redact(url))
+
+    def download(self, url: str, dest: Path, desc: str, resume: bool = False) -> None:
+        """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
+        and so does a new call with ``resume`` when ``dest`` holds the start of the file."""
+        if not (resume and dest.is_file()):
+            dest.write_bytes(b"")
+
+        def attempt() -> None:
+            have = dest.stat().st_size
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            resp = self._send(url, headers=headers, stream=True)
+            with resp:
+                encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+                if have and (encoded or not _resumes_at(resp, have)):
+                    have = 0  # the server sent the whole file again
+                length = resp.headers.get("Content-Length")
+                total = have + int(length) if length and length.isdigit() and not encoded else None
+                got = have
+                with open(dest, "r+b" if have else "wb") as f, progress_bar(desc, total, have) as bar:
+                    f.seek(have)
+                    f.truncate()
+                    try:
+                        # read1 hands over every byte that arrived, so a broken transfer
+                        # resumes where it stopped.
+                        while chunk := resp.raw.read1(CHUNK, decode_content=encoded):
+                            f.write(chunk)
+                            got += len(chunk)
+                            bar.update(len(chunk))
+                    except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
+                        raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
+                if total is not None and got != total:
+                    raise _Retryable(f"truncated body: got {got} of {total} bytes")
+
+        self.retrying(attempt, redact(url))
+
+
+def _error_excerpt(resp: requests.Response) -> str:
+    """": <the start of the body>" of a textual error answer (e.g. "model 'x' not found"), else ""."""
+    try:
+        if not resp.headers.get("Content-Type", "").startswith(("text/", "application/json")):
+            return ""
+        text = " ".join(resp.raw.read(300, decode_content=True).decode("utf-8", "replace").split())
+    except Exception:  # the excerpt is a courtesy; the status is the error
+        return ""
+    finally:
+        resp.close()
+    return f": {text[:200]}" if text else ""
+
+
+def _resumes_at(resp: requests.Response, offset: int) -> bool:
+    if resp.status_code != 206:
+        return False
+    rng = resp.headers.get("Content-Range", "")  # "bytes 100-199/200"
+    try:
+        return int(rng.split()[1].split("-")[0]) == offset
+    except (IndexError, ValueError):
+        return False
+
+
+def _unresolved_host(e: requests.ConnectionError) -> str | None:
+    reason = getattr(e.args[0], "reason", None) if e.args else None
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return getattr(reason.conn, "host", None) or "?"
+    return None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def progress_bar(desc: str, total: int | None, initial: int = 0) -> tqdm:
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        leave=False, disable=None, miniters=1,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Sources
+

@@ -1,0 +1,77 @@
+"""Metrics of a training stage through DVCLive (on rank 0): a TSV row per evaluation and per
+epoch under ``<dir>/plots/metrics/``, the summary ``<dir>/metrics.json``, and the epoch entries
+as JSON beside them. On resume the training loop replays the logged history, so the files end
+exactly as an uninterrupted run leaves them."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dvclive import Live
+
+from scratchgpt.book.train import Hooks
+from scratchgpt.files import NonFiniteValue, write_json
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+class LiveLogger:
+    """``eval_keys``/``epoch_keys`` of the loop's evaluation points and epoch entries become
+    curves (x: optimizer step); ``derived`` adds computed curves (e.g. perplexity)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        eval_keys: Sequence[str],
+        epoch_keys: Sequence[str] = (),
+        epochs_file: str | None = None,
+        derived: dict[str, Callable[[dict[str, Any]], float]] | None = None,
+        echo: Callable[[dict[str, Any]], str] | None = None,
+    ):
+
+        self.dir = Path(directory)
+        self.live = Live(dir=str(self.dir), dvcyaml=False, save_dvc_exp=False, report=None)
+        self.eval_keys, self.epoch_keys = list(eval_keys), list(epoch_keys)
+        self.epochs_file, self.derived, self.echo = epochs_file, derived or {}, echo
+        self.entries: list[dict[str, Any]] = []
+
+    def _check(self, values: dict[str, Any]) -> None:
+        bad = [f"{k}={v}" for k, v in values.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise NonFiniteValue(f"{self.dir}: not logged, not finite: {', '.join(bad)}")
+
+    def _log(self, step: int, values: dict[str, Any]) -> None:
+        self._check(values)
+        self.live.step = int(step)
+        for name, value in values.items():
+            self.live.log_metric(name, value)
+        self.live.make_summary()
+
+    def on_eval(self, point: dict[str, Any]) -> None:
+        values = {k: point[k] for k in self.eval_keys}
+        values.update({k: f(point) for k, f in self.derived.items()})
+        self._log(point["step"], values)
+
+    def on_epoch(self, entry: dict[str, Any]) -> None:
+        self.entries.append(entry)
+        if self.epoch_keys:
+            self._log(entry["step"], {k: entry[k] for k in self.epoch_keys})
+        if self.echo:
+            print(self.echo(entry), flush=True)
+        if self.epochs_file:
+            write_json(self.dir / self.epochs_file, self.entries)
+
+    def hooks(self) -> Hooks:
+        """The training loop's callbacks that log to this run."""
+        return Hooks(on_eval=self.on_eval, on_epoch=self.on_epoch)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self._check(summary)
+        self.live.summary.update(summary)
+        self.live.make_summary()
+        self.live.end()

@@ -1,0 +1,133 @@
+"""What every script in stages/ shares. A stage script is ``stage.run(main)``; ``run``:
+
+- names the stage after its script (``stages/<name>.py``; a ``foreach`` stage takes its item as
+  its one argument: ``python stages/download.py spam`` is ``download@spam``);
+- reads the stage's declaration in dvc.yaml (:mod:`scratchgpt.pipeline`) and validates the
+  whole params.yaml;
+- calls ``main(st)`` with a :class:`Stage`: ``st.params`` (only the keys dvc.yaml declares for the
+  stage), ``st.out(path)`` (where to write an output while the stage runs),
+  ``st.fingerprint(...)`` and ``st.resume_dir(...)`` (training stages);
+- moves the outputs into place together when ``main`` returns, and keeps none of them when it
+  fails or is interrupted (:mod:`scratchgpt.outputs`);
+- prints expected failures (:class:`~scratchgpt.errors.PipelineError`: bad params or data, a
+  download that failed from every source, a diverged run) and missing files as one line and
+  exits with status 1; Ctrl-C prints one line and exits 130, SIGTERM 143. Anything else is a
+  bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import json_digest, tree_digest
+from scratchgpt.plumbing import resume
+from scratchgpt.plumbing.allocator import tune_cpu_allocator
+from scratchgpt.plumbing.outputs import StagedOutputs
+from scratchgpt.plumbing.params import Params, load_params
+from scratchgpt.plumbing.pipeline import (
+    DVC_YAML,
+    ParamsView,
+    StageSpec,
+    declared_values,
+    key_tree,
+    load_spec,
+)
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or a process run alone: the one that writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+class Stage:
+    """One run of a dvc.yaml stage: its declaration, its params and where its outputs go."""
+
+    def __init__(self, spec: StageSpec, params: Params, outputs: StagedOutputs):
+        self.spec, self.name = spec, spec.name
+        self.key = spec.name.partition("@")[2] or None  # the foreach item
+        self._params = params
+        self.params: Any = ParamsView(params, key_tree(spec.params), spec.name)
+        self._outputs = outputs
+
+    def out(self, path: str | os.PathLike[str]) -> Path:
+        """Where to write the output ``path`` (relative to the repository) during this run (and
+        where every process of a distributed run reads what the main process wrote there)."""
+        return self._outputs.path(path)
+
+    def fingerprint(self, exclude: Sequence[str] = (), extra: Sequence[Any] = ()) -> str:
+        """sha256 of everything that determines this run: the declared params (but ``exclude``,
+        dotted keys that do not change what is computed), the content of every declared dep
+        (code, data, model files) and ``extra`` (e.g. the number of processes)."""
+        values = declared_values(self._params, self.spec.params, tuple(exclude))
+        deps = {dep: tree_digest(dep) for dep in self.spec.deps}
+        return json_digest(values, deps, list(extra))
+
+    def resume_dir(self, fingerprint: str) -> contextlib.AbstractContextManager[Path]:
+        """The folder of this run's resume checkpoints (:mod:`scratchgpt.resume`)."""
+        return resume.resume_dir(self.name, fingerprint, writer=is_main_process())
+
+
+@contextlib.contextmanager
+def session(name: str, params: Params | None = None, dvc_yaml: Path = DVC_YAML) -> Iterator[Stage]:
+    """A :class:`Stage` for ``name``; its outputs are committed when the block ends normally and
+    dropped when it raises. Only the main process stages, commits or drops them."""
+    params = params if params is not None else load_params()  # the whole file first: its errors come first
+    spec = load_spec(name, dvc_yaml, dvc_yaml.with_name("params.yaml"))
+    outputs = StagedOutputs(spec.name, spec.outs)
+    writer = is_main_process()
+    if writer:
+        outputs.begin()
+    try:
+        yield Stage(spec, params, outputs)
+    except BaseException:
+        if writer:
+            outputs.abort()
+        raise
+    if writer:
+        outputs.commit()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C's KeyboardInterrupt so that the stage cleans up."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted("SIGTERM")
+
+
+def stage_name(argv: list[str]) -> str:
+    """``stages/<name>.py`` → ``name``; with one argument (a foreach item) ``name@item``."""
+    name = Path(argv[0]).stem
+    if len(argv) > 2:
+        raise SystemExit(f"usage: {argv[0]} [item]: settings come from params.yaml")
+    return f"{name}@{argv[1]}" if len(argv) == 2 else name
+
+
+def run(main: Callable[[Stage], None]) -> None:
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    tune_cpu_allocator()  # see its docstring: large tensors reused, not re-faulted every step
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    name = Path(sys.argv[0]).stem
+    try:
+        name = stage_name(sys.argv)
+        with session(name) as st:
+            main(st)
+    except (PipelineError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt as e:
+        how = "SIGTERM" if isinstance(e, Interrupted) else "Ctrl-C"
+        print(f"{name}: interrupted ({how}); nothing of this run was kept, its outputs are as before", file=sys.stderr)
+        sys.exit(143 if isinstance(e, Interrupted) else 130)
+    finally:
+        dist = sys.modules.get("torch.distributed")  # only when this stage used torch
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()

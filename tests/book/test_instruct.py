@@ -1,0 +1,127 @@
+"""Instruction finetuning: the book's split, prompt format and collate; bad entries; the stage
+end to end on a tiny model with the responses file."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchgpt.book import instruct
+from scratchgpt.book.instruct import (
+    Collate,
+    EntryError,
+    format_example,
+    format_input,
+    load_entries,
+    split_entries,
+)
+from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
+from scratchgpt.plumbing import paths
+from scratchgpt.plumbing.params import load_params
+
+ENTRY = {"instruction": "Rewrite the sentence using a simile.", "input": "The car is very fast.",
+         "output": "The car is as fast as lightning."}  # fmt: skip
+
+
+def test_split_of_the_real_file_is_the_books(mirror):
+    entries = load_entries(mirror / "instruction-data.json")
+    assert len(entries) == 1100
+    train, val, test = split_entries(entries)
+    assert (len(train), len(val), len(test)) == (935, 55, 110)
+    assert train[0] == entries[0] and test[0] == entries[935] and val[0] == entries[1045]
+    shuffled = split_entries(entries, shuffle=True, seed=1)
+    assert sorted(map(json.dumps, shuffled[0] + shuffled[1] + shuffled[2])) == sorted(map(json.dumps, entries))
+    assert shuffled[2] != test
+
+
+def test_prompt_format():
+    assert format_input(ENTRY) == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+        "\n\n### Instruction:\nRewrite the sentence using a simile.\n\n### Input:\nThe car is very fast."
+    )
+    assert format_example(ENTRY).endswith("\n\n### Response:\nThe car is as fast as lightning.")
+    no_input = {**ENTRY, "input": ""}
+    assert "### Input" not in format_input(no_input)
+    assert format_input(no_input).endswith("### Instruction:\nRewrite the sentence using a simile.")
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([ENTRY, {"instruction": "x", "input": ""}], "entry 1: missing key 'output'"),
+        ([ENTRY, ENTRY, {"instruction": "x", "input": 3, "output": "y"}], "entry 2: 'input' must be a string, got int"),
+        ([ENTRY, "text"], "entry 1: expected an object, got str"),
+        ({"entries": []}, "expected a JSON list of entries, got dict"),
+    ],
+)
+def test_malformed_entries_are_named(tmp_path, data, message):
+    path = tmp_path / "instruction-data.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(EntryError, match=message):
+        load_entries(path)
+
+
+def test_bad_json_is_located(tmp_path):
+    (tmp_path / "i.json").write_text('[{"instruction": "a",\n "input": }]')
+    with pytest.raises(EntryError, match=r"i.json: not valid JSON \(line 2, column"):
+        load_entries(tmp_path / "i.json")
+
+
+def test_collate_on_a_hand_made_batch():
+    batch = [([0, 1, 2, 3, 4], 2), ([5, 6], 1), ([7, 8, 9], 2)]
+    x, y = Collate(pad_id=50256)(batch)
+    P, I = 50256, -100  # noqa: N806
+    assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, P, P, P], [7, 8, 9, P, P]]
+    assert y.tolist() == [[1, 2, 3, 4, P], [6, P, I, I, I], [8, 9, P, I, I]]
+    x, y = Collate(pad_id=50256, mask_prompt=True)(batch)
+    assert y.tolist() == [[I, 2, 3, 4, P], [6, P, I, I, I], [I, 9, P, I, I]]
+    x, y = Collate(pad_id=50256, allowed_max_length=3)(batch)
+    assert x.tolist() == [[0, 1, 2], [5, 6, P], [7, 8, 9]]
+    assert y.tolist() == [[1, 2, 3], [6, P, I], [8, 9, P]]
+
+
+def test_prompt_ids_are_a_prefix_of_the_example_ids(mirror):
+    tok = GPT2Tokenizer(mirror / "gpt2")
+    for entry in load_entries(mirror / "instruction-data.json")[:200]:
+        prompt = tok.encode(format_input(entry), allow_special=False)
+        assert tok.encode(format_example(entry), allow_special=False)[: len(prompt)] == prompt
+
+
+def test_extract_response():
+    assert instruct.extract_response("\n\n### Response:\nThe car is as fast as lightning. ") == (
+        "The car is as fast as lightning."
+    )
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch, mirror):
+    monkeypatch.chdir(tmp_path)
+    paths.raw("instructions").mkdir(parents=True)
+    shutil.copy(mirror / "instruction-data.json", paths.raw("instructions") / "instruction-data.json")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, tie_weights=True)
+    save_model(GPTModel(cfg), paths.BASE, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.BASE)})
+    return tmp_path
+
+
+def test_stage_trains_and_answers_the_test_split(stage_dir, run_stage):
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    ins = params.instruct.model_copy(update=dict(max_steps=4, batch_size=4, eval_freq=2, eval_iter=1,
+                                                 response_tokens=5, checkpoint_every=0, device="cpu"))  # fmt: skip
+    summary = run_stage("finetune_instruct", params.model_copy(update={"instruct": ins}))
+    assert summary["steps"] == 4 and summary["initial_val_loss"] > 0 and summary["final_val_loss"] > 0
+    for name, n in (("train", 935), ("val", 55), ("test", 110)):
+        assert len(json.loads((paths.INSTRUCT_DATA / f"{name}.json").read_text())) == n
+    responses = json.loads((paths.INSTRUCT_DATA / "test-responses.json").read_text())
+    assert len(responses) == 110
+    assert all(set(r) == {"instruction", "input", "output", "model_response"} for r in responses)
+    assert all(isinstance(r["model_response"], str) for r in responses)
+    assert responses[0]["instruction"] == json.loads((paths.INSTRUCT_DATA / "test.json").read_text())[0]["instruction"]
+    summary_file = json.loads((paths.METRICS / "instruct" / "metrics.json").read_text())
+    assert summary_file["steps"] == 4
+    assert load_model(paths.INSTRUCT).config.context_length == 64
+    assert (paths.PLOTS / "instruct" / "loss.png").is_file()

@@ -1,0 +1,122 @@
+"""What tests stand up or write themselves instead of the real thing: a fake Ollama chat server
+(the LLM judge) and tiny GPT-2 checkpoints in OpenAI's TensorFlow layout."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OPENAI_CHECKPOINT_STATE = 'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
+TINY = dict(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
+
+
+@dataclass
+class Answer:
+    body: bytes = b""
+    status: int = 200
+    content_type: str = "application/json"
+    delay: float = 0.0
+
+
+def chat(content: str) -> Answer:
+    reply = {"model": "m", "message": {"role": "assistant", "content": content}, "done": True}
+    return Answer(json.dumps(reply).encode())
+
+
+def streamed(*parts: str) -> Answer:
+    lines = [{"message": {"role": "assistant", "content": p}, "done": False} for p in parts]
+    lines.append({"message": {"role": "assistant", "content": ""}, "done": True})
+    return Answer(b"".join(json.dumps(line).encode() + b"\n" for line in lines), content_type="application/x-ndjson")
+
+
+@dataclass
+class FakeOllama:
+    """POST /api/chat answers with the scripted answers in order (the last repeats); every request
+    body is recorded as parsed JSON."""
+
+    answers: list[Answer] = field(default_factory=list)
+    bodies: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fake = self
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with fake.lock:
+                    fake.bodies.append(json.loads(body))
+                    answers = fake.answers
+                    answer = (answers.pop(0) if len(answers) > 1 else answers[0]) if answers else Answer(status=404)
+                if self.path != "/api/chat":
+                    answer = Answer(b'{"error": "not found"}', status=404)
+                time.sleep(answer.delay)
+                try:
+                    self.send_response(answer.status)
+                    self.send_header("Content-Type", answer.content_type)
+                    self.send_header("Content-Length", str(len(answer.body)))
+                    self.end_headers()
+                    self.wfile.write(answer.body)
+                except OSError:  # the client gave up waiting
+                    pass
+                self.close_connection = True
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}/api/chat"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def script(self, *answers: Answer) -> None:
+        self.answers[:] = answers
+
+
+
+def openai_arrays(h: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random values for every variable of OpenAI's checkpoint layout."""
+    rng = np.random.default_rng(seed)
+    d = h["n_embd"]
+
+    def r(*shape, scale=0.2, offset=0.0):
+        return (offset + scale * rng.standard_normal(shape)).astype(np.float32)
+
+    arrays = {"model/wte": r(h["n_vocab"], d), "model/wpe": r(h["n_ctx"], d)}
+    for i in range(h["n_layer"]):
+        p = f"model/h{i}/"
+        arrays |= {
+            p + "ln_1/g": r(d, offset=1.0), p + "ln_1/b": r(d),
+            p + "attn/c_attn/w": r(1, d, 3 * d), p + "attn/c_attn/b": r(3 * d),
+            p + "attn/c_proj/w": r(1, d, d), p + "attn/c_proj/b": r(d),
+            p + "ln_2/g": r(d, offset=1.0), p + "ln_2/b": r(d),
+            p + "mlp/c_fc/w": r(1, d, 4 * d), p + "mlp/c_fc/b": r(4 * d),
+            p + "mlp/c_proj/w": r(1, 4 * d, d), p + "mlp/c_proj/b": r(d),
+        }  # fmt: skip
+    arrays |= {"model/ln_f/g": r(d, offset=1.0), "model/ln_f/b": r(d)}
+    return arrays
+
+
+def write_openai_checkpoint(tf, folder: Path, hparams: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """OpenAI's folder: a TF1 Saver checkpoint under model.ckpt, its `checkpoint` file, hparams.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tf1 = tf.compat.v1
+    graph = tf1.Graph()
+    with graph.as_default():
+        for name, value in arrays.items():
+            tf1.Variable(value, name=name)
+        saver = tf1.train.Saver()
+        with tf1.Session(graph=graph) as session:
+            session.run(tf1.global_variables_initializer())
+            saver.save(session, str(folder / "model.ckpt"), write_state=False)
+    (folder / "checkpoint").write_text(OPENAI_CHECKPOINT_STATE)
+    (folder / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
+    return folder
+
+

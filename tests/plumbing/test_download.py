@@ -1,0 +1,403 @@
+"""Downloads against a real HTTP server on 127.0.0.1: every failure mode, nothing left behind."""
+
+import hashlib
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+from scripted_server import Reply
+
+from scratchgpt.plumbing.download import (
+    DownloadError,
+    extract_member,
+    fetch_dataset,
+    fetch_file,
+    safe_member_path,
+    sources_for,
+)
+from scratchgpt.plumbing.http import HttpClient, SourceFailed
+from scratchgpt.plumbing.params import (
+    DatasetParams,
+    FileParams,
+    HttpParams,
+    ParamsError,
+    validate,
+)
+
+BODY = b"It had always been a pretty picture of life in the studio.\n" * 2000  # ~120 kB
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+@pytest.fixture
+def client(sleeps):
+    return HttpClient(HttpParams(connect_timeout=2, read_timeout=0.5, retries=2, backoff=0.25), sleep=sleeps)
+
+
+def spec(*urls, sha=SHA, name="story.txt", **kw):
+    return FileParams(name=name, sha256=sha, urls=list(urls), **kw)
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Anything in ``folder`` other than finished files: temporaries, staging folders."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def make_zip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def test_primary_ok(server, client, tmp_path):
+    url = server.route("/a.txt", Reply(BODY))
+    used = fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert used == f"primary {url}"
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+    assert leftovers(tmp_path) == []
+    req = server.hits("/a.txt")[0]
+    assert req.headers["User-Agent"].startswith("scratchgpt/")
+    assert req.headers["Accept-Encoding"] == "identity"
+
+
+def test_404_then_backup(server, client, tmp_path, sleeps):
+    primary = server.route("/gone.txt", Reply(status=404))
+    backup = server.route("/b.txt", Reply(BODY))
+    used = fetch_file(spec(primary, backup), tmp_path / "story.txt", client)
+    assert used == f"backup {backup}"
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+    assert len(server.hits("/gone.txt")) == 1, "a 404 is final: no retries"
+    assert sleeps == []
+    assert leftovers(tmp_path) == []
+
+
+def test_checksum_mismatch_rejects_source(server, client, tmp_path):
+    bad = server.route("/bad.txt", Reply(BODY + b"tampered"))
+    good = server.route("/good.txt", Reply(BODY))
+    assert fetch_file(spec(bad, good), tmp_path / "story.txt", client) == f"backup {good}"
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+
+
+def test_checksum_mismatch_everywhere_keeps_nothing(server, client, tmp_path):
+    bad = server.route("/bad.txt", Reply(BODY[:-1]))
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(bad), tmp_path / "story.txt", client)
+    assert "sha256 mismatch" in str(err.value)
+    assert SHA in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_body_resumes_with_range(server, client, tmp_path, sleeps):
+    url = server.route("/t.txt", Reply(BODY, truncate=50_000), Reply(BODY))
+    fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+    hits = server.hits("/t.txt")
+    assert len(hits) == 2
+    assert "Range" not in hits[0].headers
+    assert hits[1].headers["Range"] == "bytes=50000-"
+    assert sleeps == [0.25]
+
+
+def test_truncated_body_without_range_support_restarts(server, client, tmp_path):
+    url = server.route("/t.txt", Reply(BODY, truncate=1000, ranges=False), Reply(BODY, ranges=False))
+    fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+
+
+def test_always_truncated_fails_source(server, client, tmp_path):
+    url = server.route("/t.txt", Reply(BODY, truncate=10, ranges=False))
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url), tmp_path / "story.txt", client)
+    reason = err.value.failures[0][1]
+    assert "gave up after 3 tries" in reason
+    assert "bytes" in reason  # "connection broken after 10 bytes" or "truncated body: got 10 of ..."
+    assert len(server.hits("/t.txt")) == 3
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_timeout_then_next_source(server, client, tmp_path, sleeps):
+    slow = server.route("/slow.txt", Reply(BODY, delay=1.5))
+    fast = server.route("/fast.txt", Reply(BODY))
+    used = fetch_file(spec(slow, fast), tmp_path / "story.txt", client)
+    assert used == f"backup {fast}"
+    assert len(server.hits("/slow.txt")) == 3
+    assert sleeps == [0.25, 0.5], "exponential backoff between the tries"
+
+
+def test_retry_after_is_honoured(server, client, tmp_path, sleeps):
+    url = server.route("/r.txt", Reply(status=503, headers={"Retry-After": "7"}), Reply(status=429), Reply(BODY))
+    fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert sleeps == [7.0, 0.5]
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+
+
+def test_all_sources_fail_lists_each(server, client, tmp_path, monkeypatch):
+    a = server.route("/a", Reply(status=404))
+    b = server.route("/b", Reply(status=500))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(a, b), out / "story.txt", client, mirror=str(mirror))
+    text = str(err.value)
+    assert f"primary {a}: HTTP 404" in text
+    assert f"backup {b}: HTTP 500" in text and "gave up after 3 tries" in text
+    assert f"mirror {mirror / 'story.txt'}: no such file" in text
+    assert [s for s, _ in err.value.failures] == [f"primary {a}", f"backup {b}", f"mirror {mirror / 'story.txt'}"]
+    assert list(out.iterdir()) == []
+
+
+def test_offline_hint_when_no_mirror(server, client, tmp_path):
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(server.route("/x", Reply(status=404))), tmp_path / "f", client)
+    assert "SCRATCHGPT_MIRROR" in str(err.value)
+
+
+def test_mirror_folder_and_url(server, client, tmp_path):
+    folder = tmp_path / "mirror" / "sub"
+    folder.mkdir(parents=True)
+    (folder / "story.txt").write_bytes(BODY)
+    s = spec(server.route("/missing", Reply(status=404)), name="sub/story.txt")
+    assert fetch_file(s, tmp_path / "a.txt", client, mirror=str(tmp_path / "mirror")).startswith("mirror ")
+    assert (tmp_path / "a.txt").read_bytes() == BODY
+    server.route("/m/sub/story.txt", Reply(BODY))
+    used = fetch_file(s, tmp_path / "b.txt", client, mirror=server.url("/m/"))
+    assert used == f"mirror {server.url('/m/sub/story.txt')}"
+    assert (tmp_path / "b.txt").read_bytes() == BODY
+
+
+def test_mirror_comes_last(tmp_path):
+    s = spec("https://example.org/a", "https://example.org/b")
+    labels = [src.label.split()[0] for src in sources_for(s, str(tmp_path))]
+    assert labels == ["primary", "backup", "mirror"]
+
+
+def test_present_and_valid_file_is_not_fetched(server, client, tmp_path):
+    (tmp_path / "story.txt").write_bytes(BODY)
+    url = server.route("/a.txt", Reply(BODY))
+    assert fetch_file(spec(url), tmp_path / "story.txt", client) == "already present"
+    assert server.requests == []
+
+
+def test_corrupt_existing_file_is_replaced(server, client, tmp_path):
+    (tmp_path / "story.txt").write_bytes(b"garbage")
+    url = server.route("/a.txt", Reply(BODY))
+    fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+
+
+def test_expected_size_is_checked(server, client, tmp_path):
+    url = server.route("/a.txt", Reply(BODY))
+    with pytest.raises(DownloadError, match="size mismatch"):
+        fetch_file(spec(url, size=len(BODY) + 1), tmp_path / "story.txt", client)
+
+
+# --- zip archives ---------------------------------------------------------------------------
+
+
+def test_zip_member_is_extracted_and_checked(server, client, tmp_path):
+    archive = make_zip({"readme": b"hello", "SMSSpamCollection": BODY})
+    url = server.route("/data.zip", Reply(archive))
+    fetch_file(spec(url, zip_member="SMSSpamCollection"), tmp_path / "story.txt", client)
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+    assert leftovers(tmp_path) == []
+
+
+def test_zip_without_member_names_what_it_has(server, client, tmp_path):
+    url = server.route("/data.zip", Reply(make_zip({"other.txt": BODY})))
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url, zip_member="SMSSpamCollection"), tmp_path / "story.txt", client)
+    assert "no member 'SMSSpamCollection' (it has: other.txt)" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_zip(server, client, tmp_path):
+    url = server.route("/data.zip", Reply(b"<html>not found</html>"))
+    with pytest.raises(DownloadError, match="not a valid zip"):
+        fetch_file(spec(url, zip_member="x"), tmp_path / "story.txt", client)
+
+
+@pytest.mark.parametrize("member", ["../evil.txt", "a/../../evil.txt", "/etc/passwd", "..\\evil.txt"])
+def test_zip_member_escaping_the_folder_is_refused(tmp_path, member):
+    target = tmp_path / "target"
+    target.mkdir()
+    archive = tmp_path / "evil.zip"
+    archive.write_bytes(make_zip({member: b"pwned", "fine.txt": b"ok"}))
+    with pytest.raises(SourceFailed, match="escapes the target folder"):
+        extract_member(archive, member, target / "out")
+    with pytest.raises(SourceFailed):
+        safe_member_path(member, target)
+    assert list(target.iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_member_escaping_is_refused_in_params():
+    with pytest.raises(ParamsError, match=r"files\[0\]\.zip_member: must be a relative path"):
+        validate_download({"files": [{"name": "a", "sha256": SHA, "zip_member": "../a"}]})
+
+
+def test_zip_member_in_subfolder_is_fine(tmp_path):
+    archive = tmp_path / "w.zip"
+    archive.write_bytes(make_zip({"wikitext-2/wiki.valid.tokens": BODY}))
+    extract_member(archive, "wikitext-2/wiki.valid.tokens", tmp_path / "valid.txt")
+    assert (tmp_path / "valid.txt").read_bytes() == BODY
+
+
+# --- security -------------------------------------------------------------------------------
+
+
+def test_plain_http_refused_except_loopback(client, tmp_path):
+    with pytest.raises(DownloadError, match="not https"):
+        # Past params validation (e.g. a mirror URL from the environment), the client still refuses.
+        unchecked = FileParams.model_construct(name="a", sha256=SHA, urls=["http://example.org/a.txt"])
+        fetch_file(unchecked, tmp_path / "a", client)
+    with pytest.raises(ParamsError, match="must be an https:// URL"):
+        validate_download({"files": [{"name": "a", "sha256": SHA, "urls": ["http://example.org/a"]}]})
+
+
+def test_redirect_to_plain_http_refused(server, client, tmp_path):
+    url = server.route("/r", Reply(status=302, headers={"Location": "http://example.org/a.txt"}))
+    with pytest.raises(DownloadError, match="refused redirect to http://example.org/a.txt"):
+        fetch_file(spec(url), tmp_path / "a", client)
+    assert len(server.requests) == 1
+
+
+def test_redirect_on_loopback_followed(server, client, tmp_path):
+    url = server.route("/r", Reply(status=301, headers={"Location": "/final.txt"}))
+    server.route("/final.txt", Reply(BODY))
+    fetch_file(spec(url), tmp_path / "a", client)
+    assert (tmp_path / "a").read_bytes() == BODY
+
+
+# --- whole datasets -------------------------------------------------------------------------
+
+
+VALID = {"files": [{"name": "x", "sha256": SHA}]}
+
+
+def validate_download(dataset: dict) -> DatasetParams:
+    params = validate(
+        {
+            "download": {"datasets": {"d": dataset, "spam": VALID, "instructions": VALID}},
+            "prepare": {"bpe_dataset": "d", "corpora": {"c": {"dataset": "d"}}},
+            "pretrain": {"corpora": ["c"]},
+        }
+    )
+    return params.download.datasets["d"]
+
+
+def test_dataset_folder_appears_whole(server, client, tmp_path):
+    other = b"second file\n"
+    ds = DatasetParams(
+        files=[
+            spec(server.route("/a", Reply(BODY)), name="x/story.txt"),
+            spec(server.route("/b", Reply(other)), name="x/other.txt", sha=hashlib.sha256(other).hexdigest()),
+        ]
+    )
+    report = fetch_dataset("d", ds, tmp_path / "d", client)
+    assert sorted(os.listdir(tmp_path / "d")) == ["other.txt", "story.txt"]
+    assert report == {"story.txt": f"primary {server.url('/a')}", "other.txt": f"primary {server.url('/b')}"}
+    assert leftovers(tmp_path) == []
+    # A second fetch reuses what is there and verified.
+    again = fetch_dataset("d", ds, tmp_path / "d", client)
+    assert set(again.values()) == {"already present"}
+    assert len(server.requests) == 2
+
+
+def test_failed_dataset_leaves_old_folder_and_no_staging(server, client, tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("old")
+    ds = DatasetParams(
+        files=[spec(server.route("/a", Reply(BODY))), spec(server.route("/b", Reply(status=404)), name="b.txt")]
+    )
+    with pytest.raises(DownloadError):
+        fetch_dataset("d", ds, tmp_path / "d", client)
+    assert os.listdir(tmp_path / "d") == ["keep.txt"]
+    assert leftovers(tmp_path) == []
+
+
+def test_stale_staging_from_a_killed_run_is_removed(server, client, tmp_path):
+    stale = tmp_path / ".d.partial-abc123"
+    stale.mkdir()
+    (stale / "half.txt").write_text("half")
+    ds = DatasetParams(files=[spec(server.route("/a", Reply(BODY)))])
+    fetch_dataset("d", ds, tmp_path / "d", client)
+    assert leftovers(tmp_path) == []
+
+
+def test_resume_across_calls_with_range(server, tmp_path, sleeps):
+    """A transfer that breaks off leaves a hidden partial file that the next call continues."""
+    client = HttpClient(HttpParams(read_timeout=0.5, retries=0), sleep=sleeps)
+    url = server.route("/big.bin", Reply(BODY, truncate=70_000), Reply(BODY))
+    s = spec(url, name="big.bin", size=len(BODY))
+    with pytest.raises(DownloadError, match="connection broken after 70000 bytes|truncated body"):
+        fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.bin.partial-")]
+    assert len(partials) == 1 and partials[0].stat().st_size == 70_000
+    assert not (tmp_path / "big.bin").exists()
+    fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert server.hits("/big.bin")[1].headers["Range"] == "bytes=70000-"
+    assert leftovers(tmp_path) == []
+
+
+def test_resumed_copy_failing_verification_is_deleted(server, tmp_path):
+    client = HttpClient(HttpParams(retries=0), sleep=lambda s: None)
+    url = server.route("/big.bin", Reply(BODY[:-1] + b"X"))
+    with pytest.raises(DownloadError, match="sha256 mismatch"):
+        fetch_file(spec(url, name="big.bin"), tmp_path / "big.bin", client, resume=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_files_without_checksum_are_checked_by_size(server, client, tmp_path):
+    url = server.route("/a", Reply(BODY))
+    fetch_file(FileParams(name="a", urls=[url], size=len(BODY)), tmp_path / "a", client)
+    assert (tmp_path / "a").read_bytes() == BODY
+    with pytest.raises(ParamsError, match=r"download.datasets.d.files\[0\].sha256: required key is missing"):
+        validate_download({"files": [{"name": "a", "urls": [url]}]})
+
+
+def test_failed_sources_leave_no_empty_partials(server, tmp_path):
+    client = HttpClient(HttpParams(retries=0), sleep=lambda s: None)
+    gone = server.route("/gone", Reply(status=404))
+    broken = server.route("/broken", Reply(BODY, truncate=1000, ranges=False))
+    good = server.route("/good", Reply(BODY))
+    s = spec(gone, broken, good, name="big.bin")
+    fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert leftovers(tmp_path) == [], "stale partial files of the other sources are removed"
+
+
+def test_http_error_shows_the_start_of_a_textual_answer(server, client, tmp_path):
+    body = b'{"error": "model \'llama9\' not found, try pulling it first"}'
+    url = server.route("/x", Reply(body, status=404, headers={"Content-Type": "application/json"}))
+    with pytest.raises(DownloadError, match="HTTP 404 Not Found: .*model 'llama9' not found"):
+        fetch_file(spec(url), tmp_path / "x", client)
+
+
+def test_credentials_never_reach_logs_or_errors(server, client, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    url = server.route("/private.txt", Reply(status=503)).replace("http://", "http://reader:s3cret@")
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url), tmp_path / "a", client, mirror=server.url("/m/").replace("http://", "http://admin:hunter2@"))
+    shown = str(err.value) + caplog.text
+    assert "s3cret" not in shown and "hunter2" not in shown
+    assert "primary http://***@127.0.0.1" in shown and "/m/story.txt: HTTP 404" in shown
+    assert server.hits("/private.txt")[0].headers["Authorization"].startswith("Basic ")
+
+
+def test_verify_dataset_names_the_damaged_file(tmp_path):
+    from scratchgpt.plumbing.download import DataCorrupt, verify_dataset
+
+    ds = DatasetParams(files=[spec(name="sub/story.txt")])
+    with pytest.raises(DataCorrupt, match=r"story.txt not found: run `dvc repro -f download@verdict`"):
+        verify_dataset("verdict", ds, tmp_path)
+    (tmp_path / "story.txt").write_bytes(BODY)
+    verify_dataset("verdict", ds, tmp_path)
+    (tmp_path / "story.txt").write_bytes(BODY.replace(b"pretty", b"PRETTY"))
+    with pytest.raises(DataCorrupt, match=r"story.txt: sha256 mismatch: .*corrupt or changed.*dvc repro -f download@verdict"):
+        verify_dataset("verdict", ds, tmp_path)

@@ -1,0 +1,92 @@
+"""The init stage: our pretrained model, OpenAI's GPT-2 (through the cache and converter) or a
+local folder becomes models/base with the finetuning dropout."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import load_stage
+from fakes import TINY, openai_arrays, write_openai_checkpoint
+
+from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.errors import PipelineError
+from scratchgpt.formats.hf import export_hf
+from scratchgpt.formats.openai import convert_tf_checkpoint
+from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
+from scratchgpt.plumbing import paths
+from scratchgpt.plumbing.params import InitParams
+
+init = load_stage("init")
+
+CFG = GPTConfig(vocab_size=50257, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1, tie_weights=True)
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch, mirror):
+    """A working directory with models/pretrained, as the pretrain stage leaves it."""
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = GPTModel(CFG)
+    save_model(model, paths.PRETRAINED, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.PRETRAINED)})
+    return model.eval()
+
+
+def logits(model, n=12):
+    ids = torch.arange(n)[None] * 7 % model.config.vocab_size
+    with torch.no_grad():
+        return model.eval()(ids)
+
+
+def test_pretrained_source_with_finetuning_dropout(repo):
+    summary = init.build_base(InitParams(source="pretrained", drop_rate=0.0))
+    model = load_model(paths.BASE)
+    assert model.config == CFG.replace(drop_rate=0.0)
+    assert torch.equal(logits(model), logits(repo))
+    assert summary["parameters"] == repo.num_parameters() and summary["source"] == "pretrained"
+    assert (paths.BASE / "tokenizer" / "encoder.json").is_file()
+    kept = init.build_base(InitParams(source="pretrained", drop_rate=None))
+    assert kept["drop_rate"] == 0.1
+
+
+def test_missing_pretrained_model(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="models/pretrained not found: run `dvc repro pretrain`"):
+        init.build_base(InitParams())
+    assert not paths.BASE.exists()
+
+
+def test_hugging_face_folder_source(repo):
+    export_hf(paths.PRETRAINED, "exported/hf")
+    init.build_base(InitParams(source="./exported/hf", drop_rate=0.0))
+    torch.testing.assert_close(logits(load_model(paths.BASE)), logits(repo), atol=1e-5, rtol=0)
+
+
+def test_missing_folder_source(repo):
+    with pytest.raises(PipelineError, match="init.source: './nope' is not a folder"):
+        init.build_base(InitParams(source="./nope"))
+
+
+def test_openai_source_downloads_into_the_cache_and_converts(repo, tmp_path, monkeypatch):
+    """gpt2-124M: the files land in $SCRATCHGPT_CACHE/gpt2/124M (here written by a fake
+    download in OpenAI's layout, with a tiny vocabulary) and are converted."""
+    tf = pytest.importorskip("tensorflow")
+    monkeypatch.setenv(paths.CACHE_ENV, str(tmp_path / "cache"))
+    arrays = openai_arrays(TINY)
+    calls = []
+
+    def fake_download(size, dest, client=None, mirror=None):
+        calls.append((size, str(dest)))
+        write_openai_checkpoint(tf, dest, TINY, arrays)
+        return dest
+
+    monkeypatch.setattr(init, "download_openai", fake_download)
+    monkeypatch.setattr(init, "convert", lambda src, out: convert_tf_checkpoint(src, out, with_tokenizer=False))
+    summary = init.build_base(InitParams(source="gpt2-124M", drop_rate=0.0))
+    assert calls == [("124M", str(tmp_path / "cache" / "gpt2" / "124M"))]
+    model = load_model(paths.BASE)
+    assert model.config.qkv_bias and model.config.tie_weights and model.config.vocab_size == TINY["n_vocab"]
+    assert np.allclose(model.tok_emb.weight.detach().numpy(), arrays["model/wte"])
+    assert summary["source"] == "gpt2-124M"
+    assert json.loads((paths.BASE / "config.json").read_text())["model"]["drop_rate"] == 0.0
