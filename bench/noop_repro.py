@@ -1,6 +1,6 @@
 """`dvc repro` with nothing changed: the time DVC takes to see that every stage is up to date.
 
-    python bench/noop_repro.py      (in a repository where `dvc repro` has run)
+python bench/noop_repro.py      (in a repository where `dvc repro` has run)
 """
 
 from __future__ import annotations

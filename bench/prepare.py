@@ -27,8 +27,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def peak_rss_kib(bpe: Path, corpus: Path, out: Path) -> int:
-    run = subprocess.run([sys.executable, "-c", CHILD, str(bpe), str(corpus), str(out)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, str(bpe), str(corpus), str(out)], capture_output=True, text=True, check=True
+    )
     return int(run.stdout.split()[-1])
 
 
@@ -66,12 +67,16 @@ def main() -> None:
         meta = write_shards(corpus_files(tmp / "x1"), tok, tmp / "out", mode="wikitext")
         ours_tokens = meta["splits"]["train"]["tokens"] + meta["splits"]["val"]["tokens"]
         ref = n_ref / best_time(lambda: tok.encoding.encode_ordinary_batch(texts, num_threads=os.cpu_count()))
-        ours = ours_tokens / best_time(lambda: write_shards(corpus_files(tmp / "x1"), tok, tmp / "out", mode="wikitext"))
+        ours = ours_tokens / best_time(
+            lambda: write_shards(corpus_files(tmp / "x1"), tok, tmp / "out", mode="wikitext")
+        )
         rss1 = peak_rss_kib(mirror / "gpt2", tmp / "x1", tmp / "o1")
         rss10 = peak_rss_kib(mirror / "gpt2", tmp / "x10", tmp / "o10")
     print(f"WikiText-2 valid+test, {n_ref:,} tokens, {os.cpu_count()} cores")
     print(f"tiktoken encode_ordinary_batch: {ref:12,.0f} tokens/s  (best of 5; text already in memory)")
-    print(f"scratchgpt write_shards:        {ours:12,.0f} tokens/s  ({ours / ref:.2f}x; best of 5; reads, splits, writes)")
+    print(
+        f"scratchgpt write_shards:        {ours:12,.0f} tokens/s  ({ours / ref:.2f}x; best of 5; reads, splits, writes)"
+    )
     print(f"peak RSS, corpus x1:  {rss1 / 1024:7.1f} MiB")
     print(f"peak RSS, corpus x10: {rss10 / 1024:7.1f} MiB  ({rss10 / rss1:.2f}x)")
 

@@ -92,7 +92,9 @@ def main() -> None:
         print(f"scratchgpt achieves:   {achieved / 1e9:8.1f} GFLOP/s = {achieved / peak:.0%} of the matmul")
         return rate
 
-    print(f"threads {torch.get_num_threads()}, {args.steps} timed steps of {x.numel()} tokens each, after {args.warmup}")
+    print(
+        f"threads {torch.get_num_threads()}, {args.steps} timed steps of {x.numel()} tokens each, after {args.warmup}"
+    )
     default = measure("glibc's default allocator")
     if tune_cpu_allocator():
         tuned = measure("allocator tuned as scratchgpt's stages run (both models benefit)")

@@ -12,8 +12,9 @@ from scratchgpt.plumbing.http import HttpClient
 def main(st: stage.Stage) -> None:
     name, download = st.key, st.params.download
     folder = paths.raw(name)
-    report = fetch_dataset(name, download.datasets[name], st.out(folder), HttpClient(download.http),
-                           mirror_from_env(), reuse=folder)  # fmt: skip
+    report = fetch_dataset(
+        name, download.datasets[name], st.out(folder), HttpClient(download.http), mirror_from_env(), reuse=folder
+    )
     for file, source in report.items():
         print(f"{folder / file}: {source}")
 

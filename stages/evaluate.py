@@ -42,13 +42,20 @@ def main(st: stage.Stage) -> dict[str, Any]:
     metrics |= {f"classifier_test_{k}": s[k] for k in ("accuracy", "precision", "recall", "f1")}
 
     model, tokenizer = load_model(paths.INSTRUCT, device), load_tokenizer(paths.INSTRUCT)
-    collate = Collate(allowed_max_length=min(params.instruct.allowed_max_length, model.config.context_length),
-                      mask_prompt=params.instruct.mask_prompt)  # fmt: skip
+    collate = Collate(
+        allowed_max_length=min(params.instruct.allowed_max_length, model.config.context_length),
+        mask_prompt=params.instruct.mask_prompt,
+    )
     data = {"test": InstructionDataset(load_entries(paths.INSTRUCT_DATA / "test.json"), tokenizer)}
     test_loss = Evaluator(model, data, p.batch_size, lm_loss, device, collate).loss("test", None, draw=False)
     answered = load_answered(paths.INSTRUCT_DATA / "test-responses.json")
-    per_item = [{"rouge_l": rouge_l_f1(e["output"], e["model_response"]),
-                 "exact_match": exact_match(e["output"], e["model_response"])} for e in answered]  # fmt: skip
+    per_item = [
+        {
+            "rouge_l": rouge_l_f1(e["output"], e["model_response"]),
+            "exact_match": exact_match(e["output"], e["model_response"]),
+        }
+        for e in answered
+    ]
     metrics |= {
         "instruct_test_loss": test_loss,
         "instruct_test_perplexity": perplexity(test_loss),
@@ -57,15 +64,18 @@ def main(st: stage.Stage) -> dict[str, Any]:
         "instruct_responses": len(per_item),
     }
     client = HttpClient(params.download.http.model_copy(update={"read_timeout": p.judge_timeout}))
-    judge = judge_from_params(p.judge_url, p.judge_model, client, seed=p.judge_seed,
-                              temperature=p.judge_temperature, num_ctx=p.judge_num_ctx)  # fmt: skip
+    judge = judge_from_params(
+        p.judge_url, p.judge_model, client, seed=p.judge_seed, temperature=p.judge_temperature, num_ctx=p.judge_num_ctx
+    )
     if judge is not None:
         judged = judge_each(judge, [(format_input(e), e["output"], e["model_response"]) for e in answered])
         for entry, score in zip(per_item, judged):
             entry["judge_score"] = score
         metrics |= {k: v for k, v in summarize_scores(judged).items() if v is not None}
-    write_json(st.out(paths.EVALUATE_DATA / "instruct-scores.json"),
-               [{"instruction": e["instruction"], **x} for e, x in zip(answered, per_item)])  # fmt: skip
+    write_json(
+        st.out(paths.EVALUATE_DATA / "instruct-scores.json"),
+        [{"instruction": e["instruction"], **x} for e, x in zip(answered, per_item)],
+    )
     write_json(st.out(paths.METRICS / "evaluate.json"), metrics)
     for key, value in metrics.items():
         print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")

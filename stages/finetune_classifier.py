@@ -50,9 +50,14 @@ def main(st: stage.Stage) -> dict[str, Any]:
     spam = st.out(paths.SPAM)
     if run.is_main:
         counts = prepare_splits(
-            paths.raw("spam") / "SMSSpamCollection", spam, quoting=p.quoting, balanced=p.balance,
-            train_frac=p.train_frac, val_frac=p.val_frac, seed=p.split_seed,
-        )  # fmt: skip
+            paths.raw("spam") / "SMSSpamCollection",
+            spam,
+            quoting=p.quoting,
+            balanced=p.balance,
+            train_frac=p.train_frac,
+            val_frac=p.val_frac,
+            seed=p.split_seed,
+        )
         log.info("SMS Spam Collection: %s", ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     run.dist.barrier()
     tokenizer = load_tokenizer(paths.BASE)
@@ -79,19 +84,34 @@ def main(st: stage.Stage) -> dict[str, Any]:
     def epoch_end(m: nn.Module, ev: Evaluator) -> dict[str, Any]:
         train_acc, train_loss = ev.measure("train", p.eval_iter, measure)  # the book's accuracy, and loss
         val_acc, val_loss = ev.measure("val", p.eval_iter, measure)
-        return {"train_accuracy": train_acc, "val_accuracy": val_acc, "train_loss_epoch": train_loss,
-                "val_loss_epoch": val_loss}  # fmt: skip
+        return {
+            "train_accuracy": train_acc,
+            "val_accuracy": val_acc,
+            "train_loss_epoch": train_loss,
+            "val_loss_epoch": val_loss,
+        }
 
     n_trainable = model.num_parameters(trainable_only=True)
     if run.is_main:
-        log.info("classifier: %s of %s parameters train (%s)", f"{n_trainable:,}", f"{model.num_parameters():,}",
-                 "LoRA adapters" if p.method == "lora" else p.trainable)  # fmt: skip
+        log.info(
+            "classifier: %s of %s parameters train (%s)",
+            f"{n_trainable:,}",
+            f"{model.num_parameters():,}",
+            "LoRA adapters" if p.method == "lora" else p.trainable,
+        )
     progress = run.fit(
-        model, data["train"], data["val"], loss_fn=loss, curves=["train_loss", "val_loss", "examples_seen"],
-        epoch_curves=["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"], epoch_end=epoch_end,
-        echo=lambda e: f"epoch {e['epoch']}: training accuracy {e['train_accuracy']:.2%}, "
-                       f"validation accuracy {e['val_accuracy']:.2%}",
-    )  # fmt: skip
+        model,
+        data["train"],
+        data["val"],
+        loss_fn=loss,
+        curves=["train_loss", "val_loss", "examples_seen"],
+        epoch_curves=["train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"],
+        epoch_end=epoch_end,
+        echo=lambda e: (
+            f"epoch {e['epoch']}: training accuracy {e['train_accuracy']:.2%}, "
+            f"validation accuracy {e['val_accuracy']:.2%}"
+        ),
+    )
     summary: dict[str, Any] = {}
     if run.is_main:
         # Final accuracy as the book measures it (its loaders, in this order), then precision,
@@ -102,24 +122,50 @@ def main(st: stage.Stage) -> dict[str, Any]:
             accuracy, split_loss = ev.measure(split, None, measure)
             predictions[split] = predict(model, data[split], head.position, p.batch_size, head.pad_id)
             s = scores(*predictions[split])
-            summary |= {f"{split}_accuracy": accuracy, f"{split}_loss": split_loss,
-                        f"{split}_precision": s["precision"], f"{split}_recall": s["recall"], f"{split}_f1": s["f1"]}  # fmt: skip
-        summary |= {"trainable_parameters": n_trainable, "parameters": model.num_parameters(), "steps": progress.step,
-                    "examples_seen": progress.examples_seen}  # fmt: skip
+            summary |= {
+                f"{split}_accuracy": accuracy,
+                f"{split}_loss": split_loss,
+                f"{split}_precision": s["precision"],
+                f"{split}_recall": s["recall"],
+                f"{split}_f1": s["f1"],
+            }
+        summary |= {
+            "trainable_parameters": n_trainable,
+            "parameters": model.num_parameters(),
+            "steps": progress.step,
+            "examples_seen": progress.examples_seen,
+        }
         run.finish(summary)
         actual, predicted = predictions["test"]
-        write_json(st.out(run.metrics_dir / "confusion.json"),
-                   [{"actual": LABELS[a], "predicted": LABELS[b]} for a, b in zip(actual, predicted)])  # fmt: skip
+        write_json(
+            st.out(run.metrics_dir / "confusion.json"),
+            [{"actual": LABELS[a], "predicted": LABELS[b]} for a, b in zip(actual, predicted)],
+        )
         figures = st.out(paths.PLOTS / "classifier")
-        plot_curves(progress.history, ["train_loss", "val_loss"], figures / "loss.png", ylabel="Loss",
-                    second_axis=("examples_seen", "Examples seen"), title="spam classifier: loss")  # fmt: skip
-        plot_curves(progress.epochs, ["train_accuracy", "val_accuracy"], figures / "accuracy.png",
-                    ylabel="Accuracy", title="spam classifier: accuracy (eval_iter batches per epoch)")  # fmt: skip
+        plot_curves(
+            progress.history,
+            ["train_loss", "val_loss"],
+            figures / "loss.png",
+            ylabel="Loss",
+            second_axis=("examples_seen", "Examples seen"),
+            title="spam classifier: loss",
+        )
+        plot_curves(
+            progress.epochs,
+            ["train_accuracy", "val_accuracy"],
+            figures / "accuracy.png",
+            ylabel="Accuracy",
+            title="spam classifier: accuracy (eval_iter batches per epoch)",
+        )
         with atomic_dir(st.out(paths.CLASSIFIER)) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict()}
             save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.CLASSIFIER)
-        log.info("accuracy: train %.2f%%, validation %.2f%%, test %.2f%%", 100 * summary["train_accuracy"],
-                 100 * summary["val_accuracy"], 100 * summary["test_accuracy"])  # fmt: skip
+        log.info(
+            "accuracy: train %.2f%%, validation %.2f%%, test %.2f%%",
+            100 * summary["train_accuracy"],
+            100 * summary["val_accuracy"],
+            100 * summary["test_accuracy"],
+        )
     run.dist.barrier()
     return summary
 

@@ -59,15 +59,19 @@ def main(st: stage.Stage) -> dict[str, Any]:
         log.info("instruction data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
     tokenizer = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE, device=run.device)
-    collate_fn = Collate(allowed_max_length=min(p.allowed_max_length, model.config.context_length),
-                         mask_prompt=p.mask_prompt)  # fmt: skip
+    collate_fn = Collate(
+        allowed_max_length=min(p.allowed_max_length, model.config.context_length), mask_prompt=p.mask_prompt
+    )
     data = {name: InstructionDataset(parts[name], tokenizer) for name in ("train", "val")}  # test: answered below
     lora.setup(model, p)  # method lora: everything frozen, adapters train
     evaluator = Evaluator(model, data, p.batch_size, lm_loss, run.device, collate_fn)
     n_trainable = model.num_parameters(trainable_only=True)
     seed_everything(p.seed)  # the book measures the starting loss after seeding, then seeds again
     model.eval()
-    start = {"initial_train_loss": evaluator.loss("train", p.eval_iter), "initial_val_loss": evaluator.loss("val", p.eval_iter)}
+    start = {
+        "initial_train_loss": evaluator.loss("train", p.eval_iter),
+        "initial_val_loss": evaluator.loss("val", p.eval_iter),
+    }
     seed_everything(p.seed)
     if run.is_main:
         log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
@@ -79,27 +83,47 @@ def main(st: stage.Stage) -> dict[str, Any]:
         return {"text": tokenizer.decode(new)}
 
     progress = run.fit(
-        model, data["train"], data["val"], loss_fn=lm_loss, curves=["train_loss", "val_loss", "tokens_seen", "lr"],
-        epochs_file="samples.json", derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        model,
+        data["train"],
+        data["val"],
+        loss_fn=lm_loss,
+        curves=["train_loss", "val_loss", "tokens_seen", "lr"],
+        epochs_file="samples.json",
+        derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
         echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
-        epoch_end=epoch_end, collate_fn=collate_fn, fingerprint_exclude=("response_tokens", "response_batch"),
-    )  # fmt: skip
+        epoch_end=epoch_end,
+        collate_fn=collate_fn,
+        fingerprint_exclude=("response_tokens", "response_batch"),
+    )
     summary: dict[str, Any] = {}
     if run.is_main:
         responses = generate_responses(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
-        write_json(data_dir / "test-responses.json",
-                   [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)])  # fmt: skip
+        write_json(
+            data_dir / "test-responses.json",
+            [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)],
+        )
         final_val = evaluator.loss("val", None, draw=False)
-        summary = {**start, "final_val_loss": final_val, "final_val_perplexity": perplexity(final_val),
-                   "steps": progress.step, "tokens_seen": progress.tokens_seen, "trainable_parameters": n_trainable,
-                   "parameters": model.num_parameters()}  # fmt: skip
+        summary = {
+            **start,
+            "final_val_loss": final_val,
+            "final_val_perplexity": perplexity(final_val),
+            "steps": progress.step,
+            "tokens_seen": progress.tokens_seen,
+            "trainable_parameters": n_trainable,
+            "parameters": model.num_parameters(),
+        }
         run.finish(summary)
         plot_losses(progress.history, st.out(paths.PLOTS / "instruct" / "loss.png"), title="instruction finetuning")
         with atomic_dir(st.out(paths.INSTRUCT)) as staging:
             meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
             save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.INSTRUCT)
-        log.info("validation loss %.3f → %.3f; %d test responses in %s", start["initial_val_loss"], final_val,
-                 len(responses), paths.INSTRUCT_DATA / "test-responses.json")  # fmt: skip
+        log.info(
+            "validation loss %.3f → %.3f; %d test responses in %s",
+            start["initial_val_loss"],
+            final_val,
+            len(responses),
+            paths.INSTRUCT_DATA / "test-responses.json",
+        )
     run.dist.barrier()
     return summary
 

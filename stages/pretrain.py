@@ -51,18 +51,28 @@ def main(st: stage.Stage) -> dict[str, Any]:
     if run.is_main:
         log.info(
             "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",
-            f"{model.num_parameters():,}", len(train_data), len(val_data), p.max_length, run.device,
-        )  # fmt: skip
+            f"{model.num_parameters():,}",
+            len(train_data),
+            len(val_data),
+            p.max_length,
+            run.device,
+        )
 
     def sample(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
         text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
         return {"text": text}
 
     progress = run.fit(
-        model, train_data, val_data, loss_fn=lm_loss, curves=["train_loss", "val_loss", "lr", "tokens_seen"],
-        epochs_file="samples.json", derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
-        echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}", epoch_end=sample,
-    )  # fmt: skip
+        model,
+        train_data,
+        val_data,
+        loss_fn=lm_loss,
+        curves=["train_loss", "val_loss", "lr", "tokens_seen"],
+        epochs_file="samples.json",
+        derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
+        epoch_end=sample,
+    )
     summary: dict[str, Any] = {}
     if run.is_main:
         final_val = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device).loss("val", None, draw=False)
@@ -74,10 +84,17 @@ def main(st: stage.Stage) -> dict[str, Any]:
             "parameters": model.num_parameters(),
         }
         run.finish(summary)
-        plot_losses(progress.history, st.out(paths.PLOTS / "pretrain" / "loss.png"),
-                    title=f"pretraining: {', '.join(p.corpora)}")  # fmt: skip
+        plot_losses(
+            progress.history,
+            st.out(paths.PLOTS / "pretrain" / "loss.png"),
+            title=f"pretraining: {', '.join(p.corpora)}",
+        )
         with atomic_dir(st.out(paths.PRETRAINED)) as staging:
-            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
+            meta = {
+                "tokenizer": save_tokenizer(tokenizer, staging),
+                "trained_on": list(p.corpora),
+                "steps": progress.step,
+            }
             save_model(model, staging, metadata=meta)
         log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
     run.dist.barrier()

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from scripted_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -79,7 +79,6 @@ class FakeOllama:
         self.answers[:] = answers
 
 
-
 def openai_arrays(h: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """Random values for every variable of OpenAI's checkpoint layout."""
     rng = np.random.default_rng(seed)
@@ -92,13 +91,19 @@ def openai_arrays(h: dict, seed: int = 0) -> dict[str, np.ndarray]:
     for i in range(h["n_layer"]):
         p = f"model/h{i}/"
         arrays |= {
-            p + "ln_1/g": r(d, offset=1.0), p + "ln_1/b": r(d),
-            p + "attn/c_attn/w": r(1, d, 3 * d), p + "attn/c_attn/b": r(3 * d),
-            p + "attn/c_proj/w": r(1, d, d), p + "attn/c_proj/b": r(d),
-            p + "ln_2/g": r(d, offset=1.0), p + "ln_2/b": r(d),
-            p + "mlp/c_fc/w": r(1, d, 4 * d), p + "mlp/c_fc/b": r(4 * d),
-            p + "mlp/c_proj/w": r(1, 4 * d, d), p + "mlp/c_proj/b": r(d),
-        }  # fmt: skip
+            p + "ln_1/g": r(d, offset=1.0),
+            p + "ln_1/b": r(d),
+            p + "attn/c_attn/w": r(1, d, 3 * d),
+            p + "attn/c_attn/b": r(3 * d),
+            p + "attn/c_proj/w": r(1, d, d),
+            p + "attn/c_proj/b": r(d),
+            p + "ln_2/g": r(d, offset=1.0),
+            p + "ln_2/b": r(d),
+            p + "mlp/c_fc/w": r(1, d, 4 * d),
+            p + "mlp/c_fc/b": r(4 * d),
+            p + "mlp/c_proj/w": r(1, 4 * d, d),
+            p + "mlp/c_proj/b": r(d),
+        }
     arrays |= {"model/ln_f/g": r(d, offset=1.0), "model/ln_f/b": r(d)}
     return arrays
 
@@ -118,5 +123,3 @@ def write_openai_checkpoint(tf, folder: Path, hparams: dict, arrays: dict[str, n
     (folder / "checkpoint").write_text(OPENAI_CHECKPOINT_STATE)
     (folder / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
     return folder
-
-

@@ -79,7 +79,7 @@ class ScriptedServer:
     def hits(self, path: str) -> list[Request]:
         return [r for r in self.requests if r.path.split("?")[0] == path]
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self.thread.start()
         return self
 

@@ -36,17 +36,32 @@ def repo(tmp_path_factory, mirror):
         for f in dataset.get("files", []):
             f["urls"] = []
     params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
-    params["pretrain"].update(corpora=["verdict"], max_steps=6, batch_size=2, max_length=32, stride=32,
-                              warmup_steps=2, eval_freq=2, eval_iter=2, checkpoint_every=3, sample_tokens=5)  # fmt: skip
+    params["pretrain"].update(
+        corpora=["verdict"],
+        max_steps=6,
+        batch_size=2,
+        max_length=32,
+        stride=32,
+        warmup_steps=2,
+        eval_freq=2,
+        eval_iter=2,
+        checkpoint_every=3,
+        sample_tokens=5,
+    )
     params["classifier"].update(epochs=1, max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, checkpoint_every=0)
-    params["instruct"].update(max_steps=3, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=4, checkpoint_every=0)
+    params["instruct"].update(
+        max_steps=3, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=4, checkpoint_every=0
+    )
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "SCRATCHGPT_MIRROR": str(mirror),
-        "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
-    }  # fmt: skip
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     sh(["git", "init", "-q"], work, env)
     sh([sys.executable, "-m", "dvc", "init", "-q"], work, env)
     sh([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], work, env)
@@ -117,8 +132,22 @@ def test_pretrain_writes_model_metrics_and_plots(repo):
     samples = json.loads((work / "metrics" / "pretrain" / "samples.json").read_text())
     assert samples[0]["text"].startswith("Every effort moves you")
     assert (work / "plots" / "pretrain" / "loss.png").read_bytes()[:4] == b"\x89PNG"
-    out = sh([sys.executable, "-m", "scratchgpt", "generate", "--model", str(model_dir), "--prompt", "Every effort",
-              "--max-new-tokens", "4"], work, env)  # fmt: skip
+    out = sh(
+        [
+            sys.executable,
+            "-m",
+            "scratchgpt",
+            "generate",
+            "--model",
+            str(model_dir),
+            "--prompt",
+            "Every effort",
+            "--max-new-tokens",
+            "4",
+        ],
+        work,
+        env,
+    )
     assert out.startswith("Every effort")
     again = sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
     assert "Running stage" not in again
@@ -208,16 +237,23 @@ def test_two_repros_at_once(repo, tmp_path):
     work, env, _ = repo
     sh([sys.executable, "-m", "dvc", "repro"], work, env)
     env = {**env, "SCRATCHGPT_CACHE": str(tmp_path / "cache")}  # no finished checkpoint: pretrain trains again
-    first = sp.Popen([sys.executable, "-m", "dvc", "repro", "-f", "pretrain"], cwd=work, env=env,
-                     stdout=sp.PIPE, stderr=sp.STDOUT, text=True)  # fmt: skip
+    first = sp.Popen(
+        [sys.executable, "-m", "dvc", "repro", "-f", "pretrain"],
+        cwd=work,
+        env=env,
+        stdout=sp.PIPE,
+        stderr=sp.STDOUT,
+        text=True,
+    )
     try:
         seen = ""
         deadline = time.time() + 120
         while "Running stage 'pretrain'" not in seen and time.time() < deadline:
             seen += first.stdout.readline()
         assert "Running stage 'pretrain'" in seen, seen
-        second = sp.run([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, capture_output=True, text=True,
-                        timeout=120)  # fmt: skip
+        second = sp.run(
+            [sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode != 0
         assert "lock" in (second.stdout + second.stderr).lower()
         rest, _ = first.communicate(timeout=300)
@@ -250,8 +286,12 @@ def test_fresh_clone_rebuilds_the_same_results_and_reads_only_declared_inputs(re
     clone = tmp_path / "clone"
     sh(["git", "clone", "-q", str(work), str(clone)], tmp_path, env)
     audit = tmp_path / "reads.jsonl"
-    fresh = {**env, "SCRATCHGPT_CACHE": str(tmp_path / "cache"), "SCRATCHGPT_AUDIT_LOG": str(audit),
-             "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "audit"), env.get("PYTHONPATH", "")])}  # fmt: skip
+    fresh = {
+        **env,
+        "SCRATCHGPT_CACHE": str(tmp_path / "cache"),
+        "SCRATCHGPT_AUDIT_LOG": str(audit),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests" / "audit"), env.get("PYTHONPATH", "")]),
+    }
     out = sh([sys.executable, "-m", "dvc", "repro"], clone, fresh)
     assert "Running stage 'pretrain'" in out and "Running stage 'report'" in out
     assert sh(["git", "status", "--porcelain"], clone, fresh) == ""
@@ -285,7 +325,11 @@ def test_queued_experiment_runs_only_the_stages_it_changes(repo):
     sh([sys.executable, "-m", "dvc", "repro"], work, env)
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "results", "--allow-empty"], work, env)
-    sh([sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", "classifier.lr=0.002"], work, env)
+    sh(
+        [sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", "queued-lr", "-S", "classifier.lr=0.002"],
+        work,
+        env,
+    )
     sh([sys.executable, "-m", "dvc", "queue", "start", "-j", "1"], work, env)
     deadline = time.time() + 400
     while time.time() < deadline:

@@ -1,9 +1,9 @@
 """The ``scratchgpt`` command (also ``python -m scratchgpt``): what a person runs outside ``dvc``.
 
-    scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
-    scratchgpt classify --model models/classifier "You are a winner!"
-    scratchgpt weights download 124M ~/gpt2-124M | convert SRC OUT | export-hf MODEL OUT
-    scratchgpt experiments list | args NAME | run NAME [dvc exp run options]
+scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
+scratchgpt classify --model models/classifier "You are a winner!"
+scratchgpt weights download 124M ~/gpt2-124M | convert SRC OUT | export-hf MODEL OUT
+scratchgpt experiments list | args NAME | run NAME [dvc exp run options]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from scratchgpt.formats.openai import OPENAI_BASE_URLS, OPENAI_PRESETS, download
 from scratchgpt.plumbing.allocator import tune_cpu_allocator
 from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.experiments import names, set_args
-from scratchgpt.plumbing.params import ParamsError
+from scratchgpt.plumbing.params_file import ParamsError
 
 
 def _error(message: str) -> int:
@@ -62,9 +62,13 @@ def generate_command(args: argparse.Namespace) -> int:
     sys.stdout.write(printed)
     sys.stdout.flush()
     options = dict(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, use_cache=not args.no_cache,
-        eos_id=None if args.no_eos else tokenizer.eot_id, generator=generator,
-    )  # fmt: skip
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        use_cache=not args.no_cache,
+        eos_id=None if args.no_eos else tokenizer.eot_id,
+        generator=generator,
+    )
     try:
         for next_ids, _ in stream(model, [ids], args.max_new_tokens, **options):
             ids.append(int(next_ids[0]))
@@ -181,9 +185,12 @@ def parser() -> argparse.ArgumentParser:
     down.add_argument("out", help="folder for the seven files")
     down.add_argument("--mirror", default=None, help="folder or URL tried last (default: $SCRATCHGPT_MIRROR)")
     down.add_argument(
-        "--base-url", action="append", dest="base_urls", metavar="URL",
+        "--base-url",
+        action="append",
+        dest="base_urls",
+        metavar="URL",
         help="fetch <URL>/<SIZE>/<file> instead of OpenAI's and the backup (repeat for more)",
-    )  # fmt: skip
+    )
     weights.set_defaults(func=weights_command)
 
     ex = sub.add_parser("experiments", help=experiments_command.__doc__, description=experiments_command.__doc__)

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from scratchgpt.book import classify
-from scratchgpt.cli import main as cli
 from scratchgpt.book.classify import (
     DataError,
     Head,
@@ -25,6 +24,7 @@ from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.book.train import TrainConfig, seed_everything
 from scratchgpt.book.train import train as run_training
+from scratchgpt.cli import main as cli
 from scratchgpt.formats.checkpoint import Checkpoints
 from scratchgpt.formats.modeldir import load_classifier, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
@@ -120,12 +120,21 @@ def test_only_chosen_weights_train(tmp_path):
     torch.manual_seed(0)
     model = to_classifier(GPTModel(TINY), trainable="last_blocks", blocks=1)
     trained = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trained == {n for n, _ in model.named_parameters() if n.startswith(("trf_blocks.1.", "final_norm.", "out_head."))}
+    assert trained == {
+        n for n, _ in model.named_parameters() if n.startswith(("trf_blocks.1.", "final_norm.", "out_head."))
+    }
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     data = [(torch.randint(0, 50257, (12,)), torch.tensor(i % 2)) for i in range(8)]
     seed_everything(1)
-    run_training(model, data, data, TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
-                 loss_fn=classify.loss_fn("last"), device=torch.device("cpu"), checkpoints=Checkpoints(tmp_path, "x"))  # fmt: skip
+    run_training(
+        model,
+        data,
+        data,
+        TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
+        loss_fn=classify.loss_fn("last"),
+        device=torch.device("cpu"),
+        checkpoints=Checkpoints(tmp_path, "x"),
+    )
     for name, p in model.named_parameters():
         changed = not torch.equal(before[name], p.detach())
         assert changed == (name in trained), name
@@ -160,8 +169,18 @@ def stage_dir(tmp_path, monkeypatch, mirror, tok):
 
 def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    clf = params.classifier.model_copy(update=dict(epochs=2, max_steps=6, batch_size=4, eval_freq=2, eval_iter=2,
-                                                   max_length=24, checkpoint_every=0, device="cpu"))  # fmt: skip
+    clf = params.classifier.model_copy(
+        update=dict(
+            epochs=2,
+            max_steps=6,
+            batch_size=4,
+            eval_freq=2,
+            eval_iter=2,
+            max_length=24,
+            checkpoint_every=0,
+            device="cpu",
+        )
+    )
     summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}))
     for split in ("train", "val", "test"):
         for key in ("accuracy", "loss", "precision", "recall", "f1"):
@@ -172,7 +191,16 @@ def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
     assert len(confusion) == 300 and set(confusion[0]) == {"actual", "predicted"}
     tsv = paths.METRICS / "classifier" / "plots" / "metrics"
     assert sorted(p.name for p in tsv.iterdir()) == sorted(
-        f"{k}.tsv" for k in ["train_loss", "val_loss", "examples_seen", "train_accuracy", "val_accuracy", "train_loss_epoch", "val_loss_epoch"]
+        f"{k}.tsv"
+        for k in [
+            "train_loss",
+            "val_loss",
+            "examples_seen",
+            "train_accuracy",
+            "val_accuracy",
+            "train_loss_epoch",
+            "val_loss_epoch",
+        ]
     )
     for name in ("loss.png", "accuracy.png"):
         assert (paths.PLOTS / "classifier" / name).read_bytes()[:4] == b"\x89PNG"

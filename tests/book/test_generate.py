@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from scratchgpt.book import generate as gen
-from scratchgpt.cli import main as cli
 from scratchgpt.book.generate import generate, sample_next, top_k_filter, top_p_filter
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import WordTokenizer
+from scratchgpt.cli import main as cli
 from scratchgpt.formats.modeldir import save_model, save_tokenizer
 
 CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
@@ -92,8 +92,11 @@ def test_decode_layout_gives_the_same_products_and_restores_the_model(two_thread
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     x1, x3, many = torch.randn(1, 1, 32), torch.randn(3, 1, 32), torch.randn(1, gen.DECODE_ROWS + 1, 32)
     with torch.no_grad():
-        expected = [[torch.nn.functional.linear(x, m.weight, m.bias) for x in (x1, x3, many)]
-                    for m in layers if m.in_features == 32]
+        expected = [
+            [torch.nn.functional.linear(x, m.weight, m.bias) for x in (x1, x3, many)]
+            for m in layers
+            if m.in_features == 32
+        ]
         with gen.decode_layout(model):
             assert all(m.weight.stride(0) == 1 for m in layers), "weights held (in, out)"
             got = [[m(x) for x in (x1, x3, many)] for m in layers if m.in_features == 32]
@@ -173,8 +176,21 @@ def test_cli_streams_the_continuation(tmp_path, capsys):
     torch.manual_seed(0)
     model = GPTModel(cfg).eval()
     save_model(model, tmp_path / "m", metadata={"tokenizer": save_tokenizer(tok, tmp_path / "m")})
-    assert cli(["generate", "--model", str(tmp_path / "m"), "--prompt", "every effort moves you", "--max-new-tokens", "12",
-                     "--no-eos"]) == 0  # fmt: skip
+    assert (
+        cli(
+            [
+                "generate",
+                "--model",
+                str(tmp_path / "m"),
+                "--prompt",
+                "every effort moves you",
+                "--max-new-tokens",
+                "12",
+                "--no-eos",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip()
     ids = tok.encode("every effort moves you")
     expected = tok.decode(ids + generate(model, [ids], 12)[0])

@@ -23,8 +23,11 @@ from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import load_params
 
-ENTRY = {"instruction": "Rewrite the sentence using a simile.", "input": "The car is very fast.",
-         "output": "The car is as fast as lightning."}  # fmt: skip
+ENTRY = {
+    "instruction": "Rewrite the sentence using a simile.",
+    "input": "The car is very fast.",
+    "output": "The car is as fast as lightning.",
+}
 
 
 def test_split_of_the_real_file_is_the_books(mirror):
@@ -74,14 +77,14 @@ def test_bad_json_is_located(tmp_path):
 def test_collate_on_a_hand_made_batch():
     batch = [([0, 1, 2, 3, 4], 2), ([5, 6], 1), ([7, 8, 9], 2)]
     x, y = Collate(pad_id=50256)(batch)
-    P, I = 50256, -100  # noqa: N806
+    P, M = 50256, -100  # padding, masked target
     assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, P, P, P], [7, 8, 9, P, P]]
-    assert y.tolist() == [[1, 2, 3, 4, P], [6, P, I, I, I], [8, 9, P, I, I]]
+    assert y.tolist() == [[1, 2, 3, 4, P], [6, P, M, M, M], [8, 9, P, M, M]]
     x, y = Collate(pad_id=50256, mask_prompt=True)(batch)
-    assert y.tolist() == [[I, 2, 3, 4, P], [6, P, I, I, I], [I, 9, P, I, I]]
+    assert y.tolist() == [[M, 2, 3, 4, P], [6, P, M, M, M], [M, 9, P, M, M]]
     x, y = Collate(pad_id=50256, allowed_max_length=3)(batch)
     assert x.tolist() == [[0, 1, 2], [5, 6, P], [7, 8, 9]]
-    assert y.tolist() == [[1, 2, 3], [6, P, I], [8, 9, P]]
+    assert y.tolist() == [[1, 2, 3], [6, P, M], [8, 9, P]]
 
 
 def test_prompt_ids_are_a_prefix_of_the_example_ids(mirror):
@@ -103,15 +106,20 @@ def stage_dir(tmp_path, monkeypatch, mirror):
     paths.raw("instructions").mkdir(parents=True)
     shutil.copy(mirror / "instruction-data.json", paths.raw("instructions") / "instruction-data.json")
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, tie_weights=True)
+    cfg = GPTConfig(
+        vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, tie_weights=True
+    )
     save_model(GPTModel(cfg), paths.BASE, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.BASE)})
     return tmp_path
 
 
 def test_stage_trains_and_answers_the_test_split(stage_dir, run_stage):
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    ins = params.instruct.model_copy(update=dict(max_steps=4, batch_size=4, eval_freq=2, eval_iter=1,
-                                                 response_tokens=5, checkpoint_every=0, device="cpu"))  # fmt: skip
+    ins = params.instruct.model_copy(
+        update=dict(
+            max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=5, checkpoint_every=0, device="cpu"
+        )
+    )
     summary = run_stage("finetune_instruct", params.model_copy(update={"instruct": ins}))
     assert summary["steps"] == 4 and summary["initial_val_loss"] > 0 and summary["final_val_loss"] > 0
     for name, n in (("train", 935), ("val", 55), ("test", 110)):

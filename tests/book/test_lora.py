@@ -52,7 +52,7 @@ def test_adapters_start_as_a_no_op():
     before = logits(model)
     apply_lora(model, rank=4, alpha=8)
     assert torch.equal(logits(model), before)
-    assert all(isinstance(getattr(b.att, "qkv"), LoRALinear) for b in model.trf_blocks)
+    assert all(isinstance(b.att.qkv, LoRALinear) for b in model.trf_blocks)
     assert model.trf_blocks[0].att.qkv.A.shape == (3, 24, 4) and model.trf_blocks[0].att.qkv.B.shape == (3, 4, 24)
 
 
@@ -76,8 +76,15 @@ def test_only_adapters_change_in_a_step(tmp_path):
     assert trainable and all(n.endswith((".A", ".B")) for n in trainable)
     data = [(torch.randint(0, 97, (8,)), torch.randint(0, 97, (8,))) for _ in range(8)]
     seed_everything(0)
-    run_training(model, data, data, TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
-                 loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=Checkpoints(tmp_path, "x"))  # fmt: skip
+    run_training(
+        model,
+        data,
+        data,
+        TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
+        loss_fn=lm_loss,
+        device=torch.device("cpu"),
+        checkpoints=Checkpoints(tmp_path, "x"),
+    )
     for name, p in model.named_parameters():
         if name.endswith(".A"):
             continue  # A moves only once B has (its gradient is zero while B is)
@@ -100,7 +107,12 @@ def test_adapters_alone_load_to_the_merged_model(tmp_path, classifier):
     if classifier:
         model = to_classifier(model, trainable="all")
     randomize_adapters(apply_lora(model, rank=3, alpha=3))
-    save_adapters(model, tmp_path / "adapters", tmp_path / "base", {"rank": 3, "alpha": 3, "targets": ["attention", "feed_forward", "head"]})
+    save_adapters(
+        model,
+        tmp_path / "adapters",
+        tmp_path / "base",
+        {"rank": 3, "alpha": 3, "targets": ["attention", "feed_forward", "head"]},
+    )
     saved = sorted(p.name for p in (tmp_path / "adapters").iterdir())
     assert saved == ["adapters.safetensors", "config.json"]
     config = json.loads((tmp_path / "adapters" / "config.json").read_text())
@@ -126,9 +138,20 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
     save_model(GPTModel(cfg), paths.BASE, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.BASE)})
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     lora = params.classifier.lora.model_copy(update={"rank": 2, "save": "adapters"})
-    clf = params.classifier.model_copy(update=dict(method="lora", lora=lora, epochs=1, max_steps=4, batch_size=4,
-                                                   eval_freq=2, eval_iter=1, max_length=16, checkpoint_every=0,
-                                                   device="cpu"))  # fmt: skip
+    clf = params.classifier.model_copy(
+        update=dict(
+            method="lora",
+            lora=lora,
+            epochs=1,
+            max_steps=4,
+            batch_size=4,
+            eval_freq=2,
+            eval_iter=1,
+            max_length=16,
+            checkpoint_every=0,
+            device="cpu",
+        )
+    )
     summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}))
     per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
     assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)

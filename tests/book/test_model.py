@@ -159,8 +159,11 @@ def test_corrupt_or_truncated_weights_are_named(tmp_path, monkeypatch):
     blob = bytearray(weights.read_bytes())
     blob[-100] ^= 0xFF  # inside a tensor: safetensors alone would load it
     weights.write_bytes(bytes(blob))
-    with pytest.raises(ModelError, match=r"models/base/model.safetensors does not match the sha256 in config.json: "
-                                         r"corrupt; rerun `dvc repro -f init`"):  # fmt: skip
+    with pytest.raises(
+        ModelError,
+        match=r"models/base/model.safetensors does not match the sha256 in config.json: "
+        r"corrupt; rerun `dvc repro -f init`",
+    ):
         load_model("models/base")
     load_model("models/base", verify=False)  # explicitly unchecked: loads
     weights.write_bytes(bytes(blob[:50]))

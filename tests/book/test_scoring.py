@@ -117,5 +117,3 @@ def test_judge_prompt_is_the_books():
     )
     reference, response = "The car is as fast as lightning.", "The car is as fast as a cheetah."
     assert judge_prompt(prompt_text, reference, response) == expected
-
-

@@ -101,8 +101,29 @@ def test_windows_are_memory_mapped_and_picklable(gpt2, verdict_file, tmp_path):
 def test_streaming_equals_whole_text_encoding(gpt2):
     """Cuts made while streaming never change the token ids (random texts, tiny chunks)."""
     rng = random.Random(0)
-    alphabet = ["a", "b", " ", "  ", "\n", "\n\n", "\t", " \n", "'s", "'t", "1", "23", ".", "!!", "\u00a0", "\u3000",
-                "é", "\r\n", "\x1c", "--", "😀"]  # fmt: skip
+    alphabet = [
+        "a",
+        "b",
+        " ",
+        "  ",
+        "\n",
+        "\n\n",
+        "\t",
+        " \n",
+        "'s",
+        "'t",
+        "1",
+        "23",
+        ".",
+        "!!",
+        "\u00a0",
+        "\u3000",
+        "é",
+        "\r\n",
+        "\x1c",
+        "--",
+        "😀",
+    ]
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300)))
         for size in (1, 5, 31):
@@ -160,7 +181,10 @@ def test_wikitext_articles_become_documents(gpt2, tmp_path):
     (raw / "valid.txt").write_text(text)
     docs = list(shards.documents(shards.corpus_files(raw), "wikitext"))
     joined = ["".join(d) for d in docs]
-    assert joined == [" \n = Alpha = \n \n Alpha text . \n \n = = Section = = \n More alpha . \n", " = Beta = \n \n Beta text . \n"]
+    assert joined == [
+        " \n = Alpha = \n \n Alpha text . \n \n = = Section = = \n More alpha . \n",
+        " = Beta = \n \n Beta text . \n",
+    ]
     meta = write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s", mode="wikitext", train_ratio=0.99)
     assert meta["splits"]["train"]["documents"] == 2
     train = np.fromfile(tmp_path / "s" / "train.bin", dtype=np.uint16).tolist()
@@ -170,7 +194,9 @@ def test_wikitext_articles_become_documents(gpt2, tmp_path):
 def test_jsonl_documents_and_bad_line(gpt2, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "articles.jsonl").write_text(json.dumps({"title": "A", "text": "Alpha."}) + "\n" + json.dumps({"text": "Beta."}) + "\n")
+    (raw / "articles.jsonl").write_text(
+        json.dumps({"title": "A", "text": "Alpha."}) + "\n" + json.dumps({"text": "Beta."}) + "\n"
+    )
     meta = write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s", train_ratio=0.5)
     assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == 3  # one is split
     (raw / "articles.jsonl").write_text('{"text": "ok"}\n{"title": "no text"}\n')
@@ -236,7 +262,9 @@ def test_truncated_or_corrupt_shard_is_detected(gpt2, verdict_file, tmp_path):
     with pytest.raises(ShardError, match=r"train.bin does not match the sha256 in meta.json"):
         Shards(tmp_path / "verdict", verify=True)
     train.write_bytes(bytes(blob[:-10]))
-    with pytest.raises(ShardError, match=r"train.bin is \d+ bytes but meta.json says \d+.*dvc repro -f prepare@verdict"):
+    with pytest.raises(
+        ShardError, match=r"train.bin is \d+ bytes but meta.json says \d+.*dvc repro -f prepare@verdict"
+    ):
         Shards(tmp_path / "verdict")
     (tmp_path / "verdict" / "meta.json").write_text("{")
     with pytest.raises(ShardError, match="meta.json is unreadable"):

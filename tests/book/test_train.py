@@ -18,9 +18,9 @@ from scratchgpt.book.shards import TokenWindows
 from scratchgpt.book.train import (
     Hooks,
     NonFiniteLoss,
-    learning_rate,
     TrainConfig,
     epoch_order,
+    learning_rate,
     lm_loss,
     seed_everything,
 )
@@ -47,7 +47,16 @@ def data(tmp_path_factory):
 def run(data, ckpt: Path, cfg: TrainConfig = TRAIN, hooks=None, fp="fp"):
     seed_everything(cfg.seed)
     model = GPTModel(CFG)
-    progress = run_training(model, *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=Checkpoints(ckpt, fp), epoch_end=lambda m, ev: {"text": "sample"}, hooks=hooks)  # fmt: skip
+    progress = run_training(
+        model,
+        *data,
+        cfg,
+        loss_fn=lm_loss,
+        device=torch.device("cpu"),
+        checkpoints=Checkpoints(ckpt, fp),
+        epoch_end=lambda m, ev: {"text": "sample"},
+        hooks=hooks,
+    )
     return model, progress
 
 
@@ -100,15 +109,21 @@ def test_same_batches_and_losses_as_the_books_loop(data, tmp_path):
     seed_everything(TRAIN.seed)
     model = GPTModel(CFG)
     book_optimizer = torch.optim.AdamW(model.parameters(), lr=TRAIN.lr, weight_decay=TRAIN.weight_decay)
-    loaders = (DataLoader(train, TRAIN.batch_size, shuffle=True, drop_last=True),
-               DataLoader(val, TRAIN.batch_size, shuffle=False, drop_last=False))  # fmt: skip
-    book_train, book_val = book_training_loop(model, *loaders, book_optimizer, TRAIN.epochs, TRAIN.eval_freq, TRAIN.eval_iter)
+    loaders = (
+        DataLoader(train, TRAIN.batch_size, shuffle=True, drop_last=True),
+        DataLoader(val, TRAIN.batch_size, shuffle=False, drop_last=False),
+    )
+    book_train, book_val = book_training_loop(
+        model, *loaders, book_optimizer, TRAIN.epochs, TRAIN.eval_freq, TRAIN.eval_iter
+    )
     book_seen = (train.seen[:], val.seen[:])
     train.seen.clear()
     val.seen.clear()
     seed_everything(TRAIN.seed)
     model = GPTModel(CFG)
-    progress = run_training(model, train, val, TRAIN, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=Checkpoints(tmp_path, "x"))
+    progress = run_training(
+        model, train, val, TRAIN, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=Checkpoints(tmp_path, "x")
+    )
     assert train.seen == book_seen[0]
     untrained_eval = min(TRAIN.eval_iter * TRAIN.batch_size, len(val))  # our extra first look at val
     assert val.seen[untrained_eval:] == book_seen[1]
@@ -183,12 +198,24 @@ def test_corrupt_checkpoint_is_not_loaded(data, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
     # the learning rate warms up from a sane value to an absurd one: good checkpoints first, then divergence
-    cfg = TrainConfig(**{**TRAIN.__dict__, "lr": 1e9, "initial_lr": 1e-3, "warmup_steps": 40, "checkpoint_every": 1,
-                         "eval_freq": 1, "epochs": 1})  # fmt: skip
+    cfg = TrainConfig(
+        **{
+            **TRAIN.__dict__,
+            "lr": 1e9,
+            "initial_lr": 1e-3,
+            "warmup_steps": 40,
+            "checkpoint_every": 1,
+            "eval_freq": 1,
+            "epochs": 1,
+        }
+    )
     points = []
-    with pytest.raises(NonFiniteLoss, match=r"training diverged: the (training|evaluation) loss.* after (\d+) optimizer "
-                                            r"step\(s\) \(epoch 1\); nothing of this run is saved, the last good "
-                                            r"checkpoint stays in"):  # fmt: skip
+    with pytest.raises(
+        NonFiniteLoss,
+        match=r"training diverged: the (training|evaluation) loss.* after (\d+) optimizer "
+        r"step\(s\) \(epoch 1\); nothing of this run is saved, the last good "
+        r"checkpoint stays in",
+    ):
         run(data, tmp_path / "e", cfg=cfg, hooks=Hooks(on_eval=points.append))
     saved = load_checkpoint(tmp_path / "e")
     assert saved is not None and saved["progress"]["step"] >= 1
@@ -208,8 +235,15 @@ def test_weights_that_turn_infinite_are_never_saved(data, tmp_path):
     cfg = TrainConfig(**{**TRAIN.__dict__, "max_steps": 1, "epochs": 1})
     seed_everything(cfg.seed)
     with pytest.raises(NonFiniteLoss, match=r"parameter trf_blocks.0.att.out_proj.weight is no longer finite after 1 "):
-        run_training(GPTModel(CFG), *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"),
-                     checkpoints=Checkpoints(tmp_path / "inf", "x"), epoch_end=poison)  # fmt: skip
+        run_training(
+            GPTModel(CFG),
+            *data,
+            cfg,
+            loss_fn=lm_loss,
+            device=torch.device("cpu"),
+            checkpoints=Checkpoints(tmp_path / "inf", "x"),
+            epoch_end=poison,
+        )
     assert load_checkpoint(tmp_path / "inf") is None
     assert not list((tmp_path / "inf").glob("checkpoint-*.pt"))
 

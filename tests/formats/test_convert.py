@@ -16,25 +16,32 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from fakes import TINY, openai_arrays, write_openai_checkpoint
-from scripted_server import Reply
 
+from fakes import TINY, openai_arrays, write_openai_checkpoint
 from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.files import sha256_file
 from scratchgpt.cli import main as cli
+from scratchgpt.files import sha256_file
 from scratchgpt.formats.convert import detect
 from scratchgpt.formats.gpt2 import WeightsError
 from scratchgpt.formats.hf import export_hf, import_hf
-from scratchgpt.formats.openai import OPENAI_FILES, OPENAI_PRESETS, convert_tf_checkpoint, download_openai, expected_size, openai_file_specs
 from scratchgpt.formats.modeldir import (
     load_model,
     load_tokenizer,
     read_model_config,
     save_model,
 )
+from scratchgpt.formats.openai import (
+    OPENAI_FILES,
+    OPENAI_PRESETS,
+    convert_tf_checkpoint,
+    download_openai,
+    expected_size,
+    openai_file_specs,
+)
 from scratchgpt.plumbing.download import DownloadError
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.params import HttpParams
+from scripted_server import Reply
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the Hub
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -68,9 +75,15 @@ def transformers():
 def hf_reference_from_openai(transformers, h: dict, arrays: dict[str, np.ndarray]):
     """GPT2LMHeadModel with the checkpoint's numbers: HF's Conv1D is [in, out] like TF's, minus the 1."""
     config = transformers.GPT2Config(
-        vocab_size=h["n_vocab"], n_positions=h["n_ctx"], n_embd=h["n_embd"], n_layer=h["n_layer"],
-        n_head=h["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-    )  # fmt: skip
+        vocab_size=h["n_vocab"],
+        n_positions=h["n_ctx"],
+        n_embd=h["n_embd"],
+        n_layer=h["n_layer"],
+        n_head=h["n_head"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     model = transformers.GPT2LMHeadModel(config).eval()
     state = {"transformer.wte.weight": arrays["model/wte"], "transformer.wpe.weight": arrays["model/wpe"]}
     for i in range(h["n_layer"]):
@@ -197,13 +210,15 @@ def test_convert_tiny_vocab_without_tokenizer(tf, transformers, tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (lambda a: a.update({"model/h1/mlp/c_fc/w": a["model/h1/mlp/c_fc/w"][:, :, :96]}),
-         r"variable model/h1/mlp/c_fc/w: shape \[1, 32, 96\] .* expected \[1, 32, 128\]"),
+        (
+            lambda a: a.update({"model/h1/mlp/c_fc/w": a["model/h1/mlp/c_fc/w"][:, :, :96]}),
+            r"variable model/h1/mlp/c_fc/w: shape \[1, 32, 96\] .* expected \[1, 32, 128\]",
+        ),
         (lambda a: a.update({"model/wpe": a["model/wpe"][:8]}), r"variable model/wpe: shape \[8, 32\]"),
         (lambda a: a.pop("model/ln_f/b"), "variable model/ln_f/b is missing"),
     ],
     ids=["conv-shape", "wpe-shape", "missing"],
-)  # fmt: skip
+)
 def test_convert_tf_bad_checkpoint_names_variable(tf, tmp_path, change, message):
     arrays = openai_arrays(TINY)
     change(arrays)
@@ -365,13 +380,15 @@ def edit_tensors(folder: Path, edit) -> None:
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda s: s.update({"transformer.h.1.mlp.c_fc.weight": torch.zeros(128, 32)}),
-         r"tensor h.1.mlp.c_fc.weight: shape \[128, 32\] .* expected \[32, 128\]"),
+        (
+            lambda s: s.update({"transformer.h.1.mlp.c_fc.weight": torch.zeros(128, 32)}),
+            r"tensor h.1.mlp.c_fc.weight: shape \[128, 32\] .* expected \[32, 128\]",
+        ),
         (lambda s: s.pop("transformer.ln_f.bias"), "tensor ln_f.bias is missing"),
         (lambda s: s.update({"score.weight": torch.zeros(2, 32)}), "unexpected tensor.*score.weight"),
     ],
     ids=["shape", "missing", "unexpected"],
-)  # fmt: skip
+)
 def test_import_hf_bad_tensors_named(saved_hf, tmp_path, edit, message):
     edit_tensors(saved_hf, edit)
     with pytest.raises(WeightsError, match=message):
@@ -496,9 +513,7 @@ def test_openai_file_specs():
     assert size("774M", "model.ckpt.data-00000-of-00001") == 3_096_120_320
     assert size("1558M", "model.ckpt.data-00000-of-00001") == 6_230_444_800
     assert size("774M", "model.ckpt.index") is None and size("1558M", "hparams.json") is None
-    assert OPENAI_PRESETS == {
-        "124M": "gpt2-small", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"
-    }  # fmt: skip
+    assert OPENAI_PRESETS == {"124M": "gpt2-small", "355M": "gpt2-medium", "774M": "gpt2-large", "1558M": "gpt2-xl"}
     with pytest.raises(WeightsError, match="unknown GPT-2 size '7B'"):
         openai_file_specs("7B")
 
@@ -608,7 +623,16 @@ def test_cli_download_errors_in_one_line(server, tmp_path, capsys):
     assert cli(["weights", "download", "7B", str(tmp_path / "x")]) == 1
     assert "unknown GPT-2 size '7B'" in capsys.readouterr().err
     code = cli(
-        ["weights", "download", "124M", str(tmp_path / "y"), "--base-url", server.url("/none"), "--mirror", str(tmp_path)]
+        [
+            "weights",
+            "download",
+            "124M",
+            str(tmp_path / "y"),
+            "--base-url",
+            server.url("/none"),
+            "--mirror",
+            str(tmp_path),
+        ]
     )
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1

@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from scripted_server import Reply
 
 from scratchgpt.plumbing.download import (
     DownloadError,
@@ -25,6 +24,7 @@ from scratchgpt.plumbing.params import (
     ParamsError,
     validate,
 )
+from scripted_server import Reply
 
 BODY = b"It had always been a pretty picture of life in the studio.\n" * 2000  # ~120 kB
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -383,7 +383,9 @@ def test_credentials_never_reach_logs_or_errors(server, client, tmp_path, caplog
     caplog.set_level("DEBUG")
     url = server.route("/private.txt", Reply(status=503)).replace("http://", "http://reader:s3cret@")
     with pytest.raises(DownloadError) as err:
-        fetch_file(spec(url), tmp_path / "a", client, mirror=server.url("/m/").replace("http://", "http://admin:hunter2@"))
+        fetch_file(
+            spec(url), tmp_path / "a", client, mirror=server.url("/m/").replace("http://", "http://admin:hunter2@")
+        )
     shown = str(err.value) + caplog.text
     assert "s3cret" not in shown and "hunter2" not in shown
     assert "primary http://***@127.0.0.1" in shown and "/m/story.txt: HTTP 404" in shown
@@ -399,5 +401,7 @@ def test_verify_dataset_names_the_damaged_file(tmp_path):
     (tmp_path / "story.txt").write_bytes(BODY)
     verify_dataset("verdict", ds, tmp_path)
     (tmp_path / "story.txt").write_bytes(BODY.replace(b"pretty", b"PRETTY"))
-    with pytest.raises(DataCorrupt, match=r"story.txt: sha256 mismatch: .*corrupt or changed.*dvc repro -f download@verdict"):
+    with pytest.raises(
+        DataCorrupt, match=r"story.txt: sha256 mismatch: .*corrupt or changed.*dvc repro -f download@verdict"
+    ):
         verify_dataset("verdict", ds, tmp_path)

@@ -8,6 +8,7 @@ import socket
 
 import pytest
 
+from fakes import Answer, FakeOllama, chat, streamed
 from scratchgpt.book.scoring import (
     judge_prompt,
 )
@@ -21,7 +22,6 @@ from scratchgpt.plumbing.judge import (
     reply_content,
 )
 from scratchgpt.plumbing.params import HttpParams
-from fakes import Answer, FakeOllama, chat, streamed
 
 # ---------------------------------------------------------------------------------------------
 # ROUGE-L

@@ -1,15 +1,21 @@
 """params.yaml validation: every problem named by its full key, before any work is done."""
 
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
-from scratchgpt.plumbing.params import ParamsError, load_params, read_yaml, validate
+from scratchgpt.book.train import TrainConfig
+from scratchgpt.plumbing.experiments import EXPERIMENTS_DIR
+from scratchgpt.plumbing.params import Params, ParamsError, Section, TrainingParams, load_params, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,7 +68,8 @@ def test_repo_params_are_valid():
         (
             "prepare.corpora.verdict.dataset",
             "verdcit",
-            "prepare.corpora.verdict.dataset: unknown dataset 'verdcit', expected one of: gpt2, instructions, spam, verdict, wikipedia",
+            "prepare.corpora.verdict.dataset: unknown dataset 'verdcit', "
+            "expected one of: gpt2, instructions, spam, verdict, wikipedia",
         ),
         ("prepare.bpe_dataset", "GPT2", "prepare.bpe_dataset: must be lowercase letters"),
         ("prepare.corpora", [], "prepare.corpora: must be a mapping, got a list"),
@@ -123,9 +130,19 @@ def test_cross_section_rules(base):
     data["download"]["datasets"]["verdict"]["files"].append(dict(data["download"]["datasets"]["verdict"]["files"][0]))
     found = problems(data)
     assert "download.datasets.wikipedia.mediawiki: give at least one of titles or categories" in found
-    assert (
-        "download.datasets.verdict.files[1].name: file name 'the-verdict.txt' is already used by files[0]" in found
-    )
+    assert "download.datasets.verdict.files[1].name: file name 'the-verdict.txt' is already used by files[0]" in found
+
+
+def test_rules_between_keys_come_with_the_field_errors(base):
+    """A rule that reads only valid sections is reported together with another section's field
+    errors; one that reads an invalid section waits for it to be fixed."""
+    data = with_change(base, "prepare.corpora.verdict.train_ratio", 0)
+    data = with_change(data, "model.n_heads", 5)
+    data = with_change(data, "pretrain.corpora", ["verdict", "nosuch"])
+    assert problems(data) == [
+        "prepare.corpora.verdict.train_ratio: must be > 0, got 0",
+        "model.emb_dim: must be divisible by model.n_heads (5), got 192",
+    ]
 
 
 def test_dataset_keys_must_be_folder_names(base):
@@ -169,8 +186,12 @@ def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
     env = {**os.environ, "SCRATCHGPT_MIRROR": str(tmp_path / "nowhere")}
     run = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "download.py"), "verdict"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert "download.http.connect_timeout: must be > 0, got -1" in run.stderr
     assert "Traceback" not in run.stderr
@@ -182,11 +203,177 @@ def test_stage_rejects_unknown_item(tmp_path):
     (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     run = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "prepare.py"), "nosuch"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1
     assert "prepare@nosuch: not a stage of dvc.yaml; expected prepare@ one of: verdict, wikipedia" in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
-    run = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "verdict"], cwd=tmp_path.parent,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py"), "verdict"],
+        cwd=tmp_path.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1 and "Traceback" not in run.stderr
+
+
+# --- one source for every default ----------------------------------------------------------
+
+# What each entry of a dict or list states about itself: there a default means "none given" (no
+# checksum, no urls, no titles), not a value of the project's that params.yaml could disagree with.
+PER_ENTRY = {
+    "download.datasets.*.files",
+    "download.datasets.*.mediawiki",
+    "download.datasets.*.files[*].sha256",
+    "download.datasets.*.files[*].urls",
+    "download.datasets.*.files[*].zip_member",
+    "download.datasets.*.files[*].size",
+    "download.datasets.*.mediawiki.titles",
+    "download.datasets.*.mediawiki.categories",
+}
+
+
+def _plain(value: Any) -> Any:
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _differences(default: Any, value: Any, key: str) -> list[str]:
+    """``key: ...`` for each (nested) key where the schema's default and the file's value differ."""
+    default, value = _plain(default), _plain(value)
+    if isinstance(default, dict) and isinstance(value, dict):
+        keys = sorted(default.keys() | value.keys())
+        return [d for k in keys for d in _differences(default.get(k), value.get(k), f"{key}.{k}")]
+    if default != value or isinstance(default, bool) != isinstance(value, bool):
+        return [f"{key}: the schema's default is {default!r}, params.yaml says {value!r}"]
+    return []
+
+
+def default_differences(section: BaseModel, key: str = "", pattern: str = "") -> list[str]:
+    """Walk a validated section and the schema together: every key the file states (recursively,
+    into nested sections, each entry of a dict or list, and optional sections) whose field has a
+    default that differs from the file's value."""
+    out = []
+    for name, field in type(section).model_fields.items():
+        here, generic = f"{key}.{name}" if key else name, f"{pattern}.{name}" if pattern else name
+        value = getattr(section, name)
+        if name in section.model_fields_set and not field.is_required() and generic not in PER_ENTRY:
+            out += _differences(field.get_default(call_default_factory=True, validated_data={}), value, here)
+        out += _nested(value, here, generic)
+    return out
+
+
+def _nested(value: Any, key: str, pattern: str) -> list[str]:
+    if isinstance(value, BaseModel):
+        return default_differences(value, key, pattern)
+    if isinstance(value, dict):
+        return [d for k, v in value.items() for d in _nested(v, f"{key}.{k}", f"{pattern}.*")]
+    if isinstance(value, (list, tuple)):
+        return [d for i, v in enumerate(value) for d in _nested(v, f"{key}[{i}]", f"{pattern}[*]")]
+    return []
+
+
+def test_schema_defaults_are_params_yaml_values():
+    """params.yaml holds the values: a default the schema keeps (for a key the file may leave out)
+    is the file's value wherever the file states that key."""
+    found = list(dict.fromkeys(default_differences(load_params(ROOT / "params.yaml"))))
+    assert not found, "schema defaults that differ from params.yaml:\n" + "\n".join(found)
+
+
+def test_the_default_comparison_can_fail():
+    class Inner(Section):
+        a: int = 1
+        urls: list[str] = []
+
+    class Outer(Section):
+        flag: bool = False
+        inner: Inner = Inner()
+        entries: dict[str, Inner]
+        maybe: Inner | None = None
+
+    data = {
+        "flag": 0 == 1,
+        "inner": {"a": 2},
+        "entries": {"x": {"a": 1, "urls": ["u"]}, "y": {"a": 3}},
+        "maybe": {"a": 4},
+    }
+    assert list(dict.fromkeys(default_differences(Outer.model_validate(data)))) == [
+        "inner.a: the schema's default is 1, params.yaml says 2",
+        "entries.x.urls: the schema's default is [], params.yaml says ['u']",
+        "entries.y.a: the schema's default is 1, params.yaml says 3",
+        "maybe: the schema's default is None, params.yaml says {'a': 4, 'urls': []}",
+        "maybe.a: the schema's default is 1, params.yaml says 4",
+    ]
+
+
+TRAINING_SECTIONS = ("pretrain", "classifier", "instruct")
+
+
+def defaulted(model: type[BaseModel], key: str) -> list[str]:
+    """Dotted keys of ``model`` (and of the sections nested in it) that have a default."""
+    out = []
+    for name, field in model.model_fields.items():
+        if not field.is_required():
+            out.append(f"{key}.{name}")
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out += defaulted(field.annotation, f"{key}.{name}")
+    return out
+
+
+def test_training_sections_have_no_defaults():
+    """pretrain, classifier and instruct differ from each other, and params.yaml states each in
+    full: a default in the schema could only be a second, different source of a value."""
+    found = [k for name in TRAINING_SECTIONS for k in defaulted(Params.model_fields[name].annotation, name)]
+    assert not found, f"training-section keys with a default: {', '.join(found)}"
+
+
+def test_the_no_default_check_can_fail():
+    class Inner(Section):
+        rank: int = 16
+
+    class Probe(Section):
+        lr: float
+        inner: Inner
+
+    assert defaulted(Probe, "probe") == ["probe.inner.rank"]
+
+
+def test_training_keys_and_bounds_come_from_train_config():
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert list(TrainingParams.model_fields) == [*names, "device"]
+    for name in names:
+        field, hint = TrainingParams.model_fields[name], hints[name]
+        bounds = list(typing.get_args(hint)[1:]) if typing.get_origin(hint) is typing.Annotated else []
+        assert field.metadata == bounds, name
+        assert field.is_required(), name
+    for name in TRAINING_SECTIONS:
+        assert issubclass(Params.model_fields[name].annotation, TrainingParams), name
+    params = load_params(ROOT / "params.yaml")
+    assert TrainConfig.from_params(params.classifier).lr == params.classifier.lr
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def test_experiments_state_only_what_differs_from_params_yaml():
+    """A named experiment lists the keys it changes; a key equal to params.yaml's value would be
+    a second copy of that value."""
+    base = read_yaml(ROOT / "params.yaml")
+    files = sorted((ROOT / EXPERIMENTS_DIR).glob("*.yaml"))
+    assert files
+    found = []
+    for path in files:
+        for dotted, value in read_yaml(path).items():
+            node: Any = base
+            for part in dotted.split("."):
+                node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+            if node is KeyError:
+                found.append(f"{path.name}: {dotted}: not a key of params.yaml")
+            elif _same(node, value):
+                found.append(f"{path.name}: {dotted}: {value!r} is params.yaml's value already")
+    assert not found, "\n".join(found)

@@ -100,14 +100,29 @@ def wrong_type_values(tp: Any, optional: bool) -> st.SearchStrategy:
     if typing.get_origin(tp) is Literal:
         return st.one_of(st.integers(), st.lists(st.text(max_size=3), max_size=2), nothing)
     if typing.get_origin(tp) is list:
-        return st.one_of(st.integers(), st.text(max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), min_size=1))
+        return st.one_of(
+            st.integers(), st.text(max_size=5), st.dictionaries(st.text(max_size=3), st.integers(), min_size=1)
+        )
     return {
         bool: st.one_of(st.integers(), st.sampled_from(["yes", "true", "on"]), st.floats(allow_nan=False), nothing),
-        int: st.one_of(st.booleans(), st.floats(allow_nan=False).filter(lambda f: not float(f).is_integer()),
-                       st.text(max_size=5), st.lists(st.integers(), max_size=2), nothing),
+        int: st.one_of(
+            st.booleans(),
+            st.floats(allow_nan=False).filter(lambda f: not float(f).is_integer()),
+            st.text(max_size=5),
+            st.lists(st.integers(), max_size=2),
+            nothing,
+        ),
         float: st.one_of(st.booleans(), st.text(max_size=5), st.lists(st.floats(), max_size=2), nothing),
-        str: st.one_of(st.integers(), st.floats(allow_nan=False), st.booleans(), st.lists(st.text(), max_size=2), nothing),
-    }.get(tp, st.one_of(st.lists(st.integers(), min_size=1, max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), min_size=1)))  # fmt: skip
+        str: st.one_of(
+            st.integers(), st.floats(allow_nan=False), st.booleans(), st.lists(st.text(), max_size=2), nothing
+        ),
+    }.get(
+        tp,
+        st.one_of(
+            st.lists(st.integers(), min_size=1, max_size=2),
+            st.dictionaries(st.text(max_size=2), st.integers(), min_size=1),
+        ),
+    )
 
 
 def problems_of(data: dict) -> list[str] | None:
@@ -144,14 +159,23 @@ def test_out_of_range_is_rejected_naming_the_key(data):
     if "gt" in limits:
         choices.append(st.just(limits["gt"]) if kind is float else st.integers(max_value=math.floor(limits["gt"])))
     if "ge" in limits:
-        choices.append(st.floats(max_value=limits["ge"], exclude_max=True, allow_nan=False) if kind is float
-                       else st.integers(max_value=math.ceil(limits["ge"]) - 1))  # fmt: skip
+        choices.append(
+            st.floats(max_value=limits["ge"], exclude_max=True, allow_nan=False)
+            if kind is float
+            else st.integers(max_value=math.ceil(limits["ge"]) - 1)
+        )
     if "lt" in limits:
-        choices.append(st.floats(min_value=limits["lt"], allow_nan=False, allow_infinity=False) if kind is float
-                       else st.integers(min_value=math.ceil(limits["lt"])))  # fmt: skip
+        choices.append(
+            st.floats(min_value=limits["lt"], allow_nan=False, allow_infinity=False)
+            if kind is float
+            else st.integers(min_value=math.ceil(limits["lt"]))
+        )
     if "le" in limits:
-        choices.append(st.floats(min_value=limits["le"], exclude_min=True, allow_nan=False, allow_infinity=False)
-                       if kind is float else st.integers(min_value=math.floor(limits["le"]) + 1))  # fmt: skip
+        choices.append(
+            st.floats(min_value=limits["le"], exclude_min=True, allow_nan=False, allow_infinity=False)
+            if kind is float
+            else st.integers(min_value=math.floor(limits["le"]) + 1)
+        )
     value = data.draw(st.one_of(*choices))
     found = problems_of(set_at(BASE, path, value))
     assert found and any(p.startswith(dotted(path)) for p in found), (dotted(path), value, found)
@@ -165,11 +189,18 @@ def test_values_in_range_are_accepted(data):
     low = limits.get("gt", limits.get("ge", 0))
     high = limits.get("lt", limits.get("le", low + 1000))
     if kind is int:
-        value = data.draw(st.integers(min_value=math.floor(low) + (1 if "gt" in limits else 0),
-                                      max_value=math.ceil(high) - (1 if "lt" in limits else 0)))  # fmt: skip
+        value = data.draw(
+            st.integers(
+                min_value=math.floor(low) + (1 if "gt" in limits else 0),
+                max_value=math.ceil(high) - (1 if "lt" in limits else 0),
+            )
+        )
     else:
-        value = data.draw(st.floats(min_value=low, max_value=high, exclude_min="gt" in limits,
-                                    exclude_max="lt" in limits, allow_nan=False))  # fmt: skip
+        value = data.draw(
+            st.floats(
+                min_value=low, max_value=high, exclude_min="gt" in limits, exclude_max="lt" in limits, allow_nan=False
+            )
+        )
     found = problems_of(set_at(BASE, path, value))
     # Accepted, unless another key constrains this one (e.g. max_length <= context_length): then
     # the message still names it.
@@ -210,4 +241,7 @@ def test_non_finite_floats_are_rejected_everywhere():
         for value in (math.inf, -math.inf, math.nan):
             found = problems_of(set_at(BASE, path, value))
             assert found and any(p.startswith(f"{dotted(path)}: must be a finite number") for p in found), (
-                dotted(path), value, found)  # fmt: skip
+                dotted(path),
+                value,
+                found,
+            )

@@ -27,8 +27,12 @@ DVC_YAML, PARAMS_YAML = ROOT / "dvc.yaml", ROOT / "params.yaml"
 def test_foreach_stages_are_resolved_as_dvc_resolves_them():
     spec = load_spec("prepare@wikipedia", DVC_YAML, PARAMS_YAML)
     assert "data/raw/wikipedia" in spec.deps and "data/raw/gpt2" in spec.deps  # ${item.dataset}, ${prepare.bpe_dataset}
-    assert spec.params == ("prepare.bpe_dataset", "prepare.corpora.wikipedia", "download.datasets.wikipedia",
-                           "download.datasets.gpt2")  # fmt: skip
+    assert spec.params == (
+        "prepare.bpe_dataset",
+        "prepare.corpora.wikipedia",
+        "download.datasets.wikipedia",
+        "download.datasets.gpt2",
+    )
     assert spec.outs == ("data/shards/wikipedia", "metrics/prepare/wikipedia.json")
     names = stage_names(DVC_YAML, PARAMS_YAML)
     assert "download@spam" in names and "finetune_classifier" in names and "download" not in names
@@ -36,8 +40,14 @@ def test_foreach_stages_are_resolved_as_dvc_resolves_them():
 
 def test_outputs_of_a_stage_are_its_outs_metrics_and_plots():
     spec = load_spec("finetune_classifier", DVC_YAML, PARAMS_YAML)
-    assert spec.outs == ("data/spam", "models/classifier", "plots/classifier", "metrics/classifier/metrics.json",
-                         "metrics/classifier/plots/metrics", "metrics/classifier/confusion.json")  # fmt: skip
+    assert spec.outs == (
+        "data/spam",
+        "models/classifier",
+        "plots/classifier",
+        "metrics/classifier/metrics.json",
+        "metrics/classifier/plots/metrics",
+        "metrics/classifier/confusion.json",
+    )
     assert not [o for o in spec.outs if "resume" in o], "resume state is not a DVC output"
 
 
@@ -63,9 +73,9 @@ def test_a_stage_reads_only_the_params_it_declares(workdir):
         assert st.params.instruct.mask_prompt is params.instruct.mask_prompt  # declared key of a section
         assert st.params.download.http == params.download.http
         with pytest.raises(UndeclaredParams, match="stage evaluate reads params key instruct.lr, which dvc.yaml"):
-            st.params.instruct.lr
+            _ = st.params.instruct.lr
         with pytest.raises(UndeclaredParams, match="params key classifier,"):
-            st.params.classifier
+            _ = st.params.classifier
         for name in ("data/evaluate/x.json", "metrics/evaluate.json"):
             st.out(name).parent.mkdir(parents=True, exist_ok=True)
             st.out(name).write_text("{}")
@@ -99,8 +109,9 @@ def test_the_fingerprint_follows_deps_and_declared_params(workdir):
     lr = params.model_copy(update={"classifier": params.classifier.model_copy(update={"lr": 1.0})})
     assert fp(lr) != first
     spam = params.download.datasets["spam"].model_copy(update={"files": []})
-    other = params.model_copy(update={"download": params.download.model_copy(update={"datasets": {
-        **params.download.datasets, "spam": spam}})})  # fmt: skip
+    other = params.model_copy(
+        update={"download": params.download.model_copy(update={"datasets": {**params.download.datasets, "spam": spam}})}
+    )
     assert fp(other) != first, "download.datasets.spam is declared"
     (Path("models/base") / "config.json").write_text("{}")
     assert fp() != first, "a new file in a dep folder"
@@ -148,7 +159,9 @@ def test_undeclared_or_missing_outputs_are_errors_and_nothing_moves(workdir):
     out.path("models/m").mkdir(parents=True)
     out.path("metrics/m.json").write_text("new")
     out.path("metrics/other.json").write_text("stray")
-    with pytest.raises(OutputsError, match="wrote file.* that dvc.yaml does not declare as outputs: metrics/other.json"):
+    with pytest.raises(
+        OutputsError, match="wrote file.* that dvc.yaml does not declare as outputs: metrics/other.json"
+    ):
         out.commit()
     out.path("metrics/other.json").unlink()
     out.path("metrics/m.json").unlink()

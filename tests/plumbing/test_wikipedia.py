@@ -11,10 +11,11 @@ import json
 import threading
 import urllib.parse
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -51,8 +52,7 @@ LLM_TEXT = (
     "The attention score is computed per token."
 )
 TOKENIZATION_EXTRACT = (
-    "Tokenization ( ) is the process of splitting text into tokens (; see also lexing).\n"
-    "\n\n== Notes ==\nA note.\n"
+    "Tokenization ( ) is the process of splitting text into tokens (; see also lexing).\n\n\n== Notes ==\nA note.\n"
 )
 TOKENIZATION_TEXT = "Tokenization is the process of splitting text into tokens (see also lexing)."
 
@@ -353,7 +353,7 @@ def test_output_is_utf8_json_lines(wiki: FakeWiki, clock: FakeClock, tmp_path: P
     assert scrape(mw_params(wiki, titles=["café"]), client_for(clock), out, clock=clock) == 1
     raw = out.read_bytes()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
-    assert "Café".encode("utf-8") in raw
+    assert "Café".encode() in raw
     (row,) = read_jsonl(out)
     assert (row["title"], row["pageid"]) == ("Café", 107)
     assert row["url"] == f"{base(wiki)}/wiki/Caf%C3%A9"
@@ -463,9 +463,7 @@ def test_persistent_500_fails_and_leaves_nothing(wiki: FakeWiki, clock: FakeCloc
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failure_after_some_articles_leaves_no_partial_file(
-    wiki: FakeWiki, clock: FakeClock, tmp_path: Path
-) -> None:
+def test_failure_after_some_articles_leaves_no_partial_file(wiki: FakeWiki, clock: FakeClock, tmp_path: Path) -> None:
     out = tmp_path / "articles.jsonl"
     client = client_for(clock, retries=0)
     params = mw_params(wiki, titles=["Word embedding", "Large language model"])

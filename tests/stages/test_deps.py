@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from imports import ROOT, import_closure, imported_files
 
+from imports import ROOT, import_closure, imported_files
 from scratchgpt.plumbing.pipeline import load_spec, stage_names
 
 PACKAGE = ROOT / "src" / "scratchgpt"
@@ -20,15 +20,27 @@ def _covered(file: Path, deps: list[str]) -> bool:
 
 def test_the_closure_follows_package_and_nested_imports():
     closure = {p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages" / "evaluate.py")}
-    for name in ("book/classify", "book/instruct", "book/train", "book/model", "formats/modeldir", "plumbing/judge",
-                 "plumbing/stage", "__init__", "book/__init__", "plumbing/__init__"):  # fmt: skip
+    for name in (
+        "book/classify",
+        "book/instruct",
+        "book/train",
+        "book/model",
+        "formats/modeldir",
+        "plumbing/judge",
+        "plumbing/stage",
+        "__init__",
+        "book/__init__",
+        "plumbing/__init__",
+    ):
         assert f"src/scratchgpt/{name}.py" in closure, name
     assert "src/scratchgpt/plumbing/report.py" not in closure
     assert imported_files(PACKAGE / "plumbing" / "paths.py") == set()  # os and pathlib only
     assert PACKAGE / "plumbing" / "__init__.py" in imported_files(ROOT / "stages" / "init.py")  # a package's __init__
 
 
-@pytest.mark.parametrize("stage", sorted({n.partition("@")[0] for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml")}))
+@pytest.mark.parametrize(
+    "stage", sorted({n.partition("@")[0] for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml")})
+)
 def test_dvc_yaml_deps_are_the_import_closure_of_the_stage_script(stage):
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
     body = spec.get("do", spec)

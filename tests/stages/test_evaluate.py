@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from fakes import FakeOllama, chat
 
+from fakes import FakeOllama, chat
 from scratchgpt.book.classify import Head, to_classifier
 from scratchgpt.book.instruct import EntryError
-from scratchgpt.book.scoring import rouge_l_f1
 from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.book.scoring import rouge_l_f1
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.files import write_json
 from scratchgpt.formats.modeldir import save_model, save_tokenizer
@@ -31,12 +31,19 @@ def stage_dir(tmp_path, monkeypatch, mirror):
     tok = GPT2Tokenizer(mirror / "gpt2")
     torch.manual_seed(0)
     classifier = to_classifier(GPTModel(CFG), trainable="all")
-    save_model(classifier, paths.CLASSIFIER, {"tokenizer": save_tokenizer(tok, paths.CLASSIFIER),
-                                              "classifier": Head(max_length=20).to_dict()})  # fmt: skip
+    save_model(
+        classifier,
+        paths.CLASSIFIER,
+        {"tokenizer": save_tokenizer(tok, paths.CLASSIFIER), "classifier": Head(max_length=20).to_dict()},
+    )
     paths.SPAM.mkdir(parents=True)
     (paths.SPAM / "test.csv").write_text("Label,Text\n0,See you soon\n1,WIN a free prize now\n0,Lunch at 12?\n")
-    save_model(GPTModel(CFG.replace(tie_weights=True)), paths.INSTRUCT, {"tokenizer": save_tokenizer(tok, paths.INSTRUCT)})
-    write_json(paths.INSTRUCT_DATA / "test.json", [{k: e[k] for k in ("instruction", "input", "output")} for e in ENTRIES])
+    save_model(
+        GPTModel(CFG.replace(tie_weights=True)), paths.INSTRUCT, {"tokenizer": save_tokenizer(tok, paths.INSTRUCT)}
+    )
+    write_json(
+        paths.INSTRUCT_DATA / "test.json", [{k: e[k] for k in ("instruction", "input", "output")} for e in ENTRIES]
+    )
     write_json(paths.INSTRUCT_DATA / "test-responses.json", ENTRIES)
     return tmp_path
 
@@ -76,6 +83,9 @@ def test_metrics_with_a_judge(stage_dir, run_stage):
 
 
 def test_responses_without_model_response_are_named(stage_dir, run_stage):
-    write_json(paths.INSTRUCT_DATA / "test-responses.json", [ENTRIES[0], {k: ENTRIES[1][k] for k in ("instruction", "input", "output")}])
+    write_json(
+        paths.INSTRUCT_DATA / "test-responses.json",
+        [ENTRIES[0], {k: ENTRIES[1][k] for k in ("instruction", "input", "output")}],
+    )
     with pytest.raises(EntryError, match="entry 1: missing key 'model_response'"):
         run_stage("evaluate", params())

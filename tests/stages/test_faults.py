@@ -88,13 +88,17 @@ RUNNER = textwrap.dedent(
     """
 )
 
-TINY = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1, tie_weights=True)
+TINY = GPTConfig(
+    vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.1, tie_weights=True
+)
 STAGES = {
     "pretrain": dict(model_dir=paths.PRETRAINED, metrics=paths.METRICS / "pretrain", plots=paths.PLOTS / "pretrain"),
-    "finetune_classifier": dict(model_dir=paths.CLASSIFIER, metrics=paths.METRICS / "classifier",
-                                plots=paths.PLOTS / "classifier"),
-    "finetune_instruct": dict(model_dir=paths.INSTRUCT, metrics=paths.METRICS / "instruct",
-                              plots=paths.PLOTS / "instruct"),
+    "finetune_classifier": dict(
+        model_dir=paths.CLASSIFIER, metrics=paths.METRICS / "classifier", plots=paths.PLOTS / "classifier"
+    ),
+    "finetune_instruct": dict(
+        model_dir=paths.INSTRUCT, metrics=paths.METRICS / "instruct", plots=paths.PLOTS / "instruct"
+    ),
 }
 
 
@@ -102,8 +106,16 @@ def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
     common = dict(checkpoint_every=2, eval_freq=2, eval_iter=1, device="cpu")
-    params["pretrain"].update(corpora=["verdict"], max_steps=10, batch_size=2, max_length=32, stride=32,
-                              warmup_steps=2, sample_tokens=4, **common)  # fmt: skip
+    params["pretrain"].update(
+        corpora=["verdict"],
+        max_steps=10,
+        batch_size=2,
+        max_length=32,
+        stride=32,
+        warmup_steps=2,
+        sample_tokens=4,
+        **common,
+    )
     params["classifier"].update(epochs=2, max_steps=10, batch_size=4, max_length=24, **common)
     params["instruct"].update(max_steps=10, batch_size=4, response_tokens=3, **common)
     return params
@@ -114,15 +126,21 @@ def inputs(tmp_path_factory, mirror):
     """What the three stages read: shards, raw files and a base model with its tokenizer."""
     root = tmp_path_factory.mktemp("inputs")
     tok = GPT2Tokenizer(mirror / "gpt2")
-    for dataset, name in (("gpt2", "encoder.json"), ("gpt2", "vocab.bpe"), ("spam", "SMSSpamCollection"),
-                          ("instructions", "instruction-data.json"), ("verdict", "the-verdict.txt")):  # fmt: skip
+    for dataset, name in (
+        ("gpt2", "encoder.json"),
+        ("gpt2", "vocab.bpe"),
+        ("spam", "SMSSpamCollection"),
+        ("instructions", "instruction-data.json"),
+        ("verdict", "the-verdict.txt"),
+    ):
         src = mirror / ("gpt2/" + name if dataset == "gpt2" else name)
         (root / paths.raw(dataset)).mkdir(parents=True, exist_ok=True)
         shutil.copy(src, root / paths.raw(dataset) / name)
     write_shards([root / paths.raw("verdict") / "the-verdict.txt"], tok, root / paths.shards("verdict"))
     torch.manual_seed(0)
-    save_model(GPTModel(TINY.replace(drop_rate=0.0)), root / paths.BASE,
-               {"tokenizer": save_tokenizer(tok, root / paths.BASE)})  # fmt: skip
+    save_model(
+        GPTModel(TINY.replace(drop_rate=0.0)), root / paths.BASE, {"tokenizer": save_tokenizer(tok, root / paths.BASE)}
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (root / "runner.py").write_text(RUNNER)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
@@ -234,8 +252,12 @@ def snapshot(work: Path, stage: str) -> dict[str, bytes]:
 
 def untracked(work: Path) -> list[str]:
     """Files in the output folders that are neither outputs nor the untracked memory figures."""
-    return [str(p.relative_to(work)) for top in ("models", "metrics", "plots", "data") for p in (work / top).rglob("*")
-            if p.name.startswith(".") and p.name != ".gitignore"]  # fmt: skip
+    return [
+        str(p.relative_to(work))
+        for top in ("models", "metrics", "plots", "data")
+        for p in (work / top).rglob("*")
+        if p.name.startswith(".") and p.name != ".gitignore"
+    ]
 
 
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -244,7 +266,9 @@ def test_a_failed_or_interrupted_run_leaves_the_previous_outputs(finished, tmp_p
     work = copy_of(finished[stage], tmp_path)
     before = snapshot(work, stage)
     section = SECTION[stage]
-    set_params(work, {f"{section}.seed": 7} if how != "diverge" else {f"{section}.lr": 1e9, f"{section}.grad_clip": 0.0})
+    set_params(
+        work, {f"{section}.seed": 7} if how != "diverge" else {f"{section}.lr": 1e9, f"{section}.grad_clip": 0.0}
+    )
     fault = {"kill": ("step", 5), "sigint": ("sigint", 5), "sigterm": ("sigterm", 5), "diverge": (None, 0)}[how]
     done = run(work, stage, *fault)
     expected = {"kill": -signal.SIGKILL, "sigint": 130, "sigterm": 143, "diverge": 1}[how]
@@ -252,9 +276,13 @@ def test_a_failed_or_interrupted_run_leaves_the_previous_outputs(finished, tmp_p
     if how != "kill":
         assert "Traceback" not in done.stderr, done.stderr[-3000:]
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith({"sigint": f"{stage}: interrupted (Ctrl-C); nothing of this run was kept",
-                                "sigterm": f"{stage}: interrupted (SIGTERM); nothing of this run was kept",
-                                "diverge": "error: training diverged: "}[how]), last  # fmt: skip
+        assert last.startswith(
+            {
+                "sigint": f"{stage}: interrupted (Ctrl-C); nothing of this run was kept",
+                "sigterm": f"{stage}: interrupted (SIGTERM); nothing of this run was kept",
+                "diverge": "error: training diverged: ",
+            }[how]
+        ), last
         assert not (work / ".scratchgpt" / "staging" / stage).exists(), "what the run staged is dropped"
     after = snapshot(work, stage)
     assert after.keys() == before.keys()
@@ -300,8 +328,11 @@ def test_too_few_instructions_is_an_error_before_anything_is_written(finished, t
     raw.write_text(json.dumps(json.loads((mirror / "instruction-data.json").read_text())[:entries]))
     set_params(work, {"download.datasets.instructions.files.0.sha256": sha256_file(raw)})
     done = run(work, stage)
-    _one_line_error(done, f"error: data/raw/instructions/instruction-data.json: {entries} entries split 0.85 / 0.1 "
-                          f"give 0 training, {entries} validation and 0 test entries; each split needs at least one")  # fmt: skip
+    _one_line_error(
+        done,
+        f"error: data/raw/instructions/instruction-data.json: {entries} entries split 0.85 / 0.1 "
+        f"give 0 training, {entries} validation and 0 test entries; each split needs at least one",
+    )
     assert snapshot(work, stage) == before
 
 
@@ -343,7 +374,9 @@ def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
     other = run(work, stage)
     assert other.returncode == 0, other.stderr[-3000:]
     assert "resuming from" not in other.stderr
-    assert (work / paths.CLASSIFIER / "model.safetensors").read_bytes() != before[f"{paths.CLASSIFIER}/model.safetensors"]
+    assert (work / paths.CLASSIFIER / "model.safetensors").read_bytes() != before[
+        f"{paths.CLASSIFIER}/model.safetensors"
+    ]
     assert len(resume_dirs(work, stage)) == 2
 
     stage = "finetune_instruct"
@@ -384,8 +417,14 @@ def test_a_finetuning_stage_under_torchrun(finished, tmp_path):
     set_params(work, {"classifier.batch_size": 2})
     shutil.rmtree(work / paths.SPAM)  # as DVC removes a stage's outputs before running it
     env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           f"stages/{stage}.py"], cwd=work, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"stages/{stage}.py"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads((work / paths.METRICS / "classifier" / "metrics.json").read_text())
     assert summary["steps"] == 10 and summary["examples_seen"] == 10 * 2 * 2

@@ -6,15 +6,15 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from conftest import load_stage
 from fakes import TINY, openai_arrays, write_openai_checkpoint
-
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.errors import PipelineError
 from scratchgpt.formats.hf import export_hf
-from scratchgpt.formats.openai import convert_tf_checkpoint
 from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
+from scratchgpt.formats.openai import convert_tf_checkpoint
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import InitParams
 

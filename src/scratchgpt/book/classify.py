@@ -19,9 +19,10 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -99,9 +100,15 @@ def split(df: pd.DataFrame, train_frac: float, val_frac: float, seed: int = 123)
 
 
 def prepare_splits(
-    raw: str | os.PathLike[str], out_dir: str | os.PathLike[str], *, quoting: str = "book", balanced: bool = True,
-    train_frac: float = 0.7, val_frac: float = 0.1, seed: int = 123,
-) -> dict[str, int]:  # fmt: skip
+    raw: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    quoting: str = "book",
+    balanced: bool = True,
+    train_frac: float = 0.7,
+    val_frac: float = 0.1,
+    seed: int = 123,
+) -> dict[str, int]:
     """Write train.csv, validation.csv and test.csv (Label 0 = ham, 1 = spam; Text) into ``out_dir``."""
     df = read_sms(raw, quoting)
     counts = {"messages": len(df), "ham": int((df["Label"] == "ham").sum()), "spam": int((df["Label"] == "spam").sum())}
@@ -133,8 +140,9 @@ class SpamDataset(Dataset):
     ``max_length`` None: the longest message (the book's training set); longer messages are
     truncated to it. Texts are encoded without special tokens, so only padding is 50256."""
 
-    def __init__(self, csv_file: str | os.PathLike[str], tokenizer: Any, max_length: int | None = None,
-                 pad_id: int = GPT2_EOT_ID):  # fmt: skip
+    def __init__(
+        self, csv_file: str | os.PathLike[str], tokenizer: Any, max_length: int | None = None, pad_id: int = GPT2_EOT_ID
+    ):
         self.path = Path(csv_file)
         self.pad_id = pad_id
         self.labels: list[int] = []
@@ -182,16 +190,21 @@ class Head:
     max_length: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"labels": list(self.labels), "position": self.position, "pad_id": self.pad_id,
-                "max_length": self.max_length}  # fmt: skip
+        return {
+            "labels": list(self.labels),
+            "position": self.position,
+            "pad_id": self.pad_id,
+            "max_length": self.max_length,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Head":
+    def from_dict(cls, data: dict[str, Any]) -> Head:
         return cls(tuple(data["labels"]), data["position"], data["pad_id"], data.get("max_length"))
 
 
-def to_classifier(model: GPTModel, n_classes: int = 2, trainable: str = "last_blocks", blocks: int = 1,
-                  seed: int | None = 123) -> GPTModel:  # fmt: skip
+def to_classifier(
+    model: GPTModel, n_classes: int = 2, trainable: str = "last_blocks", blocks: int = 1, seed: int | None = 123
+) -> GPTModel:
     """Swap the output head for an ``n_classes`` one (made after ``torch.manual_seed(seed)``, as
     the book does) and freeze all but: everything (``all``), the head (``head``), or the last
     ``blocks`` transformer blocks, the final norm and the head (``last_blocks``; the book: 1)."""
@@ -247,8 +260,9 @@ def accuracy_and_loss(position: str, pad_id: int = GPT2_EOT_ID):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset: Dataset, position: str, batch_size: int = 32,
-            pad_id: int = GPT2_EOT_ID) -> tuple[list[int], list[int]]:  # fmt: skip
+def predict(
+    model: nn.Module, dataset: Dataset, position: str, batch_size: int = 32, pad_id: int = GPT2_EOT_ID
+) -> tuple[list[int], list[int]]:
     """(actual, predicted) labels of a whole dataset, in order."""
     device = next(model.parameters()).device
     actual, predicted = [], []
@@ -269,8 +283,16 @@ def scores(actual: Sequence[int], predicted: Sequence[int], positive: int = 1) -
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"accuracy": (tp + tn) / len(pairs) if pairs else float("nan"), "precision": precision,
-            "recall": recall, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "tn": tn}  # fmt: skip
+    return {
+        "accuracy": (tp + tn) / len(pairs) if pairs else float("nan"),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+    }
 
 
 @torch.no_grad()

@@ -8,14 +8,14 @@ shifts, so the window is recomputed, which keeps the ids identical to the uncach
 
 Command line::
 
-    python -m scratchgpt.generate --model models/pretrained --prompt "Every effort moves you"
+    scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -85,8 +85,7 @@ def _decode_linear(layer: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     weight, parts = layer.weight, torch.get_num_threads()
     n_in, n_out = weight.shape[1], weight.shape[0]
     rows = x.reshape(-1, n_in)
-    if (parts < 2 or n_in % parts or rows.shape[0] > DECODE_ROWS or weight.stride(0) != 1
-            or torch.is_grad_enabled()):
+    if parts < 2 or n_in % parts or rows.shape[0] > DECODE_ROWS or weight.stride(0) != 1 or torch.is_grad_enabled():
         return torch.nn.functional.linear(x, weight, layer.bias)
     pieces = rows.view(rows.shape[0], parts, n_in // parts).transpose(0, 1)
     y = torch.bmm(pieces, weight.t().view(parts, n_in // parts, n_out)).sum(dim=0)
@@ -187,8 +186,9 @@ def stream(
                     positions, mask = _window_inputs(valid[:, -ctx:])
                     # With the cache, only the last position's logits are needed; without it, this is
                     # the book's loop (logits for the whole window, the last one used).
-                    logits = model(tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask,
-                                   last_only=cache is not None)
+                    logits = model(
+                        tokens[:, -ctx:], cache=cache, positions=positions, attn_mask=mask, last_only=cache is not None
+                    )
                 next_ids = sample_next(logits[:, -1], temperature, top_k, top_p, generator)
                 yield next_ids, active.clone()
                 tokens = torch.cat([tokens, next_ids[:, None]], dim=1)

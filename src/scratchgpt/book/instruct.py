@@ -18,8 +18,9 @@ import json
 import logging
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -31,10 +32,7 @@ from scratchgpt.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-INTRO = (
-    "Below is an instruction that describes a task. "
-    "Write a response that appropriately completes the request."
-)
+INTRO = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 KEYS = ("instruction", "input", "output")
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")
@@ -74,9 +72,12 @@ def load_answered(path: str | os.PathLike[str]) -> list[dict[str, str]]:
 
 
 def split_entries(
-    entries: Sequence[dict[str, str]], train_frac: float = 0.85, test_frac: float = 0.10,
-    shuffle: bool = False, seed: int = 123,
-) -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:  # fmt: skip
+    entries: Sequence[dict[str, str]],
+    train_frac: float = 0.85,
+    test_frac: float = 0.10,
+    shuffle: bool = False,
+    seed: int = 123,
+) -> tuple[list[dict[str, str]], list[dict[str, str]], list[dict[str, str]]]:
     """(train, val, test): train first, then test, then validation, as the book cuts them."""
     entries = list(entries)
     if shuffle:
@@ -156,9 +157,13 @@ def extract_response(text: str) -> str:
 
 @torch.no_grad()
 def generate_responses(
-    model: torch.nn.Module, tokenizer: Any, entries: Sequence[dict[str, str]], max_new_tokens: int,
-    batch_size: int = 8, eos_id: int = GPT2_EOT_ID,
-) -> list[str]:  # fmt: skip
+    model: torch.nn.Module,
+    tokenizer: Any,
+    entries: Sequence[dict[str, str]],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    eos_id: int = GPT2_EOT_ID,
+) -> list[str]:
     """Greedy responses to each entry's prompt, batched, stopping at end-of-text."""
     out: list[str] = []
     prompts = [tokenizer.encode(format_input(e), allow_special=False) for e in entries]

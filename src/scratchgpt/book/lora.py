@@ -15,7 +15,8 @@ model directory; both load to the same logits.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -56,8 +57,13 @@ class LoRALinear(nn.Module):
     def merged(self) -> nn.Linear:
         """A plain nn.Linear holding W + scale · (A B)ᵀ (per part)."""
         update = torch.cat([self.A[i] @ self.B[i] for i in range(self.parts)], dim=-1).t() * self.scale
-        out = nn.utils.skip_init(nn.Linear, self.base.in_features, self.base.out_features,
-                                 bias=self.base.bias is not None, device=self.base.weight.device)  # fmt: skip
+        out = nn.utils.skip_init(
+            nn.Linear,
+            self.base.in_features,
+            self.base.out_features,
+            bias=self.base.bias is not None,
+            device=self.base.weight.device,
+        )
         with torch.no_grad():
             out.weight.copy_(self.base.weight + update)
             if self.base.bias is not None:
@@ -82,8 +88,14 @@ def _places(model: nn.Module, targets: Iterable[str]) -> list[tuple[nn.Module, s
     return places
 
 
-def apply_lora(model: nn.Module, rank: int, alpha: float, dropout: float = 0.0,
-               targets: Iterable[str] = TARGETS, train_head: bool = False) -> nn.Module:  # fmt: skip
+def apply_lora(
+    model: nn.Module,
+    rank: int,
+    alpha: float,
+    dropout: float = 0.0,
+    targets: Iterable[str] = TARGETS,
+    train_head: bool = False,
+) -> nn.Module:
     """Freeze every weight of ``model`` and add adapters to the ``targets`` layers (in place).
     ``train_head`` also trains the output head's own weights."""
     for p in model.parameters():

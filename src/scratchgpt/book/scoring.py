@@ -8,6 +8,7 @@
   :func:`parse_score` accepts only the bare integer, :func:`summarize_scores` averages them.
   Asking a server is :mod:`scratchgpt.plumbing.judge`.
 """
+
 from __future__ import annotations
 
 import functools

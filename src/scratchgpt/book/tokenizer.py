@@ -12,8 +12,9 @@ import functools
 import json
 import os
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 
 import tiktoken
 import tiktoken.load
@@ -147,7 +148,7 @@ class WordTokenizer:
         return [item.strip() for item in cls.SPLIT.split(text) if item.strip()]
 
     @classmethod
-    def build(cls, texts: Iterable[str]) -> "WordTokenizer":
+    def build(cls, texts: Iterable[str]) -> WordTokenizer:
         words: set[str] = set()
         for text in texts:
             words.update(cls.split(text))
@@ -175,7 +176,7 @@ class WordTokenizer:
         files.write_json(path, {"kind": self.kind, "vocab": self.vocab})
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "WordTokenizer":
+    def load(cls, path: str | os.PathLike[str]) -> WordTokenizer:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         if not isinstance(data, dict) or data.get("kind") != cls.kind or not isinstance(data.get("vocab"), list):

@@ -17,23 +17,23 @@ resumable, distributed and observable.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from annotated_types import Ge, Gt
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from scratchgpt.book.settings import TrainConfig
 from scratchgpt.device import autocast, pick_device
 from scratchgpt.errors import PipelineError
 
@@ -58,7 +58,7 @@ def first_non_finite(model: torch.nn.Module) -> str | None:
 # Learning rate
 
 
-def learning_rate(cfg: "TrainConfig", step: int, total_steps: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Appendix D: the learning rate of optimizer step ``step`` (0-based): linear warm-up from
     ``initial_lr`` to ``lr`` over ``warmup_steps``, then constant, or cosine decay to ``min_lr``
     by ``total_steps``."""
@@ -139,7 +139,9 @@ def stack(samples: list[Any]) -> Batch:
     return tuple(torch.stack(p) for p in zip(*samples))
 
 
-def collate(dataset: Dataset, indices: Sequence[int], device: torch.device, collate_fn: CollateFn | None = None) -> Batch:
+def collate(
+    dataset: Dataset, indices: Sequence[int], device: torch.device, collate_fn: CollateFn | None = None
+) -> Batch:
     """The batch of samples ``dataset[i]``, made by ``collate_fn`` (default: stacked), on ``device``."""
     batch = (collate_fn or stack)([dataset[i] for i in indices])
     return tuple(t.to(device, non_blocking=True) for t in batch)
@@ -187,33 +189,6 @@ def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
 
 # ---------------------------------------------------------------------------------------------
 # Settings and state
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The loop's settings: the one declaration, which params' training sections take their keys
-    and bounds from (scratchgpt.plumbing.params)."""
-
-    epochs: Annotated[int, Ge(1)]
-    batch_size: Annotated[int, Ge(1)]
-    lr: Annotated[float, Gt(0)]  # AdamW's peak learning rate
-    weight_decay: Annotated[float, Ge(0)] = 0.1
-    warmup_steps: Annotated[int, Ge(0)] = 0  # linear warm-up from initial_lr (appendix D)
-    initial_lr: Annotated[float, Ge(0)] = 0.0
-    cosine: bool = False  # cosine decay to min_lr after the warm-up
-    min_lr: Annotated[float, Ge(0)] = 0.0
-    grad_clip: Annotated[float, Ge(0)] = 0.0  # max gradient norm after the warm-up (0: off)
-    grad_accum: Annotated[int, Ge(1)] = 1  # micro-batches per optimizer step
-    eval_freq: Annotated[int, Ge(1)] = 5  # evaluate after every eval_freq-th optimizer step
-    eval_iter: Annotated[int, Ge(1)] = 5  # batches per evaluation
-    checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between checkpoints (also at each epoch's end)
-    max_steps: Annotated[int, Ge(0)] = 0  # stop early (0: every epoch to its end)
-    seed: int = 123
-
-    @classmethod
-    def from_params(cls, section: Any) -> "TrainConfig":
-        """The settings from any object with these attributes (a params section)."""
-        return cls(**{f.name: getattr(section, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass
@@ -268,8 +243,15 @@ class Evaluator:
     numbers the book's DataLoaders draw (training data shuffled with drop_last, other splits
     in order), as its calc_loss_loader / calc_accuracy_loader do."""
 
-    def __init__(self, model: torch.nn.Module, data: dict[str, Dataset], batch_size: int, loss_fn: LossFn,
-                 device: torch.device, collate_fn: CollateFn | None = None):  # fmt: skip
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: dict[str, Dataset],
+        batch_size: int,
+        loss_fn: LossFn,
+        device: torch.device,
+        collate_fn: CollateFn | None = None,
+    ):
         self.model, self.data, self.batch_size, self.loss_fn, self.device = model, data, batch_size, loss_fn, device
         self.collate_fn = collate_fn
 
@@ -325,13 +307,29 @@ def train(
     ``epoch_end(model, evaluator)`` adds what each finished epoch reports (a text sample,
     accuracies). A state is saved every ``checkpoint_every`` steps and at each epoch's end.
     """
-    run = _Run(model, train_data, val_data, cfg, loss_fn, device, checkpoints, epoch_end,
-               hooks or Hooks(), dist_info or Dist(), collate_fn)  # fmt: skip
+    run = _Run(
+        model,
+        train_data,
+        val_data,
+        cfg,
+        loss_fn,
+        device,
+        checkpoints,
+        epoch_end,
+        hooks or Hooks(),
+        dist_info or Dist(),
+        collate_fn,
+    )
     progress = run.restore()
     run.measure_untrained()
     run.model.train()
-    bar = tqdm(total=run.total_steps, initial=progress.step, desc="training", unit="step",
-               disable=None if run.dist.is_main else True)  # fmt: skip
+    bar = tqdm(
+        total=run.total_steps,
+        initial=progress.step,
+        desc="training",
+        unit="step",
+        disable=None if run.dist.is_main else True,
+    )
     started, steps_at_start, tokens_at_start = time.perf_counter(), progress.step, progress.tokens_seen
     while not progress.complete:
         mine = run.my_batches()
@@ -356,17 +354,32 @@ def train(
     run.check_weights()
     elapsed = time.perf_counter() - started
     if progress.step > steps_at_start and run.dist.is_main:
-        log.info("%d steps in %.0fs (%.0f tokens/s)", progress.step - steps_at_start, elapsed,
-                 (progress.tokens_seen - tokens_at_start) / elapsed)  # fmt: skip
+        log.info(
+            "%d steps in %.0fs (%.0f tokens/s)",
+            progress.step - steps_at_start,
+            elapsed,
+            (progress.tokens_seen - tokens_at_start) / elapsed,
+        )
     return progress
 
 
 class _Run:
     """The state one call of :func:`train` works on, and its named steps."""
 
-    def __init__(self, model: torch.nn.Module, train_data: Dataset, val_data: Dataset, cfg: TrainConfig,
-                 loss_fn: LossFn, device: torch.device, checkpoints: CheckpointStore | None,
-                 epoch_end: EpochEnd | None, hooks: Hooks, dist_info: Dist, collate_fn: CollateFn | None):  # fmt: skip
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_data: Dataset,
+        val_data: Dataset,
+        cfg: TrainConfig,
+        loss_fn: LossFn,
+        device: torch.device,
+        checkpoints: CheckpointStore | None,
+        epoch_end: EpochEnd | None,
+        hooks: Hooks,
+        dist_info: Dist,
+        collate_fn: CollateFn | None,
+    ):
         self.cfg, self.loss_fn, self.device, self.checkpoints = cfg, loss_fn, device, checkpoints
         self.epoch_end, self.hooks, self.dist, self.collate_fn = epoch_end, hooks, dist_info, collate_fn
         self.train_data = train_data
@@ -376,8 +389,9 @@ class _Run:
         if dist_info.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        self.evaluator = Evaluator(model, {"train": train_data, "val": val_data}, cfg.batch_size, loss_fn, device,
-                                   collate_fn)  # fmt: skip
+        self.evaluator = Evaluator(
+            model, {"train": train_data, "val": val_data}, cfg.batch_size, loss_fn, device, collate_fn
+        )
         self.per_rank = cfg.batch_size * dist_info.world_size
         self.micro_per_epoch = (len(train_data) // self.per_rank) // cfg.grad_accum * cfg.grad_accum
         steps_per_epoch = self.micro_per_epoch // cfg.grad_accum
@@ -399,8 +413,9 @@ class _Run:
             self.optimizer.load_state_dict(saved["optimizer"])
             self.progress = Progress(**saved["progress"])
             set_rng_state(saved["rng"])
-            log.info("resuming from %s at step %d (epoch %d)", self.checkpoints, self.progress.step,
-                     self.progress.epoch + 1)  # fmt: skip
+            log.info(
+                "resuming from %s at step %d (epoch %d)", self.checkpoints, self.progress.step, self.progress.epoch + 1
+            )
         if self.dist.is_main:
             for point in self.progress.history:
                 self.hooks.on_eval(point)
@@ -455,15 +470,20 @@ class _Run:
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise self.diverged(f"the evaluation losses are {train_loss} (training) and {val_loss} (validation)")
         point = {
-            "step": step, "epoch": progress.epoch + progress.micro / self.micro_per_epoch,
-            "tokens_seen": progress.tokens_seen, "examples_seen": progress.examples_seen, "lr": lr,
-            "train_loss": train_loss, "val_loss": val_loss,
-        }  # fmt: skip
+            "step": step,
+            "epoch": progress.epoch + progress.micro / self.micro_per_epoch,
+            "tokens_seen": progress.tokens_seen,
+            "examples_seen": progress.examples_seen,
+            "lr": lr,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+        }
         progress.history.append(point)
         if self.dist.is_main:
             self.hooks.on_eval(point)
-            log.info("Ep %d (Step %06d): Train loss %.3f, Val loss %.3f", progress.epoch + 1, step, train_loss,
-                     val_loss)  # fmt: skip
+            log.info(
+                "Ep %d (Step %06d): Train loss %.3f, Val loss %.3f", progress.epoch + 1, step, train_loss, val_loss
+            )
         return point
 
     def end_of_epoch(self, epoch_done: bool) -> None:
@@ -484,10 +504,14 @@ class _Run:
         """Save the whole state (rank 0), once the weights are known to be finite."""
         self.check_weights()
         if self.dist.is_main and self.checkpoints is not None:
-            self.checkpoints.save({
-                "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "progress": asdict(self.progress), "rng": rng_state(),
-            })  # fmt: skip
+            self.checkpoints.save(
+                {
+                    "model": self.core.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "progress": asdict(self.progress),
+                    "rng": rng_state(),
+                }
+            )
         self.dist.barrier()
 
     def check_weights(self) -> None:

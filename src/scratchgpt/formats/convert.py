@@ -20,7 +20,7 @@ PathLike = str | os.PathLike[str]
 
 
 def detect(src: PathLike) -> str:
-    """"tf" for an OpenAI TensorFlow checkpoint folder, "hf" for a Hugging Face one."""
+    """ "tf" for an OpenAI TensorFlow checkpoint folder, "hf" for a Hugging Face one."""
     src = Path(src)
     if not src.is_dir():
         raise WeightsError(f"{src}: no such folder")
@@ -44,5 +44,3 @@ def convert(src: PathLike, out_dir: PathLike, **options: Any) -> Path:
     if detect(src) == "tf":
         return convert_tf_checkpoint(src, out_dir, **options)
     return import_hf(src, out_dir, **options)
-
-

@@ -13,8 +13,9 @@ import os
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -54,11 +55,11 @@ def config_from_hf(path: Path) -> GPTConfig:
     """Our config for a Hugging Face GPT-2 config.json; anything our model cannot do is refused."""
     cfg = read_json(path)
     if cfg.get("model_type") != "gpt2":
-        raise WeightsError(f"{path}: model_type {json.dumps(cfg.get('model_type'))} is not supported, only \"gpt2\"")
+        raise WeightsError(f'{path}: model_type {json.dumps(cfg.get("model_type"))} is not supported, only "gpt2"')
     problems = []
     activation = cfg.get("activation_function", "gelu_new")
     if activation not in HF_TANH_GELUS:
-        problems.append(f"activation_function {json.dumps(activation)} (only \"gelu_new\")")
+        problems.append(f'activation_function {json.dumps(activation)} (only "gelu_new")')
     eps = cfg.get("layer_norm_epsilon", 1e-5)
     if eps != 1e-5:
         problems.append(f"layer_norm_epsilon {json.dumps(eps)} (only 1e-05)")
@@ -369,5 +370,3 @@ def hf_tokenizer_config(config: GPTConfig) -> dict[str, Any]:
         "unk_token": eot,
         "add_prefix_space": False,
     }
-
-

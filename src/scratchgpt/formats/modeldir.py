@@ -47,6 +47,7 @@ class ModelError(PipelineError, ValueError):
 # ---------------------------------------------------------------------------------------------
 # Model and weights
 
+
 def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``directory``."""
     directory = Path(directory)
@@ -135,9 +136,14 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Tokenizer:
 # LoRA adapters saved alone (appendix E)
 
 
-def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir: str | os.PathLike[str],
-                  settings: dict[str, Any], metadata: dict[str, Any] | None = None,
-                  lands_at: str | os.PathLike[str] | None = None) -> Path:  # fmt: skip
+def save_adapters(
+    model: nn.Module,
+    directory: str | os.PathLike[str],
+    base_dir: str | os.PathLike[str],
+    settings: dict[str, Any],
+    metadata: dict[str, Any] | None = None,
+    lands_at: str | os.PathLike[str] | None = None,
+) -> Path:
     """Write the adapters, and every weight the base model lacks (a new head), beside a
     reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model.
     The reference is relative to ``lands_at``, where ``directory`` will be moved (default: itself)."""
@@ -154,8 +160,12 @@ def save_adapters(model: nn.Module, directory: str | os.PathLike[str], base_dir:
         save_file(state, str(tmp))
         digest = sha256_file(tmp)
     base = {"path": os.path.relpath(base_dir, lands_at or directory), "weights_sha256": weights_sha256(base_dir)}
-    config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}),
-              "lora": {**settings, "adapters_sha256": digest, "base": base}}  # fmt: skip
+    config = {
+        "format": MODEL_FORMAT,
+        "model": model.config.to_dict(),
+        **(metadata or {}),
+        "lora": {**settings, "adapters_sha256": digest, "base": base},
+    }
     write_json(directory / CONFIG_FILE, config)
     return directory
 
@@ -185,8 +195,14 @@ def load_adapted(directory: str | os.PathLike[str], device: str | torch.device =
     return merge_lora(model).eval()
 
 
-def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Path, metadata: dict[str, Any],
-                   lands_at: Path | None = None) -> None:  # fmt: skip
+def save_finetuned(
+    model: nn.Module,
+    directory: Path,
+    section: Any,
+    base_dir: Path,
+    metadata: dict[str, Any],
+    lands_at: Path | None = None,
+) -> None:
     """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone (see
     :func:`save_adapters` for ``lands_at``)."""
     if section.method == "lora" and section.lora.save == "adapters":
@@ -201,7 +217,9 @@ def save_finetuned(model: nn.Module, directory: Path, section: Any, base_dir: Pa
 # The classifier
 
 
-def load_classifier(model_dir: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[GPTModel, Any, Head]:
+def load_classifier(
+    model_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[GPTModel, Any, Head]:
     """Model, tokenizer and head description of a classifier directory."""
     config, extra = read_model_config(model_dir)
     if not config.n_classes or "classifier" not in extra:

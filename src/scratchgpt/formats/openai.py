@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -209,5 +210,3 @@ def read_tf_state(ckpt_dir: Path, config: GPTConfig) -> dict[str, torch.Tensor]:
         tensor = torch.from_numpy(array).float()
         state[t.ours] = tensor[0].t().contiguous() if t.conv else tensor.contiguous()
     return state
-
-

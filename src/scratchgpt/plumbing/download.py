@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MIRROR_ENV = "SCRATCHGPT_MIRROR"
 
+
 class DownloadError(PipelineError, RuntimeError):
     """Every source of a file failed."""
 
@@ -47,7 +48,6 @@ class DownloadError(PipelineError, RuntimeError):
         if not any(source.startswith("mirror") for source, _ in failures):
             lines.append(f"  (offline? set {MIRROR_ENV} to a folder or URL holding {name})")
         super().__init__("\n".join(lines))
-
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,10 @@ def safe_member_path(member: str, target_dir: Path) -> Path:
     """Where ``member`` would land under ``target_dir``; refuses names that escape it."""
     target = target_dir.resolve()
     path = (target / member).resolve()
-    if member.startswith(("/", "\\")) or ".." in PurePosixPath(member.replace("\\", "/")).parts or (
-        target not in path.parents
+    if (
+        member.startswith(("/", "\\"))
+        or ".." in PurePosixPath(member.replace("\\", "/")).parts
+        or (target not in path.parents)
     ):
         raise SourceFailed(f"zip member {member!r} escapes the target folder; refused")
     return path
@@ -258,7 +260,6 @@ def fetch_dataset(
     report: dict[str, str] = {}
     with atomic_dir(out_dir) as staging:
         if dataset.source == "mediawiki":
-
             assert dataset.mediawiki is not None
             count = scrape(dataset.mediawiki, client, staging / "articles.jsonl")
             report["articles.jsonl"] = f"{count} articles from {dataset.mediawiki.api_url}"

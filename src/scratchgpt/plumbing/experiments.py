@@ -1,5 +1,6 @@
 """Named experiment configs: experiments/<name>.yaml holds dotted params overrides, e.g. the
-book's exact settings, that ``dvc exp run -S`` applies on top of params.yaml.
+book's exact settings, that ``dvc exp run -S`` applies on top of params.yaml. A file lists only
+the keys whose value differs from params.yaml's (tests/plumbing/test_params.py checks it).
 
     python -m scratchgpt.experiments list
     python -m scratchgpt.experiments args book-ch05     # the -S arguments, checked
@@ -13,7 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.plumbing.params import PARAMS_FILE, ParamsError, read_yaml, validate
+from scratchgpt.plumbing.params import PARAMS_FILE, validate
+from scratchgpt.plumbing.params_file import ParamsError, read_yaml
 
 EXPERIMENTS_DIR = Path("experiments")
 

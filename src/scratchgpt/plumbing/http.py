@@ -9,8 +9,9 @@ import email.utils
 import logging
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import requests
 import urllib3
@@ -137,7 +138,9 @@ class HttpClient:
             raise SourceFailed(f"more than {MAX_REDIRECTS} redirects")
         if resp.status_code in RETRY_STATUS:
             resp.close()
-            raise _Retryable(f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After")))
+            raise _Retryable(
+                f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After"))
+            )
         if resp.status_code >= 400:
             raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}{_error_excerpt(resp)}")
         return resp
@@ -186,7 +189,7 @@ class HttpClient:
 
 
 def _error_excerpt(resp: requests.Response) -> str:
-    """": <the start of the body>" of a textual error answer (e.g. "model 'x' not found"), else ""."""
+    """ ": <the start of the body>" of a textual error answer (e.g. "model 'x' not found"), else ""."""
     try:
         if not resp.headers.get("Content-Type", "").startswith(("text/", "application/json")):
             return ""
@@ -222,11 +225,17 @@ def _short(e: BaseException) -> str:
 
 def progress_bar(desc: str, total: int | None, initial: int = 0) -> tqdm:
     return tqdm(
-        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-        leave=False, disable=None, miniters=1,
-    )  # fmt: skip
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        leave=False,
+        disable=None,
+        miniters=1,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Sources
-

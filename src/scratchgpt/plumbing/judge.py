@@ -82,7 +82,7 @@ def reply_content(body: bytes) -> str | None:
         log.warning("judge reply has no message.content: %r", shorten(body.decode("utf-8", "replace")))
         return None
     if len(objects) > 1 and not (isinstance(objects[-1], dict) and objects[-1].get("done") is True):
-        log.warning("judge's streamed reply ended before \"done\": %r", shorten(text))
+        log.warning('judge\'s streamed reply ended before "done": %r', shorten(text))
         return None
     return text
 
@@ -94,7 +94,7 @@ def reply_content(body: bytes) -> str | None:
 class Judge:
     """A chat model behind an Ollama-compatible ``/api/chat`` URL that scores responses.
 
-    Requests go through :class:`~scratchgpt.download.HttpClient` (timeouts, retries, backoff);
+    Requests go through :class:`~scratchgpt.plumbing.http.HttpClient` (timeouts, retries, backoff);
     the sampling options default to the book's (seed 123, temperature 0, num_ctx 2048).
     Plain http is refused except to this machine (127.0.0.1 / localhost).
     """
@@ -126,7 +126,7 @@ class Judge:
 
     def ask(self, prompt: str) -> int | None:
         """Score for one prompt; None when the reply is unusable. Raises
-        :class:`~scratchgpt.download.SourceFailed` when the request fails after retries."""
+        :class:`~scratchgpt.plumbing.http.SourceFailed` when the request fails after retries."""
         resp = self.client.post_json(self.url, self.payload(prompt))
         content = reply_content(resp.content)
         return None if content is None else parse_score(content)
@@ -203,5 +203,3 @@ def judge_from_params(
         log.info("no judge configured (evaluate.judge_url); skipping the judge")
         return None
     return Judge(url, model, client, seed=seed, temperature=temperature, num_ctx=num_ctx)
-
-

@@ -20,8 +20,8 @@ import logging
 import os
 import shutil
 import signal
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import try_lock, write_json

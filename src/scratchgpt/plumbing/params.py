@@ -6,33 +6,28 @@ before any work starts and reports every problem with its full key, e.g.::
     params.yaml: 2 problems
       pretrain.lr: must be > 0, got -1
       prepare.max_lenght: unknown key, did you mean max_length?
+
+params.yaml holds the values. A key the file always states has no default here; an optional
+knob that the file may leave out has one, equal to the file's value wherever the file states
+that key (tests/plumbing/test_params.py compares them). The training sections take their keys
+and bounds from the loop's own declaration, scratchgpt.book.settings.TrainConfig.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
-import types
 import typing
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from scratchgpt.errors import PipelineError
+from scratchgpt.book.settings import TrainConfig
+from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml, show
 
 PARAMS_FILE = "params.yaml"
-
-
-class ParamsError(PipelineError, ValueError):
-    """params.yaml is unreadable or invalid; the message lists every problem with its key."""
-
-    def __init__(self, source: str, problems: list[str]):
-        self.source = source
-        self.problems = problems
-        count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
-        super().__init__(f"{source}: {count}\n" + "\n".join(f"  {p}" for p in problems))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,9 +64,7 @@ def allowed_url(url: str) -> bool:
 
 def _check_url(value: str) -> str:
     if not allowed_url(value):
-        raise ValueError(
-            f"must be an https:// URL (plain http only for a server on 127.0.0.1), got {value!r}"
-        )
+        raise ValueError(f"must be an https:// URL (plain http only for a server on 127.0.0.1), got {value!r}")
     return value
 
 
@@ -92,15 +85,21 @@ class Section(BaseModel):
 
 
 class HttpParams(Section):
+    """How downloads talk to servers; every key is optional (the defaults are params.yaml's)."""
+
     connect_timeout: float = Field(10.0, gt=0)
     read_timeout: float = Field(60.0, gt=0)
     retries: int = Field(3, ge=0, le=20)
     backoff: float = Field(1.0, ge=0)
     max_backoff: float = Field(60.0, ge=0)
-    user_agent: str = Field("scratchgpt/0.1 (educational LLM pipeline)", min_length=1)
+    user_agent: str = Field(
+        "scratchgpt/0.1 (educational LLM pipeline; https://github.com/scratchgpt/scratchgpt)", min_length=1
+    )
 
 
 class FileParams(Section):
+    """One file of a dataset: where to find it and what it must hash to."""
+
     name: RelPath
     sha256: Sha256 | None = None  # required for the download stage's datasets
     urls: list[Url] = []
@@ -109,10 +108,12 @@ class FileParams(Section):
 
 
 class MediaWikiParams(Section):
+    """A dataset scraped from a MediaWiki API (used when a dataset's source is mediawiki)."""
+
     api_url: Url = "https://en.wikipedia.org/w/api.php"
     titles: list[str] = []
     categories: list[str] = []
-    max_articles: int = Field(100, ge=1)
+    max_articles: int = Field(50, ge=1)
     min_interval: float = Field(1.0, ge=0)
     min_chars: int = Field(200, ge=0)
     drop_sections: list[str] = [
@@ -128,12 +129,16 @@ class MediaWikiParams(Section):
 
 
 class DatasetParams(Section):
+    """One dataset (data/raw/<key>/): a list of files, or articles from a MediaWiki."""
+
     source: Literal["files", "mediawiki"] = "files"
     files: list[FileParams] = []
     mediawiki: MediaWikiParams | None = None
 
 
 class DownloadParams(Section):
+    """The download stage: how to fetch, and every dataset."""
+
     http: HttpParams = HttpParams()
     datasets: dict[Key, DatasetParams]
 
@@ -143,14 +148,18 @@ class DownloadParams(Section):
 
 
 class CorpusParams(Section):
+    """One corpus (data/shards/<key>/): a dataset's text as token shards."""
+
     dataset: Key
-    tokenizer: Literal["gpt2", "word"] = "gpt2"
-    documents: Literal["file", "wikitext"] = "file"
-    train_ratio: float = Field(0.9, gt=0, lt=1)
+    tokenizer: Literal["gpt2", "word"]
+    documents: Literal["file", "wikitext"]
+    train_ratio: float = Field(gt=0, lt=1)
 
 
 class PrepareParams(Section):
-    bpe_dataset: Key = "gpt2"
+    """The prepare stage: the BPE files' dataset and every corpus."""
+
+    bpe_dataset: Key
     corpora: dict[Key, CorpusParams]
 
 
@@ -159,45 +168,44 @@ class PrepareParams(Section):
 
 
 class ModelParams(Section):
-    """The GPT architecture (scratchgpt.model.GPTConfig)."""
+    """The GPT architecture (scratchgpt.book.model.GPTConfig)."""
 
-    vocab_size: int = Field(50257, ge=1)
-    context_length: int = Field(1024, ge=1)
-    emb_dim: int = Field(768, ge=1)
-    n_heads: int = Field(12, ge=1)
-    n_layers: int = Field(12, ge=1)
-    drop_rate: float = Field(0.1, ge=0, lt=1)
-    qkv_bias: bool = False
-    tie_weights: bool = False
+    vocab_size: int = Field(ge=1)
+    context_length: int = Field(ge=1)
+    emb_dim: int = Field(ge=1)
+    n_heads: int = Field(ge=1)
+    n_layers: int = Field(ge=1)
+    drop_rate: float = Field(ge=0, lt=1)
+    qkv_bias: bool
+    tie_weights: bool
 
 
-class TrainingParams(Section):
-    """What every training stage shares (scratchgpt.train.TrainConfig)."""
+def _training_fields() -> dict[str, Any]:
+    """Every field of TrainConfig with its type and bounds, required: the three training sections
+    differ, and params.yaml states each of them in full."""
+    hints = typing.get_type_hints(TrainConfig, include_extras=True)
+    return {f.name: (hints[f.name], ...) for f in dataclasses.fields(TrainConfig)}
 
-    seed: int = 123
-    epochs: int = Field(1, ge=1)
-    max_steps: int = Field(0, ge=0)
-    batch_size: int = Field(2, ge=1)
-    lr: float = Field(4e-4, gt=0)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(0, ge=0)
-    initial_lr: float = Field(0.0, ge=0)
-    cosine: bool = False
-    min_lr: float = Field(0.0, ge=0)
-    grad_clip: float = Field(0.0, ge=0)
-    grad_accum: int = Field(1, ge=1)
-    eval_freq: int = Field(5, ge=1)
-    eval_iter: int = Field(5, ge=1)
-    checkpoint_every: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+TrainingParams: type[Section] = create_model(
+    "TrainingParams",
+    __base__=Section,
+    __module__=__name__,
+    __doc__="""What every training stage shares: the keys and bounds of the loop's settings
+    (scratchgpt.book.settings.TrainConfig, declared there once), and the device to train on.""",
+    **_training_fields(),
+    device=(Literal["auto", "cpu", "cuda"], ...),
+)
 
 
 class PretrainParams(TrainingParams):
+    """Chapter 5: pretrain the GPT on the corpora's shards."""
+
     corpora: list[Key] = Field(min_length=1)
-    max_length: int = Field(256, ge=1)
-    stride: int = Field(256, ge=1)
-    sample_prompt: str = "Every effort moves you"
-    sample_tokens: int = Field(50, ge=0)
+    max_length: int = Field(ge=1)
+    stride: int = Field(ge=1)
+    sample_prompt: str
+    sample_tokens: int = Field(ge=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,12 +220,12 @@ def _check_source(value: str) -> str:
         return value
     close = difflib.get_close_matches(value, INIT_SOURCES, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise ValueError(
-        f"must be one of {', '.join(INIT_SOURCES)}, or a folder path (with a '/'), got {value!r}{hint}"
-    )
+    raise ValueError(f"must be one of {', '.join(INIT_SOURCES)}, or a folder path (with a '/'), got {value!r}{hint}")
 
 
 class InitParams(Section):
+    """The model both finetuning stages start from (the defaults are params.yaml's)."""
+
     source: Annotated[str, AfterValidator(_check_source)] = "pretrained"
     drop_rate: float | None = Field(0.0, ge=0, lt=1)
 
@@ -229,14 +237,12 @@ class InitParams(Section):
 class LoraParams(Section):
     """LoRA adapters (appendix E), used when a finetuning stage's method is lora."""
 
-    rank: int = Field(16, ge=1)
-    alpha: float = Field(16.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    targets: list[Literal["attention", "feed_forward", "head"]] = Field(
-        ["attention", "feed_forward", "head"], min_length=1
-    )
-    train_head: bool = False
-    save: Literal["merged", "adapters"] = "merged"
+    rank: int = Field(ge=1)
+    alpha: float = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    targets: list[Literal["attention", "feed_forward", "head"]] = Field(min_length=1)
+    train_head: bool
+    save: Literal["merged", "adapters"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,26 +252,22 @@ class LoraParams(Section):
 class FinetuneParams(TrainingParams):
     """What both finetuning stages add: all (or some) weights trained, or LoRA adapters (appendix E)."""
 
-    method: Literal["full", "lora"] = "full"
-    lora: LoraParams = LoraParams()
+    method: Literal["full", "lora"]
+    lora: LoraParams
 
 
 class ClassifierParams(FinetuneParams):
     """Chapter 6: finetune the base model into a spam classifier."""
 
-    quoting: Literal["book", "none"] = "book"
-    balance: bool = True
-    train_frac: float = Field(0.7, gt=0, lt=1)
-    val_frac: float = Field(0.1, gt=0, lt=1)
-    split_seed: int = 123
-    max_length: int = Field(0, ge=0)
-    head_position: Literal["last_non_pad", "last"] = "last_non_pad"
-    trainable: Literal["all", "head", "last_blocks"] = "last_blocks"
-    trainable_blocks: int = Field(1, ge=0)
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(5e-5, gt=0)
-    eval_freq: int = Field(50, ge=1)
+    quoting: Literal["book", "none"]
+    balance: bool
+    train_frac: float = Field(gt=0, lt=1)
+    val_frac: float = Field(gt=0, lt=1)
+    split_seed: int
+    max_length: int = Field(ge=0)
+    head_position: Literal["last_non_pad", "last"]
+    trainable: Literal["all", "head", "last_blocks"]
+    trainable_blocks: int = Field(ge=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,17 +277,14 @@ class ClassifierParams(FinetuneParams):
 class InstructParams(FinetuneParams):
     """Chapter 7: finetune the base model to follow instructions."""
 
-    train_frac: float = Field(0.85, gt=0, lt=1)
-    test_frac: float = Field(0.10, gt=0, lt=1)
-    shuffle: bool = False
-    split_seed: int = 123
-    allowed_max_length: int = Field(1024, ge=2)
-    mask_prompt: bool = False
-    response_tokens: int = Field(256, ge=1)
-    response_batch: int = Field(8, ge=1)
-    epochs: int = Field(2, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(5e-5, gt=0)
+    train_frac: float = Field(gt=0, lt=1)
+    test_frac: float = Field(gt=0, lt=1)
+    shuffle: bool
+    split_seed: int
+    allowed_max_length: int = Field(ge=2)
+    mask_prompt: bool
+    response_tokens: int = Field(ge=1)
+    response_batch: int = Field(ge=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,20 +294,20 @@ class InstructParams(FinetuneParams):
 class EvaluateParams(Section):
     """Scoring the finetuned models on their test splits; the LLM judge is optional."""
 
-    batch_size: int = Field(8, ge=1)
-    judge_url: Url | None = None
-    judge_model: str = Field("llama3", min_length=1)
-    judge_seed: int = 123
-    judge_temperature: float = Field(0.0, ge=0)
-    judge_num_ctx: int = Field(2048, ge=1)
-    judge_timeout: float = Field(600.0, gt=0)
+    batch_size: int = Field(ge=1)
+    judge_url: Url | None = None  # no judge unless one is given
+    judge_model: str = Field(min_length=1)
+    judge_seed: int
+    judge_temperature: float = Field(ge=0)
+    judge_num_ctx: int = Field(ge=1)
+    judge_timeout: float = Field(gt=0)
 
 
 class ReportParams(Section):
     """The one-page report."""
 
-    attention_text: str = Field("Every effort moves you", min_length=1)
-    samples: int = Field(3, ge=0)
+    attention_text: str = Field(min_length=1)
+    samples: int = Field(ge=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,261 +315,133 @@ class ReportParams(Section):
 
 
 class Params(Section):
+    """The whole of params.yaml: every section is required."""
+
     download: DownloadParams
     prepare: PrepareParams
-    model: ModelParams = ModelParams()
+    model: ModelParams
     pretrain: PretrainParams
-    init: InitParams = InitParams()
-    classifier: ClassifierParams = ClassifierParams()
-    instruct: InstructParams = InstructParams()
-    evaluate: EvaluateParams = EvaluateParams()
-    report: ReportParams = ReportParams()
+    init: InitParams
+    classifier: ClassifierParams
+    instruct: InstructParams
+    evaluate: EvaluateParams
+    report: ReportParams
 
 
-def _cross_checks(params: Params) -> list[str]:
-    """Rules that span sections or entries, reported like field errors."""
-    problems = []
-    datasets = params.download.datasets
-    for key, ds in datasets.items():
-        where = f"download.datasets.{key}"
-        if ds.source == "files" and not ds.files:
-            problems.append(f"{where}.files: must list at least one file when source is 'files'")
-        if ds.source == "mediawiki" and ds.mediawiki is None:
-            problems.append(f"{where}.mediawiki: required when source is 'mediawiki'")
-        if ds.source == "mediawiki" and ds.mediawiki and not (ds.mediawiki.titles or ds.mediawiki.categories):
-            problems.append(f"{where}.mediawiki: give at least one of titles or categories")
-        seen: dict[str, int] = {}
-        for i, f in enumerate(ds.files):
-            if f.sha256 is None:
-                problems.append(f"{where}.files[{i}].sha256: required key is missing")
-            base = PurePosixPath(f.name).name
-            if base in seen:
+def _cross_checks(sections: dict[str, Any]) -> list[str]:
+    """Rules that span sections or entries, reported like field errors. ``sections`` holds the
+    valid sections by name; each rule runs when the sections it reads are among them, so its
+    problems are reported together with the field errors of the other sections."""
+    problems: list[str] = []
+
+    def have(*names: str) -> bool:
+        return all(name in sections for name in names)
+
+    if have("download"):
+        datasets = sections["download"].datasets
+        for key, ds in datasets.items():
+            where = f"download.datasets.{key}"
+            if ds.source == "files" and not ds.files:
+                problems.append(f"{where}.files: must list at least one file when source is 'files'")
+            if ds.source == "mediawiki" and ds.mediawiki is None:
+                problems.append(f"{where}.mediawiki: required when source is 'mediawiki'")
+            if ds.source == "mediawiki" and ds.mediawiki and not (ds.mediawiki.titles or ds.mediawiki.categories):
+                problems.append(f"{where}.mediawiki: give at least one of titles or categories")
+            seen: dict[str, int] = {}
+            for i, f in enumerate(ds.files):
+                if f.sha256 is None:
+                    problems.append(f"{where}.files[{i}].sha256: required key is missing")
+                base = PurePosixPath(f.name).name
+                if base in seen:
+                    problems.append(
+                        f"{where}.files[{i}].name: file name {base!r} is already used by files[{seen[base]}]"
+                    )
+                seen[base] = i
+        for needed, stage in (("spam", "finetune_classifier"), ("instructions", "finetune_instruct")):
+            if needed not in datasets:
+                problems.append(f"download.datasets.{needed}: required key is missing (stage {stage} reads it)")
+    if have("download", "prepare"):
+        datasets = sections["download"].datasets
+        names = ", ".join(sorted(datasets))
+        bpe = sections["prepare"].bpe_dataset
+        if bpe not in datasets:
+            problems.append(f"prepare.bpe_dataset: unknown dataset {bpe!r}, expected one of: {names}")
+        for key, corpus in sections["prepare"].corpora.items():
+            if corpus.dataset not in datasets:
                 problems.append(
-                    f"{where}.files[{i}].name: file name {base!r} is already used by files[{seen[base]}]"
+                    f"prepare.corpora.{key}.dataset: unknown dataset {corpus.dataset!r}, expected one of: {names}"
                 )
-            seen[base] = i
-    for needed, stage in (("spam", "finetune_classifier"), ("instructions", "finetune_instruct")):
-        if needed not in datasets:
-            problems.append(f"download.datasets.{needed}: required key is missing (stage {stage} reads it)")
-    names = ", ".join(sorted(datasets))
-    bpe = params.prepare.bpe_dataset
-    if bpe not in datasets:
-        problems.append(f"prepare.bpe_dataset: unknown dataset {bpe!r}, expected one of: {names}")
-    for key, corpus in params.prepare.corpora.items():
-        if corpus.dataset not in datasets:
-            problems.append(
-                f"prepare.corpora.{key}.dataset: unknown dataset {corpus.dataset!r}, expected one of: {names}"
-            )
-    model, pretrain = params.model, params.pretrain
-    if model.emb_dim % model.n_heads:
-        problems.append(
-            f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}"
-        )
-    for name, section in (("pretrain", pretrain), ("classifier", params.classifier), ("instruct", params.instruct)):
-        if section.cosine and section.min_lr > section.lr:
+    if have("model"):
+        model = sections["model"]
+        if model.emb_dim % model.n_heads:
+            problems.append(f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}")
+    for name in ("pretrain", "classifier", "instruct"):
+        section = sections.get(name)
+        if section is not None and section.cosine and section.min_lr > section.lr:
             problems.append(f"{name}.min_lr: must be <= {name}.lr ({section.lr:g}), got {section.min_lr:g}")
-    clf = params.classifier
-    if clf.train_frac + clf.val_frac >= 1:
-        problems.append(
-            "classifier.train_frac + classifier.val_frac: must be < 1 to leave a test split, "
-            f"got {clf.train_frac + clf.val_frac:g}"
-        )
-    ins = params.instruct
-    if ins.train_frac + ins.test_frac >= 1:
-        problems.append(
-            "instruct.train_frac + instruct.test_frac: must be < 1 to leave a validation split, "
-            f"got {ins.train_frac + ins.test_frac:g}"
-        )
-    if pretrain.max_length > model.context_length:
-        problems.append(
-            f"pretrain.max_length: must be <= model.context_length ({model.context_length}), got {pretrain.max_length}"
-        )
-    corpora = params.prepare.corpora
-    for i, name in enumerate(pretrain.corpora):
-        if name not in corpora:
+    if have("classifier"):
+        clf = sections["classifier"]
+        if clf.train_frac + clf.val_frac >= 1:
             problems.append(
-                f"pretrain.corpora[{i}]: unknown corpus {name!r}, expected one of: {', '.join(sorted(corpora))}"
+                "classifier.train_frac + classifier.val_frac: must be < 1 to leave a test split, "
+                f"got {clf.train_frac + clf.val_frac:g}"
             )
-    kinds = {corpora[c].tokenizer for c in pretrain.corpora if c in corpora}
-    if len(kinds) > 1:
-        problems.append(f"pretrain.corpora: every corpus must use the same tokenizer, got {', '.join(sorted(kinds))}")
-    if "gpt2" in kinds and model.vocab_size < 50257:
-        problems.append(f"model.vocab_size: must be >= 50257 for the gpt2 tokenizer, got {model.vocab_size}")
+    if have("instruct"):
+        ins = sections["instruct"]
+        if ins.train_frac + ins.test_frac >= 1:
+            problems.append(
+                "instruct.train_frac + instruct.test_frac: must be < 1 to leave a validation split, "
+                f"got {ins.train_frac + ins.test_frac:g}"
+            )
+    if have("model", "pretrain"):
+        model, pretrain = sections["model"], sections["pretrain"]
+        if pretrain.max_length > model.context_length:
+            problems.append(
+                f"pretrain.max_length: must be <= model.context_length ({model.context_length}), "
+                f"got {pretrain.max_length}"
+            )
+    if have("prepare", "pretrain"):
+        corpora, pretrain = sections["prepare"].corpora, sections["pretrain"]
+        for i, name in enumerate(pretrain.corpora):
+            if name not in corpora:
+                problems.append(
+                    f"pretrain.corpora[{i}]: unknown corpus {name!r}, expected one of: {', '.join(sorted(corpora))}"
+                )
+        kinds = {corpora[c].tokenizer for c in pretrain.corpora if c in corpora}
+        if len(kinds) > 1:
+            problems.append(
+                f"pretrain.corpora: every corpus must use the same tokenizer, got {', '.join(sorted(kinds))}"
+            )
+        if have("model") and "gpt2" in kinds and sections["model"].vocab_size < 50257:
+            problems.append(
+                f"model.vocab_size: must be >= 50257 for the gpt2 tokenizer, got {sections['model'].vocab_size}"
+            )
     return problems
 
 
-# ---------------------------------------------------------------------------------------------
-# YAML reading: YAML 1.2 numbers (DVC reads params.yaml that way) and no silent duplicate keys
-
-
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:float"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first on line {seen[key] + 1})", key_node.start_mark
-            )
-        seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; syntax errors become ParamsError naming the file and line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ParamsError(str(path), [f"cannot read: {e.strerror or e}"]) from e
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise ParamsError(str(path), [f"{where}{problem}"]) from e
-
-
-# ---------------------------------------------------------------------------------------------
-# Error messages
-
-
-def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for an invalid mapping key: the key is already named
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The section class found by following ``loc`` (field names, dict keys, list indices)."""
-    tp: Any = model
-    rest = list(loc)
-    while rest:
-        origin = typing.get_origin(tp)
-        if origin is Annotated:
-            tp = typing.get_args(tp)[0]
-            continue
-        if origin in (typing.Union, types.UnionType):
-            models = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
-            if not models:
-                return None
-            tp = models[0]
-            continue
-        if origin in (list, dict):
-            tp = typing.get_args(tp)[-1]
-            rest.pop(0)
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(rest.pop(0))
-            if field is None:
-                return None
-            tp = field.annotation
-            continue
-        return None
-    while typing.get_origin(tp) in (typing.Union, types.UnionType, Annotated):
-        args = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
-        tp = args[0] if args else None
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float)):
-        return f"{value:g}" if isinstance(value, float) else str(value)
-    if isinstance(value, (dict, list)):
-        return "a mapping" if isinstance(value, dict) else "a list"
-    return repr(value)
-
-
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "bool_type": "true or false",
-    "string_type": "a string",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-}
-
-
-def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
-    loc = tuple(err["loc"])
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    value = err.get("input")
-    if kind == "extra_forbidden":
-        parent = _model_at(model, loc[:-1])
-        allowed = sorted(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else f"allowed keys: {', '.join(allowed)}"
-        return f"{_dotted(loc)}: unknown key, {hint}"
-    if kind == "missing":
-        return f"{_dotted(loc)}: required key is missing"
-    bounds = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-    if kind in bounds:
-        limit = next(iter(ctx.values()))
-        return f"{_dotted(loc)}: must be {bounds[kind]} {_show(limit)}, got {_show(value)}"
-    if kind == "literal_error":
-        return f"{_dotted(loc)}: must be one of {ctx['expected']}, got {_show(value)}"
-    if kind in _TYPE_WORDS:
-        return f"{_dotted(loc)}: must be {_TYPE_WORDS[kind]}, got {_show(value)}"
-    if kind == "finite_number":
-        return f"{_dotted(loc)}: must be a finite number, got {_show(value)}"
-    if kind == "string_too_short":
-        return f"{_dotted(loc)}: must not be empty"
-    if kind == "value_error":
-        return f"{_dotted(loc)}: {str(ctx.get('error', err['msg']))}"
-    return f"{_dotted(loc)}: {err['msg'].lower()}, got {_show(value)}"
+def _valid_sections(data: dict[str, Any]) -> dict[str, Section]:
+    """The sections of ``data`` that are valid on their own (when the whole file is not)."""
+    found = {}
+    for name, field in Params.model_fields.items():
+        if name in data:
+            try:
+                found[name] = field.annotation.model_validate(data[name])
+            except ValidationError:
+                pass
+    return found
 
 
 def validate(data: Any, source: str = PARAMS_FILE) -> Params:
     """Validate an already-parsed params mapping; raises ParamsError listing every problem."""
     if not isinstance(data, dict):
-        raise ParamsError(source, [f"(top level): must be a mapping of sections, got {_show(data)}"])
+        raise ParamsError(source, [f"(top level): must be a mapping of sections, got {show(data)}"])
     try:
         params = Params.model_validate(data)
     except ValidationError as e:
-        seen: set[str] = set()
-        problems = []
-        for err in e.errors():
-            msg = _message(err, Params)
-            if msg not in seen:
-                seen.add(msg)
-                problems.append(msg)
+        problems = describe_errors(e, Params)
+        problems += [msg for msg in _cross_checks(_valid_sections(data)) if msg not in problems]
         raise ParamsError(source, problems) from None
-    problems = _cross_checks(params)
+    problems = _cross_checks({name: getattr(params, name) for name in Params.model_fields})
     if problems:
         raise ParamsError(source, problems)
     return params

@@ -4,7 +4,7 @@ A stage's ``deps``, ``params`` and outputs (``outs``, ``metrics``, ``plots``) ar
 (``foreach`` items, ``${key}``, ``${item.field}`` and ``${params.key}`` interpolation), then:
 
 - the resume fingerprint of a training stage hashes exactly its declared deps and params;
-- the stage writes exactly its declared outputs (:mod:`scratchgpt.outputs` checks);
+- the stage writes exactly its declared outputs (:mod:`scratchgpt.plumbing.outputs` checks);
 - the stage reads only the params it declares: :class:`ParamsView` raises
   :class:`UndeclaredParams` on any other key, so what DVC watches is what the stage reads.
 """
@@ -12,9 +12,10 @@ A stage's ``deps``, ``params`` and outputs (``outs``, ``metrics``, ``plots``) ar
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 from pydantic import BaseModel
@@ -129,7 +130,11 @@ def load_spec(name: str, dvc_yaml: Path = DVC_YAML, params_yaml: Path = PARAMS_Y
     def resolve(entries: list[Any] | None, field: str) -> tuple[str, ...]:
         return tuple(_interpolate(p, context, f"{dvc_yaml}: {name}.{field}") for p in _paths(entries))
 
-    outs = resolve(body.get("outs"), "outs") + resolve(body.get("metrics"), "metrics") + resolve(body.get("plots"), "plots")
+    outs = (
+        resolve(body.get("outs"), "outs")
+        + resolve(body.get("metrics"), "metrics")
+        + resolve(body.get("plots"), "plots")
+    )
     return StageSpec(name, resolve(body.get("deps"), "deps"), resolve(body.get("params"), "params"), outs)
 
 

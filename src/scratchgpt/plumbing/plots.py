@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -23,9 +23,11 @@ def _save(fig, path: str | os.PathLike[str]) -> None:
 
 
 LABELS = {
-    "train_loss": "Training loss", "val_loss": "Validation loss",
-    "train_accuracy": "Training accuracy", "val_accuracy": "Validation accuracy",
-}  # fmt: skip
+    "train_loss": "Training loss",
+    "val_loss": "Validation loss",
+    "train_accuracy": "Training accuracy",
+    "val_accuracy": "Validation accuracy",
+}
 
 
 def plot_curves(
@@ -65,8 +67,14 @@ def plot_losses(
 ) -> None:
     """Training and validation loss against epochs, with tokens seen on a second x axis
     (chapter 5's figure)."""
-    plot_curves(history, ["train_loss", "val_loss"], path, ylabel="Loss", second_axis=("tokens_seen", "Tokens seen"),
-                title=title)  # fmt: skip
+    plot_curves(
+        history,
+        ["train_loss", "val_loss"],
+        path,
+        ylabel="Loss",
+        second_axis=("tokens_seen", "Tokens seen"),
+        title=title,
+    )
 
 
 def plot_attention(weights, tokens: Sequence[str], path: str | os.PathLike[str], title: str | None = None) -> None:

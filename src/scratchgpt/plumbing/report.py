@@ -77,21 +77,39 @@ def comparison(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     clf = lambda k: _fmt(_get(data, "classifier", k), percent=True)  # noqa: E731
     judge = _get(data, "evaluate", "judge_score")
     return [
-        ("Ch. 5 pretraining: final train / val loss", "{1:.3f} / {2:.3f}".format(*CH05_LOSSES[-1]),
-         f"{_fmt(_get(data, 'pretrain', 'train_loss'))} / {_fmt(_get(data, 'pretrain', 'val_loss'))}",
-         "default params: a small model on the-verdict + WikiText; experiments/book-ch05 reproduces "
-         "the book's 18 points exactly"),
-        ("Ch. 6 spam classifier: train / val / test accuracy", "97.21% / 97.32% / 95.67%",
-         f"{clf('train_accuracy')} / {clf('val_accuracy')} / {clf('test_accuracy')}",
-         f"book: GPT-2 124M, last block trained; ours: init.source={source}"),
-        ("Ch. 7 instructions: train / val loss before finetuning", "3.826 / 3.762",
-         f"{_fmt(_get(data, 'instruct', 'initial_train_loss'))} / {_fmt(_get(data, 'instruct', 'initial_val_loss'))}",
-         f"book: GPT-2 355M; ours: init.source={source}"),
-        ("Ch. 7 instructions: val loss after finetuning", "0.657",
-         _fmt(_get(data, "instruct", "final_val_loss")), "ours: the whole validation split"),
-        ("Ch. 7 judge score (0–100)", "about 50 (Llama 3 8B)",
-         _fmt(judge) if judge is not None else "not run", "set evaluate.judge_url to run the judge"),
-    ]  # fmt: skip
+        (
+            "Ch. 5 pretraining: final train / val loss",
+            "{1:.3f} / {2:.3f}".format(*CH05_LOSSES[-1]),
+            f"{_fmt(_get(data, 'pretrain', 'train_loss'))} / {_fmt(_get(data, 'pretrain', 'val_loss'))}",
+            "default params: a small model on the-verdict + WikiText; experiments/book-ch05 reproduces "
+            "the book's 18 points exactly",
+        ),
+        (
+            "Ch. 6 spam classifier: train / val / test accuracy",
+            "97.21% / 97.32% / 95.67%",
+            f"{clf('train_accuracy')} / {clf('val_accuracy')} / {clf('test_accuracy')}",
+            f"book: GPT-2 124M, last block trained; ours: init.source={source}",
+        ),
+        (
+            "Ch. 7 instructions: train / val loss before finetuning",
+            "3.826 / 3.762",
+            f"{_fmt(_get(data, 'instruct', 'initial_train_loss'))} / "
+            f"{_fmt(_get(data, 'instruct', 'initial_val_loss'))}",
+            f"book: GPT-2 355M; ours: init.source={source}",
+        ),
+        (
+            "Ch. 7 instructions: val loss after finetuning",
+            "0.657",
+            _fmt(_get(data, "instruct", "final_val_loss")),
+            "ours: the whole validation split",
+        ),
+        (
+            "Ch. 7 judge score (0–100)",
+            "about 50 (Llama 3 8B)",
+            _fmt(judge) if judge is not None else "not run",
+            "set evaluate.judge_url to run the judge",
+        ),
+    ]
 
 
 def metric_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -110,7 +128,6 @@ def metric_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def attention_figure(model_dir: Path, text: str, out: Path) -> Path | None:
     """Heat maps of the last layer's heads for ``text`` under the model in ``model_dir``."""
-
 
     if not (model_dir / "config.json").is_file():
         return None
@@ -142,9 +159,11 @@ def _table(header: list[str], rows: list[tuple[str, ...]], numeric: set[int] | N
     numeric = numeric or set()
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=num" if i in numeric else ""}>{html.escape(str(c))}</td>' for i, c in enumerate(r))
-        + "</tr>" for r in rows
-    )  # fmt: skip
+        "<tr>"
+        + "".join(f"<td{' class=num' if i in numeric else ''}>{html.escape(str(c))}</td>" for i, c in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
@@ -158,14 +177,18 @@ def render_html(data: dict[str, Any], figures: list[tuple[str, Path]], samples: 
         "<h2>Ours beside the book</h2>",
         _table(["", "the book", "ours", "note"], comparison(data)),
         "<h2>Figures</h2>",
-    ]  # fmt: skip
+    ]
     for caption, path in figures:
-        parts.append(f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
-                     f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
+        parts.append(
+            f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        )
     parts.append("<h2>Samples</h2>")
     if data["pretrain_samples"]:
         last = data["pretrain_samples"][-1]
-        parts.append(f"<p>Pretrained model, greedy, after epoch {last['epoch']}:</p><pre>{html.escape(last['text'])}</pre>")
+        parts.append(
+            f"<p>Pretrained model, greedy, after epoch {last['epoch']}:</p><pre>{html.escape(last['text'])}</pre>"
+        )
     for entry in data["responses"][:samples]:
         parts.append(
             f"<p><b>Instruction:</b> {html.escape(entry['instruction'])}"
@@ -178,14 +201,23 @@ def render_html(data: dict[str, Any], figures: list[tuple[str, Path]], samples: 
 
 
 def render_markdown(data: dict[str, Any]) -> str:
-    lines = ["# scratchgpt report", "", "## Ours beside the book", "", "| | the book | ours | note |", "| --- | --- | --- | --- |"]
+    lines = [
+        "# scratchgpt report",
+        "",
+        "## Ours beside the book",
+        "",
+        "| | the book | ours | note |",
+        "| --- | --- | --- | --- |",
+    ]
     lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison(data)]
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"
 
 
-def build(out_dir: str | os.PathLike[str] = REPORT_DIR, attention_text: str = "Every effort moves you", samples: int = 3) -> Path:
+def build(
+    out_dir: str | os.PathLike[str] = REPORT_DIR, attention_text: str = "Every effort moves you", samples: int = 3
+) -> Path:
     """Write index.html, summary.md and attention.png into ``out_dir`` (replaced whole)."""
 
     out_dir = Path(out_dir)

@@ -19,8 +19,8 @@ import fcntl
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from scratchgpt.files import try_lock
 from scratchgpt.plumbing import paths

@@ -2,13 +2,13 @@
 
 - names the stage after its script (``stages/<name>.py``; a ``foreach`` stage takes its item as
   its one argument: ``python stages/download.py spam`` is ``download@spam``);
-- reads the stage's declaration in dvc.yaml (:mod:`scratchgpt.pipeline`) and validates the
+- reads the stage's declaration in dvc.yaml (:mod:`scratchgpt.plumbing.pipeline`) and validates the
   whole params.yaml;
 - calls ``main(st)`` with a :class:`Stage`: ``st.params`` (only the keys dvc.yaml declares for the
   stage), ``st.out(path)`` (where to write an output while the stage runs),
   ``st.fingerprint(...)`` and ``st.resume_dir(...)`` (training stages);
 - moves the outputs into place together when ``main`` returns, and keeps none of them when it
-  fails or is interrupted (:mod:`scratchgpt.outputs`);
+  fails or is interrupted (:mod:`scratchgpt.plumbing.outputs`);
 - prints expected failures (:class:`~scratchgpt.errors.PipelineError`: bad params or data, a
   download that failed from every source, a diverged run) and missing files as one line and
   exits with status 1; Ctrl-C prints one line and exits 130, SIGTERM 143. Anything else is a
@@ -22,8 +22,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import json_digest, tree_digest
@@ -70,7 +71,7 @@ class Stage:
         return json_digest(values, deps, list(extra))
 
     def resume_dir(self, fingerprint: str) -> contextlib.AbstractContextManager[Path]:
-        """The folder of this run's resume checkpoints (:mod:`scratchgpt.resume`)."""
+        """The folder of this run's resume checkpoints (:mod:`scratchgpt.plumbing.resume`)."""
         return resume.resume_dir(self.name, fingerprint, writer=is_main_process())
 
 

@@ -16,9 +16,10 @@ A stage script reads::
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -93,14 +94,23 @@ class TrainingRun:
         exclude = [f"{self.section}.{key}" for key in (*NOT_IN_FINGERPRINT, *fingerprint_exclude)]
         fingerprint = self.st.fingerprint(exclude=exclude, extra=[self.dist.world_size])
         if self.is_main:
-            self.logger = LiveLogger(self.st.out(self.metrics_dir), curves, epoch_curves, epochs_file=epochs_file,
-                                     derived=derived, echo=echo)  # fmt: skip
+            self.logger = LiveLogger(
+                self.st.out(self.metrics_dir), curves, epoch_curves, epochs_file=epochs_file, derived=derived, echo=echo
+            )
         with self.st.resume_dir(fingerprint) as folder:
             return train(
-                model, train_data, val_data, TrainConfig.from_params(self.params), loss_fn=loss_fn,
-                device=self.device, checkpoints=Checkpoints(folder, fingerprint), epoch_end=epoch_end,
-                hooks=self.logger.hooks() if self.logger else None, dist_info=self.dist, collate_fn=collate_fn,
-            )  # fmt: skip
+                model,
+                train_data,
+                val_data,
+                TrainConfig.from_params(self.params),
+                loss_fn=loss_fn,
+                device=self.device,
+                checkpoints=Checkpoints(folder, fingerprint),
+                epoch_end=epoch_end,
+                hooks=self.logger.hooks() if self.logger else None,
+                dist_info=self.dist,
+                collate_fn=collate_fn,
+            )
 
     def finish(self, summary: dict[str, Any], memory: bool = True) -> None:
         """Rank 0: the DVCLive summary; with ``memory`` the peak memory beside the metrics, in a

@@ -7,10 +7,10 @@ and cut off at ``max_articles`` written. Each one is fetched on its own with Tex
 request. Redirects and title normalisation are followed; missing and invalid pages, empty texts
 and texts shorter than ``min_chars`` after cleaning are skipped with a warning.
 
-Requests go through :class:`~scratchgpt.download.HttpClient` (timeouts, retries of 429 and 5xx
+Requests go through :class:`~scratchgpt.plumbing.http.HttpClient` (timeouts, retries of 429 and 5xx
 honouring Retry-After), start at least ``min_interval`` seconds apart, and carry ``maxlag=5`` as
 the API etiquette asks; a ``maxlag`` error is waited out and retried a bounded number of times,
-and any other API error raises :class:`~scratchgpt.download.SourceFailed`.
+and any other API error raises :class:`~scratchgpt.plumbing.http.SourceFailed`.
 
 :func:`clean_extract` turns an extract into training text: headings and unwanted sections
 (references, external links, ...) go, and so do LaTeX math and the empty parentheses it leaves.
@@ -26,9 +26,10 @@ import logging
 import re
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -182,9 +183,7 @@ def fetch_page(api: MediaWikiApi, title: str) -> dict[str, Any] | None:
     if "|" in title:
         log.warning("skipping invalid title %r: '|' is not allowed in titles", title)
         return None
-    data = api.query(
-        {"prop": "extracts", "explaintext": 1, "exsectionformat": "wiki", "redirects": 1, "titles": title}
-    )
+    data = api.query({"prop": "extracts", "explaintext": 1, "exsectionformat": "wiki", "redirects": 1, "titles": title})
     query = data.get("query") or {}
     for step in (*query.get("normalized", []), *query.get("redirects", [])):
         log.debug("%r → %r", step.get("from"), step.get("to"))
@@ -317,9 +316,7 @@ class _Tally:
         )
 
 
-def _article(
-    api: MediaWikiApi, params: MediaWikiParams, title: str, seen: set[int], tally: _Tally
-) -> Article | None:
+def _article(api: MediaWikiApi, params: MediaWikiParams, title: str, seen: set[int], tally: _Tally) -> Article | None:
     """Fetch and clean one article; None (counted in ``tally``) when it is to be skipped."""
     page = fetch_page(api, title)
     if page is None:
@@ -340,8 +337,10 @@ def _article(
     if len(text) < params.min_chars:
         log.warning(
             "skipping %r: %d characters after cleaning (min_chars %d)",
-            page["title"], len(text), params.min_chars,
-        )  # fmt: skip
+            page["title"],
+            len(text),
+            params.min_chars,
+        )
         tally.short += 1
         return None
     return Article(page["title"], pageid, article_url(params.api_url, page["title"]), text)
@@ -360,9 +359,10 @@ def scrape(
     requested: set[str] = set()
     tally = _Tally()
     log.info("scraping up to %d articles from %s", params.max_articles, params.api_url)
-    with atomic_write(out_file) as f, tqdm(
-        total=params.max_articles, desc="articles", unit="article", leave=False, disable=None
-    ) as bar:
+    with (
+        atomic_write(out_file) as f,
+        tqdm(total=params.max_articles, desc="articles", unit="article", leave=False, disable=None) as bar,
+    ):
         for title, pageid in candidates(api, params):
             if (pageid is not None and pageid in seen) or title in requested:
                 tally.duplicate += 1
@@ -380,6 +380,9 @@ def scrape(
             raise SourceFailed(f"no articles written from {params.api_url} (skipped: {tally.skipped()})")
     log.info(
         "wrote %d articles to %s in %d requests (skipped: %s)",
-        tally.written, out_file, api.requests, tally.skipped(),
-    )  # fmt: skip
+        tally.written,
+        out_file,
+        api.requests,
+        tally.skipped(),
+    )
     return tally.written
