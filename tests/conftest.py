@@ -4,9 +4,14 @@ from pathlib import Path
 
 import pytest
 
+from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scripted_server import ScriptedServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # no test may reach the Hugging Face Hub
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -68,3 +73,27 @@ def mirror() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def tok(mirror):
+    """GPT-2's tokenizer, from the data mirror."""
+    return GPT2Tokenizer(mirror / "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tf():
+    """TensorFlow, which writes OpenAI's checkpoints (imported only by the tests that ask)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow
+
+    return tensorflow
+
+
+@pytest.fixture(scope="session")
+def transformers():
+    """Hugging Face transformers, the reference the conversions are checked against."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    return transformers

@@ -1,5 +1,6 @@
 """What tests stand up or write themselves instead of the real thing: a fake Ollama chat server
-(the LLM judge) and tiny GPT-2 checkpoints in OpenAI's TensorFlow layout."""
+(the LLM judge), tiny GPT-2 checkpoints in OpenAI's TensorFlow layout, tiny random models (ours
+and Hugging Face's) and LoRA adapters that do something."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from scratchgpt.book.lora import LoRALinear
+from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.formats.modeldir import save_model
 
 OPENAI_CHECKPOINT_STATE = 'model_checkpoint_path: "model.ckpt"\nall_model_checkpoint_paths: "model.ckpt"\n'
 TINY = dict(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
@@ -123,3 +129,51 @@ def write_openai_checkpoint(tf, folder: Path, hparams: dict, arrays: dict[str, n
     (folder / "checkpoint").write_text(OPENAI_CHECKPOINT_STATE)
     (folder / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n")
     return folder
+
+
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Every parameter random (norm weights around 1), so a swapped or untransposed tensor shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            offset = 1.0 if p.ndim == 1 and ("norm" in name or "ln_" in name) and name.endswith("weight") else 0.0
+            p.copy_(offset + 0.2 * torch.randn(p.shape, generator=gen))
+    return model.eval()
+
+
+TIED = GPTConfig(
+    vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True, tie_weights=True
+)
+BOOK_LIKE = TIED.replace(drop_rate=0.1, qkv_bias=False, tie_weights=False)
+
+
+def our_model_dir(folder: Path, config: GPTConfig, seed: int = 0, metadata: dict | None = None) -> Path:
+    """A model directory holding a random model of ``config``."""
+    torch.manual_seed(seed)
+    save_model(randomize_(GPTModel(config), seed), folder, metadata=metadata)
+    return folder
+
+
+def hf_model(transformers, seed: int = 0, **overrides):
+    """A random ``transformers.GPT2LMHeadModel``, tiny but for ``overrides`` of its config."""
+    tiny = dict(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
+    config = transformers.GPT2Config(**(tiny | overrides))
+    torch.manual_seed(seed)
+    return randomize_(transformers.GPT2LMHeadModel(config), seed)
+
+
+def logits(model, seed=1):
+    """The model's logits, in eval mode, for two fixed random rows of 12 ids below 97."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 97, (2, 12), generator=g)
+    with torch.no_grad():
+        return model.eval()(ids)
+
+
+def randomize_adapters(model):
+    """Random B matrices, so that the LoRA adapters (a no-op as made) change the output."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, LoRALinear):
+                m.B.normal_(0, 0.05)
+    return model

@@ -1,9 +1,5 @@
-"""The spam classifier: the book's data split, padding, the head's reading position, frozen
-weights, bad input, and the finetune_classifier stage end to end on a tiny model."""
-
-import json
-import shutil
-from pathlib import Path
+"""The spam classifier (scratchgpt.book.classify): the book's data split, padding, the head's
+reading position, frozen weights, bad input and scores."""
 
 import pandas as pd
 import pytest
@@ -12,7 +8,6 @@ import torch
 from scratchgpt.book import classify
 from scratchgpt.book.classify import (
     DataError,
-    Head,
     SpamDataset,
     head_logits,
     prepare_splits,
@@ -21,21 +16,11 @@ from scratchgpt.book.classify import (
     to_classifier,
 )
 from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.book.train import TrainConfig, seed_everything
 from scratchgpt.book.train import train as run_training
-from scratchgpt.cli import main as cli
 from scratchgpt.formats.checkpoint import Checkpoints
-from scratchgpt.formats.modeldir import load_classifier, save_model, save_tokenizer
-from scratchgpt.plumbing import paths
-from scratchgpt.plumbing.params import load_params
 
 TINY = GPTConfig(vocab_size=50257, context_length=48, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
-
-
-@pytest.fixture(scope="module")
-def tok(mirror):
-    return GPT2Tokenizer(mirror / "gpt2")
 
 
 def test_read_as_the_book_reads_it(mirror):
@@ -154,61 +139,3 @@ def test_scores():
     s = scores([1, 1, 1, 0, 0, 0, 0, 1], [1, 1, 0, 0, 0, 1, 0, 1])
     assert (s["tp"], s["fp"], s["fn"], s["tn"]) == (3, 1, 1, 3)
     assert s["accuracy"] == 0.75 and s["precision"] == 0.75 and s["recall"] == 0.75 and s["f1"] == 0.75
-
-
-@pytest.fixture
-def stage_dir(tmp_path, monkeypatch, mirror, tok):
-    """A working directory holding what finetune_classifier reads: the raw file and models/base."""
-    monkeypatch.chdir(tmp_path)
-    paths.raw("spam").mkdir(parents=True)
-    shutil.copy(mirror / "SMSSpamCollection", paths.raw("spam") / "SMSSpamCollection")
-    torch.manual_seed(0)
-    save_model(GPTModel(TINY), paths.BASE, {"tokenizer": save_tokenizer(tok, paths.BASE)})
-    return tmp_path
-
-
-def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
-    clf = params.classifier.model_copy(
-        update=dict(
-            epochs=2,
-            max_steps=6,
-            batch_size=4,
-            eval_freq=2,
-            eval_iter=2,
-            max_length=24,
-            checkpoint_every=0,
-            device="cpu",
-        )
-    )
-    summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}))
-    for split in ("train", "val", "test"):
-        for key in ("accuracy", "loss", "precision", "recall", "f1"):
-            assert 0 <= summary[f"{split}_{key}"] <= (1 if key != "loss" else 10), (split, key)
-    saved = json.loads((paths.METRICS / "classifier" / "metrics.json").read_text())
-    assert saved["test_accuracy"] == summary["test_accuracy"] and saved["steps"] == 6
-    confusion = json.loads((paths.METRICS / "classifier" / "confusion.json").read_text())
-    assert len(confusion) == 300 and set(confusion[0]) == {"actual", "predicted"}
-    tsv = paths.METRICS / "classifier" / "plots" / "metrics"
-    assert sorted(p.name for p in tsv.iterdir()) == sorted(
-        f"{k}.tsv"
-        for k in [
-            "train_loss",
-            "val_loss",
-            "examples_seen",
-            "train_accuracy",
-            "val_accuracy",
-            "train_loss_epoch",
-            "val_loss_epoch",
-        ]
-    )
-    for name in ("loss.png", "accuracy.png"):
-        assert (paths.PLOTS / "classifier" / name).read_bytes()[:4] == b"\x89PNG"
-    capsys.readouterr()
-    model, tokenizer, head = load_classifier(paths.CLASSIFIER)
-    assert head == Head(max_length=24)
-    label, prob = classify.classify("WINNER!! Claim your free prize now", model, tokenizer, head)
-    assert label in ("ham", "spam") and 0.5 <= prob <= 1
-    assert cli(["classify", "--model", str(paths.CLASSIFIER), "See you at lunch"]) == 0
-    shown, p, text = capsys.readouterr().out.strip().split("\t")
-    assert shown in ("spam", "not spam") and text == "See you at lunch" and 0.5 <= float(p) <= 1

@@ -1,5 +1,6 @@
-"""Generation: the KV cache gives the ids of the uncached path (also past the context window and
-for batches of prompts of different lengths), eos stops, sampling filters, the CLI streams."""
+"""Generation (scratchgpt.book.generate): the KV cache gives the ids of the uncached path (also
+past the context window and for batches of prompts of different lengths), eos stops, the decoding
+layout, sampling filters."""
 
 import dataclasses
 import math
@@ -10,9 +11,6 @@ import torch
 from scratchgpt.book import generate as gen
 from scratchgpt.book.generate import generate, sample_next, top_k_filter, top_p_filter
 from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.book.tokenizer import WordTokenizer
-from scratchgpt.cli import main as cli
-from scratchgpt.formats.modeldir import save_model, save_tokenizer
 
 CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.1)
 PROMPTS = [[1, 2, 3], [5], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20]]  # the last exceeds the window
@@ -167,34 +165,3 @@ def test_sampling_respects_filters_and_seed():
     assert sample_next(logits[:1], temperature=0.0).item() == 1
     with pytest.raises(ValueError, match="temperature must be >= 0"):
         sample_next(logits, temperature=-1)
-
-
-def test_cli_streams_the_continuation(tmp_path, capsys):
-    words = "every effort moves you forward and the story goes on".split()
-    tok = WordTokenizer(sorted(set(words)) + ["<|endoftext|>", "<|unk|>"])
-    cfg = GPTConfig(vocab_size=tok.vocab_size, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
-    torch.manual_seed(0)
-    model = GPTModel(cfg).eval()
-    save_model(model, tmp_path / "m", metadata={"tokenizer": save_tokenizer(tok, tmp_path / "m")})
-    assert (
-        cli(
-            [
-                "generate",
-                "--model",
-                str(tmp_path / "m"),
-                "--prompt",
-                "every effort moves you",
-                "--max-new-tokens",
-                "12",
-                "--no-eos",
-            ]
-        )
-        == 0
-    )
-    out = capsys.readouterr().out.strip()
-    ids = tok.encode("every effort moves you")
-    expected = tok.decode(ids + generate(model, [ids], 12)[0])
-    assert out == expected
-    code = cli(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"])
-    assert code == 1
-    assert "config.json not found" in capsys.readouterr().err

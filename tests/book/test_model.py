@@ -1,20 +1,12 @@
-"""The GPT model: the book's golden ids, parameter counts, equality with a plain reference
-implementation built after the same seed, config checks and model directories."""
-
-import hashlib
-import json
+"""The GPT model (scratchgpt.book.model): the book's golden ids, parameter counts, equality with a
+plain reference implementation built after the same seed, dropout, causality, config checks and
+presets."""
 
 import pytest
 import torch
 from book_reference import PlainGPT
 
 from scratchgpt.book.model import PRESETS, GPTConfig, GPTModel
-from scratchgpt.formats.modeldir import (
-    ModelError,
-    load_model,
-    read_model_config,
-    save_model,
-)
 
 TINY = GPTConfig(vocab_size=101, context_length=24, emb_dim=32, n_heads=4, n_layers=3, drop_rate=0.1)
 
@@ -115,60 +107,12 @@ def test_presets():
     assert (PRESETS["gpt2-large"].emb_dim, PRESETS["gpt2-xl"].n_layers) == (1280, 48)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_model_directory_round_trip(tmp_path, tie):
-    torch.manual_seed(1)
-    model = GPTModel(TINY.replace(tie_weights=tie)).eval()
-    save_model(model, tmp_path / "m", metadata={"tokenizer": {"kind": "word"}})
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
-    config, extra = read_model_config(tmp_path / "m")
-    assert config == model.config and extra["tokenizer"] == {"kind": "word"}
-    assert extra["weights_sha256"] == hashlib.sha256((tmp_path / "m" / "model.safetensors").read_bytes()).hexdigest()
-    again = load_model(tmp_path / "m")
-    idx = torch.randint(0, 101, (2, 9))
-    with torch.no_grad():
-        assert torch.equal(model(idx), again(idx))
-    assert (again.out_head.weight is again.tok_emb.weight) == tie
-    assert not again.training
-
-
 def test_tied_model_starts_near_uniform_loss():
     torch.manual_seed(0)
     model = GPTModel(GPTConfig(vocab_size=5000, context_length=16, emb_dim=64, n_heads=4, n_layers=2, tie_weights=True))
     idx = torch.randint(0, 5000, (4, 16))
     loss = torch.nn.functional.cross_entropy(model.eval()(idx).flatten(0, 1), idx.flatten())
     assert abs(loss.item() - torch.log(torch.tensor(5000.0)).item()) < 0.5
-
-
-def test_load_rejects_what_is_not_a_model_directory(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json not found"):
-        load_model(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"format": 99}))
-    with pytest.raises(ValueError, match="not a scratchgpt model config"):
-        load_model(tmp_path)
-    save_model(GPTModel(TINY), tmp_path)
-    (tmp_path / "model.safetensors").unlink()
-    with pytest.raises(FileNotFoundError, match="model.safetensors not found"):
-        load_model(tmp_path)
-
-
-def test_corrupt_or_truncated_weights_are_named(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    save_model(GPTModel(TINY), "models/base")
-    weights = tmp_path / "models" / "base" / "model.safetensors"
-    blob = bytearray(weights.read_bytes())
-    blob[-100] ^= 0xFF  # inside a tensor: safetensors alone would load it
-    weights.write_bytes(bytes(blob))
-    with pytest.raises(
-        ModelError,
-        match=r"models/base/model.safetensors does not match the sha256 in config.json: "
-        r"corrupt; rerun `dvc repro -f init`",
-    ):
-        load_model("models/base")
-    load_model("models/base", verify=False)  # explicitly unchecked: loads
-    weights.write_bytes(bytes(blob[:50]))
-    with pytest.raises(ModelError, match=r"model.safetensors is unreadable .*dvc repro -f init"):
-        load_model("models/base", verify=False)
 
 
 def test_last_only_logits():

@@ -1,4 +1,5 @@
-"""OpenAI's TF checkpoints and Hugging Face GPT-2 folders ↔ our model directories.
+"""OpenAI's TF checkpoints and Hugging Face GPT-2 folders ↔ our model directories
+(scratchgpt.formats.openai, .hf and .convert).
 
 Every conversion is checked against ``transformers.GPT2LMHeadModel`` holding the same numbers,
 loaded by a mapping written here independently of scratchgpt.formats. The checkpoints are tiny
@@ -6,10 +7,7 @@ and random, written in OpenAI's exact TF1 Saver layout; downloads go to a local 
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fakes import TINY, openai_arrays, write_openai_checkpoint
-from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.cli import main as cli
+from fakes import BOOK_LIKE, TIED, TINY, hf_model, openai_arrays, our_model_dir, write_openai_checkpoint
 from scratchgpt.files import sha256_file
 from scratchgpt.formats.convert import detect
 from scratchgpt.formats.gpt2 import WeightsError
@@ -28,7 +24,6 @@ from scratchgpt.formats.modeldir import (
     load_model,
     load_tokenizer,
     read_model_config,
-    save_model,
 )
 from scratchgpt.formats.openai import (
     OPENAI_FILES,
@@ -43,33 +38,13 @@ from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.params import HttpParams
 from scripted_server import Reply
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # nothing here may reach the Hub
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 TOL = 1e-5
 ENCODER_SHA = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
 VOCAB_BPE_SHA = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
 
 
-@pytest.fixture(scope="session")
-def tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow
-
-    return tensorflow
-
-
-@pytest.fixture(scope="session")
-def transformers():
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    return transformers
-
-
 # ---------------------------------------------------------------------------------------------
-# Helpers: OpenAI checkpoints, HF references, random models
+# Helpers: HF references of OpenAI checkpoints, logits compared, tokenizer files (random models: fakes.py)
 
 
 def hf_reference_from_openai(transformers, h: dict, arrays: dict[str, np.ndarray]):
@@ -106,35 +81,6 @@ def random_ids(vocab: int, ctx: int, seed: int = 1) -> torch.Tensor:
 def max_diff(ours: torch.nn.Module, hf, ids: torch.Tensor) -> float:
     with torch.no_grad():
         return (ours(ids) - hf(ids).logits).abs().max().item()
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter random (norm weights around 1), so a swapped or untransposed tensor shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            offset = 1.0 if p.ndim == 1 and ("norm" in name or "ln_" in name) and name.endswith("weight") else 0.0
-            p.copy_(offset + 0.2 * torch.randn(p.shape, generator=gen))
-    return model.eval()
-
-
-TIED = GPTConfig(
-    vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True, tie_weights=True
-)
-BOOK_LIKE = TIED.replace(drop_rate=0.1, qkv_bias=False, tie_weights=False)
-
-
-def our_model_dir(folder: Path, config: GPTConfig, seed: int = 0, metadata: dict | None = None) -> Path:
-    torch.manual_seed(seed)
-    save_model(randomize_(GPTModel(config), seed), folder, metadata=metadata)
-    return folder
-
-
-def hf_model(transformers, seed: int = 0, **overrides):
-    tiny = dict(vocab_size=97, n_positions=16, n_embd=32, n_layer=2, n_head=4)
-    config = transformers.GPT2Config(**(tiny | overrides))
-    torch.manual_seed(seed)
-    return randomize_(transformers.GPT2LMHeadModel(config), seed)
 
 
 def copy_bpe(mirror: Path, folder: Path, names=("encoder.json", "vocab.bpe"), as_names=None) -> Path:
@@ -577,63 +523,3 @@ def test_download_tokenizer_from_mirror_checked(server, client, tmp_path, mirror
     bad.write_bytes(bad.read_bytes().replace(b"h e\n", b"e h\n", 1))
     with pytest.raises(DownloadError, match="sha256 mismatch"):
         download_openai("124M", tmp_path / "b", client, mirror=str(local), **args)
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "scratchgpt", "weights", *args], capture_output=True, text=True, timeout=120
-    )
-
-
-def test_cli_export_and_errors(tmp_path):
-    ours = our_model_dir(tmp_path / "ours", BOOK_LIKE)
-    done = run_cli("export-hf", str(ours), str(tmp_path / "hf"))
-    assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "hf" / "config.json").read_text())["tie_word_embeddings"] is False
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    for args, message in (
-        (("convert", str(empty), str(tmp_path / "out")), "neither an OpenAI TensorFlow checkpoint"),
-        (("export-hf", str(empty), str(tmp_path / "x")), "config.json not found"),
-    ):
-        done = run_cli(*args)
-        assert done.returncode == 1
-        assert "Traceback" not in done.stderr
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
-    assert not (tmp_path / "out").exists() and not (tmp_path / "x").exists()
-
-
-def test_cli_convert_both_kinds(tf, transformers, tmp_path, capsys):
-    ckpt = write_openai_checkpoint(tf, tmp_path / "ckpt", TINY, openai_arrays(TINY))
-    assert cli(["weights", "convert", str(ckpt), str(tmp_path / "a"), "--no-tokenizer"]) == 0
-    assert load_model(tmp_path / "a").config.qkv_bias
-    hf_model(transformers).save_pretrained(tmp_path / "hf")
-    assert cli(["weights", "convert", str(tmp_path / "hf"), str(tmp_path / "b"), "--no-tokenizer"]) == 0
-    assert read_model_config(tmp_path / "b")[1]["source"]["kind"] == "huggingface"
-    assert cli(["weights", "convert", str(tmp_path / "hf"), str(tmp_path / "c")]) == 1
-    assert "no vocab.json + merges.txt or tokenizer.json" in capsys.readouterr().err
-
-
-def test_cli_download_errors_in_one_line(server, tmp_path, capsys):
-    assert cli(["weights", "download", "7B", str(tmp_path / "x")]) == 1
-    assert "unknown GPT-2 size '7B'" in capsys.readouterr().err
-    code = cli(
-        [
-            "weights",
-            "download",
-            "124M",
-            str(tmp_path / "y"),
-            "--base-url",
-            server.url("/none"),
-            "--mirror",
-            str(tmp_path),
-        ]
-    )
-    err = capsys.readouterr().err
-    assert code == 1 and len(err.strip().splitlines()) == 1
-    assert "could not download gpt2-models/124M/checkpoint" in err and "HTTP 404" in err

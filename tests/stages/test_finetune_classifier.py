@@ -1,0 +1,111 @@
+"""The finetune_classifier stage (stages/finetune_classifier.py) end to end on tiny models: the
+model, metrics and plots it writes, the `classify` command on its model, and LoRA adapters saved
+alone."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from scratchgpt.book import classify
+from scratchgpt.book.classify import Head
+from scratchgpt.book.model import GPTConfig, GPTModel
+from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.cli import main as cli
+from scratchgpt.formats.modeldir import load_classifier, save_model, save_tokenizer
+from scratchgpt.plumbing import paths
+from scratchgpt.plumbing.params import load_params
+
+TINY = GPTConfig(vocab_size=50257, context_length=48, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+
+
+@pytest.fixture
+def stage_dir(tmp_path, monkeypatch, mirror, tok):
+    """A working directory holding what finetune_classifier reads: the raw file and models/base."""
+    monkeypatch.chdir(tmp_path)
+    paths.raw("spam").mkdir(parents=True)
+    shutil.copy(mirror / "SMSSpamCollection", paths.raw("spam") / "SMSSpamCollection")
+    torch.manual_seed(0)
+    save_model(GPTModel(TINY), paths.BASE, {"tokenizer": save_tokenizer(tok, paths.BASE)})
+    return tmp_path
+
+
+def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    clf = params.classifier.model_copy(
+        update=dict(
+            epochs=2,
+            max_steps=6,
+            batch_size=4,
+            eval_freq=2,
+            eval_iter=2,
+            max_length=24,
+            checkpoint_every=0,
+            device="cpu",
+        )
+    )
+    summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}))
+    for split in ("train", "val", "test"):
+        for key in ("accuracy", "loss", "precision", "recall", "f1"):
+            assert 0 <= summary[f"{split}_{key}"] <= (1 if key != "loss" else 10), (split, key)
+    saved = json.loads((paths.METRICS / "classifier" / "metrics.json").read_text())
+    assert saved["test_accuracy"] == summary["test_accuracy"] and saved["steps"] == 6
+    confusion = json.loads((paths.METRICS / "classifier" / "confusion.json").read_text())
+    assert len(confusion) == 300 and set(confusion[0]) == {"actual", "predicted"}
+    tsv = paths.METRICS / "classifier" / "plots" / "metrics"
+    assert sorted(p.name for p in tsv.iterdir()) == sorted(
+        f"{k}.tsv"
+        for k in [
+            "train_loss",
+            "val_loss",
+            "examples_seen",
+            "train_accuracy",
+            "val_accuracy",
+            "train_loss_epoch",
+            "val_loss_epoch",
+        ]
+    )
+    for name in ("loss.png", "accuracy.png"):
+        assert (paths.PLOTS / "classifier" / name).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    model, tokenizer, head = load_classifier(paths.CLASSIFIER)
+    assert head == Head(max_length=24)
+    label, prob = classify.classify("WINNER!! Claim your free prize now", model, tokenizer, head)
+    assert label in ("ham", "spam") and 0.5 <= prob <= 1
+    assert cli(["classify", "--model", str(paths.CLASSIFIER), "See you at lunch"]) == 0
+    shown, p, text = capsys.readouterr().out.strip().split("\t")
+    assert shown in ("spam", "not spam") and text == "See you at lunch" and 0.5 <= float(p) <= 1
+
+
+def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
+    monkeypatch.chdir(tmp_path)
+    paths.raw("spam").mkdir(parents=True)
+    shutil.copy(mirror / "SMSSpamCollection", paths.raw("spam") / "SMSSpamCollection")
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+    save_model(GPTModel(cfg), paths.BASE, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.BASE)})
+    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    lora = params.classifier.lora.model_copy(update={"rank": 2, "save": "adapters"})
+    clf = params.classifier.model_copy(
+        update=dict(
+            method="lora",
+            lora=lora,
+            epochs=1,
+            max_steps=4,
+            batch_size=4,
+            eval_freq=2,
+            eval_iter=1,
+            max_length=16,
+            checkpoint_every=0,
+            device="cpu",
+        )
+    )
+    summary = run_stage("finetune_classifier", params.model_copy(update={"classifier": clf}))
+    per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
+    assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)
+    assert json.loads((paths.METRICS / "classifier" / "memory.json").read_text())["peak_memory_mb"] > 0
+    assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == ["adapters.safetensors", "config.json", "tokenizer"]
+    model, tokenizer, head = load_classifier(paths.CLASSIFIER)
+    assert classify.classify("Free entry to win a prize", model, tokenizer, head)[0] in ("ham", "spam")
