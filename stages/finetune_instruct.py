@@ -89,7 +89,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
         loss_fn=lm_loss,
         curves=["train_loss", "val_loss", "tokens_seen", "lr"],
         epochs_file="samples.json",
-        derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        derived=training.VAL_PERPLEXITY,
         echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
         epoch_end=epoch_end,
         collate_fn=collate_fn,

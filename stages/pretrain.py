@@ -69,7 +69,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
         loss_fn=lm_loss,
         curves=["train_loss", "val_loss", "lr", "tokens_seen"],
         epochs_file="samples.json",
-        derived={"val_perplexity": lambda point: perplexity(point["val_loss"])},
+        derived=training.VAL_PERPLEXITY,
         echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
         epoch_end=sample,
     )

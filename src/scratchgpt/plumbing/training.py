@@ -38,13 +38,15 @@ from scratchgpt.device import peak_memory_mb
 from scratchgpt.files import write_json
 from scratchgpt.formats.checkpoint import Checkpoints
 from scratchgpt.plumbing import paths
-from scratchgpt.plumbing.live import LiveLogger
+from scratchgpt.plumbing.live import LiveLogger, perplexity
 from scratchgpt.plumbing.stage import Stage
 
 log = logging.getLogger(__name__)
 
 # Params that never change what a run computes: left out of its fingerprint.
 NOT_IN_FINGERPRINT = ("device", "checkpoint_every")
+# The curve the language-model stages derive from each evaluation's validation loss.
+VAL_PERPLEXITY = {"val_perplexity": lambda point: perplexity(point["val_loss"])}
 
 
 @dataclass
