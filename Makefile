@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup clean-venv report-screenshot
+.PHONY: repro test setup clean-venv report-screenshot bench
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -23,6 +23,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# Chapter 5 end to end against the book's own code (bench/end_to_end.py). The book's package
+# pins numpy<2.1 for notebooks; the three modules the benchmark runs need only torch and tiktoken.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps llms-from-scratch==1.0.19
+	$(BIN)/python bench/end_to_end.py
 
 clean-venv:
 	rm -rf $(VENV)

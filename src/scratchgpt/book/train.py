@@ -22,7 +22,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -321,7 +321,8 @@ def train(
         collate_fn,
     )
     progress = run.restore()
-    run.measure_untrained()
+    with run.timed("evaluation"):
+        run.measure_untrained()
     run.model.train()
     bar = tqdm(
         total=run.total_steps,
@@ -334,18 +335,23 @@ def train(
     while not progress.complete:
         mine = run.my_batches()
         while progress.micro < run.micro_per_epoch and progress.step < run.total_steps:
-            step, lr = run.step(mine)
+            with run.timed("steps"):
+                step, lr = run.step(mine)
             bar.update(1)
             if step % cfg.eval_freq == 0:
-                point = run.evaluate(step, lr)
+                with run.timed("evaluation"):
+                    point = run.evaluate(step, lr)
                 if run.dist.is_main:
                     bar.set_postfix(train=f"{point['train_loss']:.3f}", val=f"{point['val_loss']:.3f}")
             epoch_done = progress.micro >= run.micro_per_epoch
             if epoch_done or progress.step >= run.total_steps:
-                run.end_of_epoch(epoch_done)
-                run.checkpoint()
+                with run.timed("epoch ends"):
+                    run.end_of_epoch(epoch_done)
+                with run.timed("checkpoints"):
+                    run.checkpoint()
             elif cfg.checkpoint_every and progress.step % cfg.checkpoint_every == 0:
-                run.checkpoint()
+                with run.timed("checkpoints"):
+                    run.checkpoint()
             run.hooks.after_step(progress)
             if epoch_done:
                 break
@@ -355,10 +361,11 @@ def train(
     elapsed = time.perf_counter() - started
     if progress.step > steps_at_start and run.dist.is_main:
         log.info(
-            "%d steps in %.0fs (%.0f tokens/s)",
+            "%d steps in %.0fs (%.0f tokens/s); time in %s",
             progress.step - steps_at_start,
             elapsed,
             (progress.tokens_seen - tokens_at_start) / elapsed,
+            ", ".join(f"{name} {seconds:.1f}s" for name, seconds in run.seconds.items()),
         )
     return progress
 
@@ -404,6 +411,15 @@ class _Run:
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.progress = Progress()
+        self.seconds: dict[str, float] = {}  # wall time per part of the loop, for the log
+
+    @contextlib.contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
 
     def restore(self) -> Progress:
         """Continue from this run's last checkpoint, if any, and replay what it had logged."""

@@ -1,0 +1,110 @@
+"""Chapter 5 end to end: the book's own code against the pipeline, back to back on this machine.
+
+    python bench/end_to_end.py [--mirror DIR] [--keep DIR]
+
+1. A clone of the repository's committed state gets the book-ch05 experiment's params; ``dvc
+   repro pretrain`` runs there from nothing (download@verdict, download@gpt2, prepare@verdict,
+   pretrain), with a fresh resume cache. Its code is the clone's (PYTHONPATH).
+2. The book's own code runs the same training (bench/book_ch05.py, PyPI ``llms-from-scratch``,
+   installed by ``make bench``), reading the files the clone downloaded.
+
+Prints each wall time, the ratio (book / ours), where our time went (from the training loop's
+log line and the stage's total) and whether both curves agree at the book's printed precision.
+Exits 1 when the curves differ. Downloads come from ``--mirror`` (default $SCRATCHGPT_MIRROR,
+else ../shared/data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from scratchgpt.plumbing.experiments import apply, overrides  # noqa: E402
+from scratchgpt.plumbing.params_file import read_yaml  # noqa: E402
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        done = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}); see {log}")
+    return seconds
+
+
+def ours(work: Path, mirror: str) -> tuple[dict[str, float], list[dict[str, float]], str]:
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(work)], check=True)
+    params = apply(read_yaml(work / "params.yaml"), overrides("book-ch05", ROOT / "experiments"), "book-ch05")
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    env = {
+        **os.environ,
+        "SCRATCHGPT_MIRROR": mirror,
+        "SCRATCHGPT_CACHE": str(work / ".bench-cache"),
+        "PYTHONPATH": str(work / "src"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    dvc = [sys.executable, "-m", "dvc", "repro"]
+    data = timed([*dvc, "prepare@verdict"], work, env, work / "data.log")
+    pretrain = timed([*dvc, "pretrain"], work, env, work / "pretrain.log")
+    log = (work / "pretrain.log").read_text(encoding="utf-8")
+    curve = {}
+    for key in ("train_loss", "val_loss"):
+        tsv = (work / "metrics/pretrain/plots/metrics" / f"{key}.tsv").read_text().splitlines()[1:]
+        for line in tsv:
+            step, value = line.split("\t")[:2]
+            curve.setdefault(int(step), {})[key] = float(value)
+    points = [{"step": s, **v} for s, v in sorted(curve.items())]
+    return {"download and prepare": data, "pretrain stage": pretrain}, points, log
+
+
+def book(work: Path) -> tuple[float, dict]:
+    out = work / "book.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "book_ch05.py"), "--out", str(out)]
+    cmd += ["--text", str(work / "data/raw/verdict/the-verdict.txt"), "--bpe", str(work / "data/raw/gpt2")]
+    seconds = timed(cmd, work, dict(os.environ), work / "book.log")
+    return seconds, json.loads(out.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_mirror = os.environ.get("SCRATCHGPT_MIRROR") or str(ROOT.parent / "shared" / "data")
+    ap.add_argument("--mirror", default=default_mirror)
+    ap.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="bench-e2e-")) / "repo"
+    ours_times, our_points, log = ours(work, args.mirror)
+    book_seconds, book_result = book(work)
+    our_total = sum(ours_times.values())
+    print(f"book's code (llms-from-scratch, train_model_simple): {book_seconds:7.1f} s", end="")
+    print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in book_result["seconds"].items()) + ")")
+    print(f"scratchgpt (dvc repro pretrain, book-ch05):          {our_total:7.1f} s", end="")
+    print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in ours_times.items()) + ")")
+    loop = re.search(r"(\d+) steps in (\d+)s \((\d+) tokens/s\); time in (.*)", log)
+    if loop:
+        print(f"  training loop {loop.group(2)} s: {loop.group(4)}")
+        print(f"  pretrain stage outside the loop: {ours_times['pretrain stage'] - float(loop.group(2)):.0f} s")
+    print(f"ratio (book / ours): {book_seconds / our_total:.2f}x")
+    book_points = [(p["step"], round(p["train_loss"], 3), round(p["val_loss"], 3)) for p in book_result["points"]]
+    mine = [(p["step"], round(p["train_loss"], 3), round(p["val_loss"], 3)) for p in our_points]
+    same = book_points == mine
+    print(f"curves: {len(book_points)} evaluation points, {'identical' if same else 'DIFFERENT'} at 3 decimals")
+    if not same:
+        for a, b in zip(book_points, mine):
+            print(f"  book {a}  ours {b}{'' if a == b else '  <--'}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
