@@ -1,10 +1,13 @@
 """The training loop: the book's batch order, schedules, resume equal to an uninterrupted run,
 fresh starts on other settings, divergence, and 2-process DDP on the CPU."""
 
+import dataclasses
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -298,3 +301,35 @@ def test_two_process_ddp_on_cpu_equals_one_process_with_the_global_batch(data, t
     assert two["tokens"] == one["tokens"]
     for name, tensor in one["state"].items():
         torch.testing.assert_close(two["state"][name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+class SlowStore:
+    """A checkpoint store whose writes take 0.2 s, counting them."""
+
+    def __init__(self):
+        self.saved = 0
+
+    def load(self):
+        return None
+
+    def save(self, state):
+        time.sleep(0.2)
+        self.saved += 1
+
+
+@pytest.mark.parametrize("share", [1.0, 0.05])
+def test_checkpoint_share_bounds_the_time_spent_writing(data, share):
+    """30 steps with checkpoint_every 3: 10 checkpoints are due. With share 1 each is written;
+    with 0.05 a write costing 0.2 s allows the next only after ~4 s more, longer than this whole
+    run, so one or two are written. The weights come out the same either way."""
+    cfg = dataclasses.replace(TRAIN, epochs=1, max_steps=30, checkpoint_share=share)
+    seed_everything(cfg.seed)
+    model, store = GPTModel(CFG), SlowStore()
+    progress = run_training(model, *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=store)
+    assert progress.step == 30
+    if share == 1.0:
+        assert store.saved == 10
+    else:
+        assert 1 <= store.saved <= 2
+    reference, _ = run(data, Path(tempfile.mkdtemp()), cfg=dataclasses.replace(cfg, checkpoint_share=1.0))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))

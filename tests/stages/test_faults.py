@@ -105,7 +105,7 @@ STAGES = {
 def tiny_params() -> dict:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
-    common = dict(checkpoint_every=2, eval_freq=2, eval_iter=1, device="cpu")
+    common = dict(checkpoint_every=2, checkpoint_share=1.0, eval_freq=2, eval_iter=1, device="cpu")
     params["pretrain"].update(
         corpora=["verdict"],
         max_steps=10,

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Le
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class TrainConfig:
     eval_freq: Annotated[int, Ge(1)] = 5  # evaluate after every eval_freq-th optimizer step
     eval_iter: Annotated[int, Ge(1)] = 5  # batches per evaluation
     checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between checkpoints (also at each epoch's end)
+    checkpoint_share: Annotated[float, Gt(0), Le(1)] = 1.0  # most of the run's time checkpoints take (1: no bound)
     max_steps: Annotated[int, Ge(0)] = 0  # stop early (0: every epoch to its end)
     seed: int = 123
 

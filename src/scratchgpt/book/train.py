@@ -5,10 +5,12 @@ resumable, distributed and observable.
   ``torch.manual_seed``: the same random numbers are consumed in the same order (also by each
   evaluation, which iterates fresh loaders like the book's ``calc_loss_loader``), so the run
   sees the book's batch order and dropout masks, and an epoch can resume mid-way.
-- A checkpoint (model, optimizer, data position, RNG states, logged history) is written
-  atomically every ``checkpoint_every`` steps and at each epoch's end. A rerun with the same
-  fingerprint (params, data, code) resumes from it and ends with the same metrics as an
-  uninterrupted run; a different fingerprint starts afresh.
+- A checkpoint (model, optimizer, data position, RNG states, logged history) is due every
+  ``checkpoint_every`` steps, at each epoch's end and at the last step; it is written when that
+  keeps the time spent writing checkpoints within ``checkpoint_share`` of the run (a 2 GB
+  checkpoint after every 30-second epoch would otherwise cost a sixth of it). A rerun with the
+  same fingerprint (params, data, code) resumes from the last one written and ends with the same
+  metrics as an uninterrupted run; a different fingerprint starts afresh.
 - A non-finite loss stops the run with a clear error; the last good checkpoint is kept.
 - ``torchrun --nproc_per_node N`` runs DistributedDataParallel (gloo on CPU, nccl on CUDA):
   each rank takes every N-th window of the shared order; rank 0 logs and writes checkpoints.
@@ -171,6 +173,15 @@ class Dist:
         if self.enabled:
             dist.barrier()
 
+    def agree(self, decision: bool) -> bool:
+        """Rank 0's ``decision``, on every rank (a decision that reads the clock may differ)."""
+        if not self.enabled:
+            return decision
+        on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+        flag = torch.tensor([int(decision)], device=on)
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
+
 
 def init_distributed(device_name: str = "auto") -> tuple[Dist, torch.device]:
     """Join the process group when started by torchrun; pick this rank's device."""
@@ -305,7 +316,7 @@ def train(
     s % eval_freq == 0, the loss over the first ``eval_iter`` batches of a freshly shuffled
     training pass and of the validation data is logged (the book's evaluate_model);
     ``epoch_end(model, evaluator)`` adds what each finished epoch reports (a text sample,
-    accuracies). A state is saved every ``checkpoint_every`` steps and at each epoch's end.
+    accuracies). A state is saved as the module's docstring says (``checkpoint_share``).
     """
     run = _Run(
         model,
@@ -412,6 +423,9 @@ class _Run:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.progress = Progress()
         self.seconds: dict[str, float] = {}  # wall time per part of the loop, for the log
+        self.last_checkpoint_cost: float | None = None  # seconds the last checkpoint took to write
+        self.checkpoint_writing = 0.0  # seconds all of them took
+        self.started = time.perf_counter()
 
     @contextlib.contextmanager
     def timed(self, part: str) -> Iterator[None]:
@@ -517,9 +531,13 @@ class _Run:
         progress.complete = progress.epoch >= self.cfg.epochs or progress.step >= self.total_steps
 
     def checkpoint(self) -> None:
-        """Save the whole state (rank 0), once the weights are known to be finite."""
+        """A checkpoint is due: check the weights, then save the whole state (rank 0) when the
+        budget allows (:meth:`within_budget`)."""
         self.check_weights()
-        if self.dist.is_main and self.checkpoints is not None:
+        if self.checkpoints is None or not self.dist.agree(self.within_budget()):
+            return
+        if self.dist.is_main:
+            start = time.perf_counter()
             self.checkpoints.save(
                 {
                     "model": self.core.state_dict(),
@@ -528,7 +546,23 @@ class _Run:
                     "rng": rng_state(),
                 }
             )
+            self.last_checkpoint_cost = time.perf_counter() - start
+            self.checkpoint_writing += self.last_checkpoint_cost
         self.dist.barrier()
+
+    def within_budget(self) -> bool:
+        """Whether writing a checkpoint now keeps all of this run's checkpoint writing within
+        ``checkpoint_share`` of its time. A write is estimated to cost what the last one did, or
+        before any, the state's size at 250 MB/s."""
+        share = self.cfg.checkpoint_share
+        if share >= 1:
+            return True
+        cost = self.last_checkpoint_cost
+        if cost is None:
+            state = [*self.core.parameters(), *(t for s in self.optimizer.state.values() for t in s.values())]
+            cost = sum(t.numel() * t.element_size() for t in state if torch.is_tensor(t)) / 250e6
+        elapsed = time.perf_counter() - self.started
+        return self.checkpoint_writing + cost <= share * (elapsed + cost)
 
     def check_weights(self) -> None:
         name = first_non_finite(self.core)

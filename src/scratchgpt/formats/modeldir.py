@@ -9,14 +9,16 @@ holds ``adapters.safetensors`` and a reference to its base model directory inste
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from scratchgpt import files
@@ -30,7 +32,7 @@ from scratchgpt.book.tokenizer import (
     WordTokenizer,
 )
 from scratchgpt.errors import PipelineError
-from scratchgpt.files import atomic_path, sha256_file, write_json
+from scratchgpt.files import sha256_file, write_bytes, write_json
 from scratchgpt.plumbing.paths import rebuild_hint
 
 MODEL_FORMAT = 1
@@ -48,6 +50,14 @@ class ModelError(PipelineError, ValueError):
 # Model and weights
 
 
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Write ``tensors`` as a safetensors file (atomically, fsynced); return its sha256, taken from
+    the bytes written rather than by reading the file back."""
+    data = safetensors.torch.save(tensors, metadata=metadata)
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
 def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dict[str, Any] | None = None) -> Path:
     """Write ``config.json`` and ``model.safetensors`` (each atomically) into ``directory``."""
     directory = Path(directory)
@@ -58,9 +68,7 @@ def save_model(model: GPTModel, directory: str | os.PathLike[str], metadata: dic
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ModelError(f"{directory}: not saved, {name} holds NaN or infinite values")
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        digest = sha256_file(tmp)
+    digest = write_safetensors(directory / WEIGHTS_FILE, state, metadata={"format": "pt"})
     config = {"format": MODEL_FORMAT, "model": model.config.to_dict(), **(metadata or {}), "weights_sha256": digest}
     write_json(directory / CONFIG_FILE, config)
     return directory
@@ -156,9 +164,7 @@ def save_adapters(
         if is_adapter or is_new_head:
             state[name] = tensor.detach().contiguous().cpu()
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / ADAPTERS_FILE) as tmp:
-        save_file(state, str(tmp))
-        digest = sha256_file(tmp)
+    digest = write_safetensors(directory / ADAPTERS_FILE, state)
     base = {"path": os.path.relpath(base_dir, lands_at or directory), "weights_sha256": weights_sha256(base_dir)}
     config = {
         "format": MODEL_FORMAT,
