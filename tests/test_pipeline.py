@@ -46,6 +46,7 @@ def repo(tmp_path_factory, mirror):
         eval_freq=2,
         eval_iter=2,
         checkpoint_every=3,
+        checkpoint_share=1.0,  # every due checkpoint: the test looks for one in the cache
         sample_tokens=5,
     )
     params["classifier"].update(epochs=1, max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, checkpoint_every=0)
