@@ -3,17 +3,13 @@ TensorFlow checkpoint from a Hugging Face folder, :func:`convert` converts eithe
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.formats.gpt2 import WeightsError, read_json
+from scratchgpt.formats.gpt2 import PathLike, WeightsError, read_json
 from scratchgpt.formats.hf import import_hf
 from scratchgpt.formats.modeldir import MODEL_FORMAT
 from scratchgpt.formats.openai import convert_tf_checkpoint
-
-PathLike = str | os.PathLike[str]
-
 
 # ---------------------------------------------------------------------------------------------
 # Either source

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import zipfile
@@ -25,6 +24,7 @@ from scratchgpt.book.model import GPTConfig, GPTModel, model_from_state
 from scratchgpt.book.tokenizer import GPT2_EOT_ID, GPT2_FILES, GPT2Tokenizer
 from scratchgpt.files import atomic_dir, write_bytes, write_json
 from scratchgpt.formats.gpt2 import (
+    PathLike,
     WeightsError,
     check_shape,
     first_line,
@@ -38,8 +38,6 @@ from scratchgpt.formats.gpt2 import (
 from scratchgpt.formats.modeldir import TOKENIZER_DIR, load_model
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 
 from scratchgpt.book.model import PRESETS, GPTConfig, GPTModel, model_from_state
 from scratchgpt.formats.gpt2 import (
+    PathLike,
     WeightsError,
     check_shape,
     first_line,
@@ -32,8 +33,6 @@ from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.params import FileParams
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 
 # ---------------------------------------------------------------------------------------------
