@@ -170,6 +170,23 @@ def test_mirror_folder_and_url(server, client, tmp_path):
     assert (tmp_path / "b.txt").read_bytes() == BODY
 
 
+def test_a_file_from_the_mirror_is_one_line_and_failures_are_debug(server, client, tmp_path, caplog):
+    """Offline, every file would otherwise print a warning per dead URL before the mirror serves it."""
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "story.txt").write_bytes(BODY)
+    a, b = server.route("/a", Reply(status=404)), server.route("/b", Reply(status=410))
+    caplog.set_level("INFO")
+    used = fetch_file(spec(a, b), tmp_path / "story.txt", client, mirror=str(tmp_path / "mirror"))
+    assert used == f"mirror {tmp_path / 'mirror' / 'story.txt'}"
+    assert [r for r in caplog.records if r.name.startswith("scratchgpt")] == []
+    caplog.clear()
+    caplog.set_level("DEBUG")
+    fetch_file(spec(a, b), tmp_path / "again.txt", client, mirror=str(tmp_path / "mirror"))
+    debug = [r.getMessage() for r in caplog.records if r.name == "scratchgpt.plumbing.download"]
+    assert any(f"primary {a} failed: HTTP 404" in m for m in debug)
+    assert any(f"backup {b} failed: HTTP 410" in m for m in debug)
+
+
 def test_mirror_comes_last(tmp_path):
     s = spec("https://example.org/a", "https://example.org/b")
     labels = [src.label.split()[0] for src in sources_for(s, str(tmp_path))]

@@ -127,7 +127,7 @@ def download_openai(
     client = client or HttpClient()
     for spec in specs:
         target = file_dest(dest, spec)
-        fetch_file(spec, target, client, mirror, resume=True)
+        log.info("%s: %s", target, fetch_file(spec, target, client, mirror, resume=True))
     return dest
 
 

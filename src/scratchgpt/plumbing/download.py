@@ -183,6 +183,9 @@ def fetch_file(
     With ``resume``, a transfer that breaks off (or a killed process) leaves a hidden
     ``.<name>.partial-*`` file beside ``dest`` that the next call continues with an HTTP Range;
     a copy that fails verification is always deleted. Without it nothing partial is kept.
+
+    Sources that fail before one succeeds are logged at debug level only; when every source
+    fails, :class:`DownloadError` lists them all.
     """
     if dest.exists() and verify(dest, spec) is None:
         return "already present"
@@ -202,12 +205,12 @@ def fetch_file(
                 raise SourceFailed(problem)
             os.replace(tmp, dest)
             verified = True
-            log.info("%s: from %s", spec.name, source.label)
+            log.debug("%s: from %s", spec.name, source.label)
             for other in sources:  # what other sources left half-done is stale now
                 partial_path(dest, other).unlink(missing_ok=True)
             return source.label
         except SourceFailed as e:
-            log.warning("%s: %s failed: %s", spec.name, source.label, e)
+            log.debug("%s: %s failed: %s", spec.name, source.label, e)
             failures.append((source.label, str(e)))
         finally:
             if not keep or verified or (tmp.exists() and tmp.stat().st_size == 0):
@@ -272,5 +275,5 @@ def fetch_dataset(
                     report[dest.name] = "already present"
                 else:
                     report[dest.name] = fetch_file(spec, dest, client, mirror)
-    log.info("%s: %d file(s) ready in %s", name, len(report), out_dir)
+    log.debug("%s: %d file(s) ready", name, len(report))
     return report

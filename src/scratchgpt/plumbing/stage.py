@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from typing import Any
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import json_digest, tree_digest
-from scratchgpt.plumbing import resume
+from scratchgpt.plumbing import logs, resume
 from scratchgpt.plumbing.allocator import tune_cpu_allocator
 from scratchgpt.plumbing.outputs import StagedOutputs
 from scratchgpt.plumbing.params import Params, load_params
@@ -112,8 +111,7 @@ def stage_name(argv: list[str]) -> str:
 
 
 def run(main: Callable[[Stage], None]) -> None:
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     tune_cpu_allocator()  # see its docstring: large tensors reused, not re-faulted every step
     signal.signal(signal.SIGTERM, _on_sigterm)
     name = Path(sys.argv[0]).stem
