@@ -22,6 +22,7 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -450,11 +451,12 @@ def experiments_command(args: argparse.Namespace) -> int:
         return 0
     if args.action == "show":
         upstream = [s for s in ex.upstream(experiment.stages) if s not in experiment.stages]
+        wrap = textwrap.TextWrapper(width=100, subsequent_indent=" " * 9)
         print(f"{experiment.name} ({experiment.path})\n")
-        print(experiment.description + "\n")
-        print(f"time:    {experiment.time}")
+        print(textwrap.fill(experiment.description, width=100) + "\n")
+        print(wrap.fill(f"time:    {experiment.time}"))
         print(f"stages:  {' '.join(experiment.stages)}")
-        print(f"         (DVC runs these, and upstream only what changed: {', '.join(upstream) or 'none'})")
+        print(wrap.fill(f"         and, where their inputs changed, upstream: {', '.join(upstream) or 'none'}"))
         print("params:  params.yaml → this experiment")
         width = max(len(key) for key, _, _ in changed)
         for key, old, new in changed:

@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from scratchgpt.plumbing.params import PARAMS_FILE, validate
-from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml, show
+from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml
 from scratchgpt.plumbing.pipeline import DVC_YAML, load_spec, stage_names
 
 EXPERIMENTS_DIR = Path("experiments")
@@ -160,5 +160,5 @@ def upstream(targets: tuple[str, ...], root: Path = Path(".")) -> list[str]:
 
 
 def describe_value(value: Any) -> str:
-    """A params value as the user wrote it (lists and mappings shown as JSON)."""
-    return json.dumps(value) if isinstance(value, (list, dict)) else show(value).strip("'")
+    """A params value as YAML reads it back: strings bare, the rest as JSON (1.0 stays 1.0)."""
+    return value if isinstance(value, str) else json.dumps(value)
