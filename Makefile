@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup clean-venv report-screenshot bench
+.PHONY: repro test setup shell clean-venv report-screenshot bench
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -16,6 +16,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
+
+# A shell with the virtual environment active, so that `dvc`, `python` and `scratchgpt` are the
+# project's (the same as `source .venv/bin/activate`); `exit` leaves it.
+shell: $(STAMP)
+	@echo "$(VENV) active: dvc, python and scratchgpt are the project's; exit to leave"
+	@. $(BIN)/activate && exec $${SHELL:-/bin/bash} -i
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,7 +1,7 @@
 """Named experiments: experiments/<name>.yaml states what one run of the book reproduces.
 
     description: Chapter 5 as the book runs it ...     # one paragraph; its first sentence is the summary
-    time: about 10 minutes on 2 CPU cores              # the measured time, stated here only
+    time: about N minutes on 2 CPU cores               # the measured time, stated here only
     stages: [pretrain]                                 # the dvc.yaml stages it reproduces
     params:                                            # dotted params.yaml keys → the book's values
       model.context_length: 256
