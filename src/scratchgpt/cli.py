@@ -553,7 +553,8 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], **kw: Any) -> argparse.ArgumentParser:
         doc = " ".join(func.__doc__.split())
-        p = sub.add_parser(name, help=doc, description=doc, formatter_class=Formatter, **kw)
+        text = textwrap.fill(doc, width=min(100, max(60, _columns())))
+        p = sub.add_parser(name, help=doc, description=text, formatter_class=Formatter, **kw)
         p.set_defaults(func=func, parser=p)
         return p
 
@@ -616,7 +617,7 @@ def parser() -> argparse.ArgumentParser:
         p.set_defaults(parser=p)
         return p
 
-    ex_action("list", "each experiment: name, target stages, what it runs, the time it takes")
+    ex_action("list", "each experiment: name, target stages, a one-line description, the time it takes")
     ex_show = ex_action("show", "one experiment: description, stages, the params it changes (old → new), its command")
     ex_show.add_argument("name", help="an experiment of experiments/, e.g. book-ch05")
     ex_args = ex_action("args", "the -S arguments alone, checked against params.yaml (for scripts)")
