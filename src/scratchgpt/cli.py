@@ -299,8 +299,15 @@ def _answer(conv: Conversation, instruction: str, reply: Callable[[list[int]], I
     return final
 
 
-def converse(conv: Conversation, reply: Callable[[list[int]], Iterable[str]], lines: Iterable[str], write) -> None:
-    """Answer each line; ``/reset`` forgets the conversation, ``/quit`` ends it."""
+def converse(
+    conv: Conversation,
+    reply: Callable[[list[int]], Iterable[str]],
+    lines: Iterable[str],
+    write,
+    note: Callable[[str], None] | None = None,
+) -> None:
+    """Answer each line; ``/reset`` forgets the conversation, ``/quit`` ends it. ``note`` hears
+    of an empty answer."""
     for line in lines:
         instruction = line.strip()
         if not instruction:
@@ -310,7 +317,10 @@ def converse(conv: Conversation, reply: Callable[[list[int]], Iterable[str]], li
         if instruction == "/reset":
             conv.reset()
             continue
-        conv.add(instruction, _answer(conv, instruction, reply, write))
+        answer = _answer(conv, instruction, reply, write)
+        if not answer and note:
+            note("(no answer: the model ended it or went straight on to a next ### section)")
+        conv.add(instruction, answer)
 
 
 def _typed_lines(conv: Conversation) -> Iterator[str]:
@@ -360,7 +370,7 @@ def chat_command(args: argparse.Namespace) -> int:
     lines = _typed_lines(conv)
     while True:
         try:
-            converse(conv, reply, lines, write)
+            converse(conv, reply, lines, write, note=lambda text: print(text, file=sys.stderr))
             return 0
         except KeyboardInterrupt:  # during an answer: drop it, ask again
             print("\n(interrupted)", file=sys.stderr)
