@@ -305,9 +305,11 @@ def converse(
     lines: Iterable[str],
     write,
     note: Callable[[str], None] | None = None,
+    between: str = "",
 ) -> None:
     """Answer each line; ``/reset`` forgets the conversation, ``/quit`` ends it. ``note`` hears
-    of an empty answer."""
+    of an empty answer; ``between`` is written between two answers."""
+    answered = False
     for line in lines:
         instruction = line.strip()
         if not instruction:
@@ -317,6 +319,9 @@ def converse(
         if instruction == "/reset":
             conv.reset()
             continue
+        if answered and between:
+            write(between)
+        answered = True
         answer = _answer(conv, instruction, reply, write)
         if not answer and note:
             note("(no answer: the model ended it or went straight on to a next ### section)")
@@ -359,8 +364,8 @@ def chat_command(args: argparse.Namespace) -> int:
 
     if "instruct" not in config:
         print(f"note: {args.model} was not finetuned on instructions; it continues the prompt", file=sys.stderr)
-    if not interactive:
-        converse(conv, reply, sys.stdin, write)
+    if not interactive:  # a blank line between answers, which may span lines
+        converse(conv, reply, sys.stdin, write, between="\n")
         return 0
     print(
         f"{args.model}: {model.config.context_length}-token context, "
@@ -534,7 +539,7 @@ Typed at a terminal, the conversation is kept: earlier turns stay in the prompt,
 /quit, Ctrl-D or Ctrl-C at the prompt end; Ctrl-C during an answer stops it.
 
 When stdin is not a terminal, each non-empty line is an instruction answered on its own (no
-history unless --history), the answers printed one after another with no prompts:
+history unless --history); the answers are printed with no prompts, a blank line between two:
 
   echo "Name a color" | scratchgpt chat --model models/instruct
 """
