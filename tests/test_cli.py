@@ -1,19 +1,35 @@
-"""The command line (scratchgpt.cli): `generate` streams the continuation and names a missing
-model; `weights convert`, `export-hf` and `download` work and say what went wrong in one line.
-(`classify` is run by the finetune_classifier stage test, on the model that stage writes.)"""
+"""The command line (scratchgpt.cli): --help answers without importing torch; bad arguments end
+in one line naming the option; `generate` streams the continuation and `chat` answers with the
+book's Alpaca prompt (pipe mode, history, /reset, the next "###" section); both refuse a
+classifier; `classify` prints aligned columns; `experiments` lists, shows and runs only the target
+stages; `weights convert`, `export-hf` and `download` say what went wrong in one line."""
 
+import io
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import torch
 
+import scratchgpt.book.generate
 from fakes import BOOK_LIKE, TINY, hf_model, openai_arrays, our_model_dir, write_openai_checkpoint
+from scratchgpt import cli as cli_module
+from scratchgpt.book.classify import Head
 from scratchgpt.book.generate import generate
+from scratchgpt.book.instruct import format_input
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import WordTokenizer
+from scratchgpt.cli import Conversation, answer_so_far, converse
 from scratchgpt.cli import main as cli
+from scratchgpt.formats import modeldir
 from scratchgpt.formats.modeldir import load_model, read_model_config, save_model, save_tokenizer
+from scratchgpt.formats.openai import OPENAI_PRESETS
+from scratchgpt.plumbing.experiments import changes, describe_value, load
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cli_streams_the_continuation(tmp_path, capsys):
@@ -42,9 +58,10 @@ def test_cli_streams_the_continuation(tmp_path, capsys):
     ids = tok.encode("every effort moves you")
     expected = tok.decode(ids + generate(model, [ids], 12)[0])
     assert out == expected
-    code = cli(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"])
-    assert code == 1
-    assert "config.json not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"])
+    assert e.value.code == 2
+    assert f"argument --model: {tmp_path / 'nope'}: no such directory" in capsys.readouterr().err
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -68,7 +85,9 @@ def test_cli_export_and_errors(tmp_path):
         assert done.returncode == 1
         assert "Traceback" not in done.stderr
         lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+        assert len(lines) == 1 and re.match(r"scratchgpt weights [a-z-]+: error: ", lines[0]) and message in lines[0], (
+            lines
+        )
     assert not (tmp_path / "out").exists() and not (tmp_path / "x").exists()
 
 
@@ -101,3 +120,286 @@ def test_cli_download_errors_in_one_line(server, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert "could not download gpt2-models/124M/checkpoint" in err and "HTTP 404" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast help, one-line argument errors
+
+
+HELPS = [
+    [],
+    ["generate"],
+    ["chat"],
+    ["classify"],
+    ["weights"],
+    ["weights", "download"],
+    ["weights", "convert"],
+    ["weights", "export-hf"],
+    ["experiments"],
+    ["experiments", "list"],
+    ["experiments", "show"],
+    ["experiments", "run"],
+]
+HEAVY = ("torch", "numpy", "dvc", "safetensors", "scratchgpt.book.model", "scratchgpt.formats.modeldir")
+
+
+def test_help_answers_without_importing_torch():
+    """Every --help exits 0 with its usage, and nothing heavy is imported for it."""
+    script = (
+        "import json, sys, contextlib, io\n"
+        "from scratchgpt.cli import main\n"
+        "out = {}\n"
+        f"for argv in {HELPS!r}:\n"
+        "    buf = io.StringIO()\n"
+        "    try:\n"
+        "        with contextlib.redirect_stdout(buf):\n"
+        "            main(argv + ['--help'])\n"
+        "    except SystemExit as e:\n"
+        "        out[' '.join(argv)] = [e.code, buf.getvalue()]\n"
+        f"print(json.dumps({{'helps': out, 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["heavy"] == []
+    helps = result["helps"]
+    assert sorted(helps) == sorted(" ".join(a) for a in HELPS)
+    for argv, (code, text) in helps.items():
+        assert code == 0 and text.startswith("usage: scratchgpt"), argv
+    for action in ("list", "show", "run"):
+        assert f"    {action} " in helps["experiments"][1]
+    assert "stop after N new tokens (>= 1; default 50)" in helps["generate"][1]
+    assert "stop after N new tokens (>= 1; default 64)" in helps["chat"][1] and "/reset" in helps["chat"][1]
+    for command in ("generate", "chat", "classify", "weights", "experiments"):
+        assert command in helps[""][1]
+
+
+def test_the_names_the_command_line_repeats_agree_with_the_library():
+    assert cli_module.CONFIG_FILE == modeldir.CONFIG_FILE
+    assert cli_module.GPT2_SIZES == tuple(OPENAI_PRESETS)
+
+
+@pytest.mark.parametrize(
+    "args, option, message",
+    [
+        (["--max-new-tokens", "-5"], "--max-new-tokens", "must be >= 1, got -5"),
+        (["--max-new-tokens", "many"], "--max-new-tokens", "expected a whole number"),
+        (["--top-k", "0"], "--top-k", "must be >= 1, got 0"),
+        (["--top-p", "1.5"], "--top-p", "must be in (0, 1], got 1.5"),
+        (["--top-p", "0"], "--top-p", "must be in (0, 1], got 0"),
+        (["--temperature", "nan"], "--temperature", "must be a finite number, got nan"),
+        (["--temperature", "inf"], "--temperature", "must be a finite number, got inf"),
+        (["--temperature", "-1"], "--temperature", "must be >= 0"),
+        (["--device", "tpu"], "--device", "expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+    ],
+)
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_bad_arguments_end_in_one_line_naming_the_option(language_model, capsys, command, args, option, message):
+    prompt = ["--prompt", "x"] if command == "generate" else []
+    with pytest.raises(SystemExit) as e:
+        cli([command, "--model", str(language_model), *prompt, *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"scratchgpt {command}: error: argument {option}: {message}"), err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_one_line(language_model, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli(["generate", "--model", str(language_model), "--prompt", "x", "--device", "cuda:0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "argument --device: " in err and "CUDA is not available" in err
+
+
+def test_a_model_directory_is_checked_before_anything_loads(tmp_path, classifier_model, language_model, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    cases = [
+        (["generate", "--prompt", "x", "--model", str(tmp_path / "nope")], "no such directory"),
+        (["chat", "--model", str(tmp_path / "empty")], "no config.json, not a model directory"),
+        (["chat", "--model", str(tmp_path / "broken")], "unreadable"),
+        (["generate", "--prompt", "x", "--model", str(classifier_model)], "is a classifier (2-class head)"),
+        (["chat", "--model", str(classifier_model)], "is a classifier (2-class head)"),
+        (["classify", "--model", str(language_model), "hi"], "is not a classifier"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as e:
+            cli(argv)
+        err = capsys.readouterr().err.strip()
+        assert e.value.code == 2 and len(err.splitlines()) == 1, err
+        assert "argument --model: " in err and message in err, err
+
+
+# ---------------------------------------------------------------------------------------------
+# chat
+
+
+@pytest.fixture
+def language_model(tmp_path, tok):
+    """A tiny random instruction model with GPT-2's tokenizer."""
+    cfg = GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    torch.manual_seed(0)
+    folder = tmp_path / "instruct"
+    meta = {"tokenizer": save_tokenizer(tok, folder), "instruct": {"format": "alpaca"}}
+    save_model(GPTModel(cfg).eval(), folder, metadata=meta)
+    return folder
+
+
+@pytest.fixture
+def classifier_model(tmp_path, tok):
+    cfg = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, n_classes=2)
+    torch.manual_seed(0)
+    folder = tmp_path / "classifier"
+    head = Head(("ham", "spam"), "last_non_pad", tok.eot_id, 32)
+    save_model(
+        GPTModel(cfg).eval(), folder, metadata={"tokenizer": save_tokenizer(tok, folder), "classifier": head.to_dict()}
+    )
+    return folder
+
+
+def alpaca(instruction: str) -> str:
+    """The book's prompt for an instruction, with the response header the model continues."""
+    return format_input({"instruction": instruction, "input": ""}) + "\n\n### Response:\n"
+
+
+def test_chat_from_a_pipe_answers_as_greedy_generate_does(language_model, tok, monkeypatch, capsys):
+    questions = ["Name a color", "What is 2 + 2?", "Rewrite: the cat sat."]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(questions) + "\n\n"))
+    assert cli(["chat", "--model", str(language_model), "--max-new-tokens", "12"]) == 0
+    out = capsys.readouterr().out
+    model = load_model(language_model)
+    answers = []
+    for q in questions:
+        ids = tok.encode(alpaca(q), allow_special=False)
+        new = generate(model, [ids], 12, eos_id=tok.eot_id)[0]
+        text = tok.decode([t for t in new if t != tok.eot_id])
+        answers.append(text.split("###")[0].strip() + "\n")
+    assert out == "\n".join(answers)  # the answers alone, a blank line between two, no prompts
+    assert "".join(answers).strip()
+
+
+@pytest.fixture
+def prompts_fed(monkeypatch, tok):
+    """The prompts chat feeds the model, decoded (the book's stream, spied on)."""
+    fed = []
+    real = scratchgpt.book.generate.stream
+
+    def spy(model, prompts, *args, **kwargs):
+        fed.append(tok.decode(list(prompts[0])))
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(scratchgpt.book.generate, "stream", spy)
+    return fed
+
+
+def test_chat_history_and_reset(language_model, monkeypatch, capsys, prompts_fed):
+    lines = "first\nsecond\n/reset\nthird\n/quit\nfourth\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(lines))
+    assert cli(["chat", "--model", str(language_model), "--max-new-tokens", "3", "--history"]) == 0
+    answers = capsys.readouterr().out.split("\n")
+    assert len(prompts_fed) == 3  # nothing after /quit
+    assert prompts_fed[0] == alpaca("first")
+    second = prompts_fed[1]
+    assert second.startswith(alpaca("first").removesuffix("\n")) and second.endswith(
+        "### Instruction:\nsecond\n\n### Response:\n"
+    )
+    assert answers[0] in second and second.count("Below is an instruction") == 1
+    assert prompts_fed[2] == alpaca("third")  # after /reset: no earlier turn
+
+
+def test_chat_without_history_from_a_pipe(language_model, monkeypatch, capsys, prompts_fed):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first\nsecond\n"))
+    assert cli(["chat", "--model", str(language_model), "--max-new-tokens", "2"]) == 0
+    assert prompts_fed == [alpaca("first"), alpaca("second")]
+
+
+def test_the_oldest_turns_go_when_the_context_is_full(tok):
+    conv = Conversation(tok, context_length=120, max_new_tokens=20, keep_history=True)
+    conv.add("one", "uno")
+    conv.add("two", "dos")
+    text = tok.decode(conv.prompt_ids("three"))
+    assert "one" in text and "two" in text and conv.dropped == 0
+    conv.context_length = len(tok.encode(conv.text([("two", "dos")], "three"))) + 20
+    text = tok.decode(conv.prompt_ids("three"))
+    assert "uno" not in text and "dos" in text and conv.dropped == 1
+    conv.context_length = 10  # not even the instruction fits: it goes alone, the window slides
+    assert tok.decode(conv.prompt_ids("three")) == alpaca("three") and conv.dropped == 2
+    conv.reset()
+    assert conv.turns == []
+
+
+def test_an_answer_ends_before_the_next_section():
+    assert answer_so_far("Blue.\n\n### Instruction:\nMore") == ("Blue.", True)
+    assert answer_so_far("\nBlue ##") == ("Blue", False)
+    conv = Conversation(WordTokenizer(["a", "<|endoftext|>", "<|unk|>"]), 100, 5, keep_history=True)
+    written = []
+
+    def reply(steps):
+        return lambda ids: iter(steps)
+
+    converse(conv, reply(["Bl", "Blue", "Blue\n#", "Blue\n##", "Blue\n###", "never"]), ["q1"], written.append)
+    assert written == ["Bl", "ue", "\n"]
+    written.clear()
+    converse(conv, reply(["C", "C#"]), ["q2"], written.append)  # ended without a section: all of it
+    assert "".join(written) == "C#\n"
+    assert conv.turns == [("q1", "Blue"), ("q2", "C#")]
+
+
+# ---------------------------------------------------------------------------------------------
+# classify
+
+
+def test_classify_prints_aligned_columns(classifier_model, capsys):
+    texts = ["You are a winner!", "See you at 6?"]
+    assert cli(["classify", "--model", str(classifier_model), *texts]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for line, text in zip(lines, texts):
+        assert re.fullmatch(r"(spam    |not spam)  [01]\.\d{3}  " + re.escape(text), line), line
+
+
+# ---------------------------------------------------------------------------------------------
+# experiments
+
+
+def test_experiments_list_and_show(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    assert cli(["experiments", "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split()[:3] == ["NAME", "STAGES", "DESCRIPTION"]
+    assert re.match(r"book-ch05\s+pretrain\s+Chapter 5 as the book runs it\s+about", rows[2]), rows
+    assert cli(["experiments", "show", "book-ch05"]) == 0
+    out = capsys.readouterr().out
+    experiment = load("book-ch05")
+    assert experiment.time in out and "stages:  pretrain\n" in out
+    for key, old, new in changes(experiment):
+        assert re.search(
+            rf"^  {re.escape(key)}\s+{re.escape(describe_value(old))} → {re.escape(describe_value(new))}$", out, re.M
+        )
+    assert "run:     dvc exp run -n book-ch05 -S model.context_length=256" in out and out.rstrip().endswith(" pretrain")
+    assert cli(["experiments", "show", "book-ch99"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such experiment; expected one of: book-appE" in err
+
+
+def test_experiments_run_calls_dvc_on_the_target_stages(tmp_path, monkeypatch, capsys):
+    """The venv's dvc comes first on PATH: a stand-in beside a fake sys.executable records its arguments."""
+    monkeypatch.chdir(ROOT)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    fake.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$@\" > {tmp_path / 'args'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    assert cli(["experiments", "run", "book-ch06", "--queue"]) == 0
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[:4] == ["exp", "run", "-n", "book-ch06"]
+    assert args[-2:] == ["--queue", "finetune_classifier"]
+    assert "init.source=gpt2-124M" in args
+    assert cli(["experiments", "run", "--queue", "book-ch05", "-v"]) == 0
+    args = (tmp_path / "args").read_text().splitlines()
+    assert args[-3:] == ["--queue", "-v", "pretrain"]
+    assert "+ dvc exp run -n book-ch05" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import yaml
 from pydantic import BaseModel
 
 from scratchgpt.book.train import TrainConfig
-from scratchgpt.plumbing.experiments import EXPERIMENTS_DIR
 from scratchgpt.plumbing.params import Params, ParamsError, Section, TrainingParams, load_params, read_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -354,26 +353,3 @@ def test_training_keys_and_bounds_come_from_train_config():
         assert issubclass(Params.model_fields[name].annotation, TrainingParams), name
     params = load_params(ROOT / "params.yaml")
     assert TrainConfig.from_params(params.classifier).lr == params.classifier.lr
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-def test_experiments_state_only_what_differs_from_params_yaml():
-    """A named experiment lists the keys it changes; a key equal to params.yaml's value would be
-    a second copy of that value."""
-    base = read_yaml(ROOT / "params.yaml")
-    files = sorted((ROOT / EXPERIMENTS_DIR).glob("*.yaml"))
-    assert files
-    found = []
-    for path in files:
-        for dotted, value in read_yaml(path).items():
-            node: Any = base
-            for part in dotted.split("."):
-                node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
-            if node is KeyError:
-                found.append(f"{path.name}: {dotted}: not a key of params.yaml")
-            elif _same(node, value):
-                found.append(f"{path.name}: {dotted}: {value!r} is params.yaml's value already")
-    assert not found, "\n".join(found)

@@ -1,0 +1,145 @@
+"""Named experiments (scratchgpt.plumbing.experiments): each file is validated, changes only what
+differs from params.yaml, and runs only the stages it reproduces and what they need upstream."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scratchgpt.plumbing.experiments import (
+    EXPERIMENTS_DIR,
+    changes,
+    load,
+    names,
+    run_command,
+    upstream,
+)
+from scratchgpt.plumbing.params_file import ParamsError, read_yaml
+from scratchgpt.plumbing.pipeline import load_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+FOLDER = ROOT / EXPERIMENTS_DIR
+# What each of the book's runs reproduces; the stages DVC may run for it are these and their upstream.
+TARGETS = {
+    "book-ch05": ("pretrain",),
+    "book-ch06": ("finetune_classifier",),
+    "book-ch07": ("finetune_instruct",),
+    "book-appE": ("finetune_classifier",),
+}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def test_every_experiment_file_is_listed_and_valid():
+    assert names(FOLDER) == sorted(TARGETS)
+    for name, targets in TARGETS.items():
+        experiment = load(name, FOLDER)
+        assert experiment.stages == targets, name
+        assert experiment.summary and experiment.time, name
+        assert changes(experiment), name  # the params that result validate
+
+
+def test_experiments_state_only_what_differs_from_params_yaml():
+    """A named experiment lists the keys it changes; a key equal to params.yaml's value would be
+    a second copy of that value."""
+    found = []
+    for name in names(FOLDER):
+        for dotted, old, new in changes(load(name, FOLDER)):
+            if _same(old, new):
+                found.append(f"{name}: {dotted}: {new!r} is params.yaml's value already")
+    assert not found, "\n".join(found)
+
+
+@functools.cache
+def _declared(stage: str) -> tuple[str, ...]:
+    return load_spec(stage, ROOT / "dvc.yaml", ROOT / "params.yaml").params
+
+
+def _read_by(stage: str, dotted: str) -> bool:
+    declared = _declared(stage)
+    return any(dotted == p or dotted.startswith(p + ".") for p in declared)
+
+
+def test_each_experiment_runs_only_what_it_reproduces():
+    """The stages that may run are the targets and their upstream; every key the experiment sets
+    is read by one of them (else the change would do nothing in that run)."""
+    runs = {name: upstream(load(name, FOLDER).stages, ROOT) for name in names(FOLDER)}
+    ch05 = runs["book-ch05"]
+    assert "pretrain" in ch05
+    assert not {"init", "finetune_classifier", "finetune_instruct", "evaluate", "report"} & set(ch05), ch05
+    assert "finetune_instruct" not in runs["book-ch06"] and "evaluate" not in runs["book-ch06"]
+    assert "finetune_classifier" not in runs["book-ch07"] and "evaluate" not in runs["book-ch07"]
+    assert "init" in runs["book-ch06"]  # init.source is what the classifier starts from
+    unread = [
+        f"{name}: {key} is read by none of {', '.join(stages)}"
+        for name, stages in runs.items()
+        for key in load(name, FOLDER).params
+        if not any(_read_by(stage, key) for stage in stages)
+    ]
+    assert not unread, "\n".join(unread)
+
+
+def test_upstream_follows_outputs_to_deps():
+    everything = upstream(("report",), ROOT)
+    assert {"pretrain", "init", "finetune_classifier", "finetune_instruct", "evaluate", "report"} <= set(everything)
+    assert upstream(("init",), ROOT)[-2:] == ["pretrain", "init"]
+
+
+def test_run_command_names_the_experiment_and_its_stages():
+    experiment = load("book-ch05", FOLDER)
+    cmd = run_command(experiment, ["--queue"])
+    assert cmd[:5] == ["dvc", "exp", "run", "-n", "book-ch05"]
+    assert cmd[-2:] == ["--queue", "pretrain"]
+    assert "model.n_layers=12" in cmd and 'pretrain.corpora=["verdict"]' in cmd
+    sets = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
+    assert len(sets) == len(experiment.params)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the repository's dvc.yaml and params.yaml with an experiments/ folder to fill."""
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    (tmp_path / "experiments").mkdir()
+    return tmp_path / "experiments"
+
+
+GOOD = "description: A run.\ntime: 1 minute\nstages: [pretrain]\nparams:\n  pretrain.lr: 0.001\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("stages: [pretrain]", "stages: [pretrian]"), "stages: pretrian not in"),
+        (GOOD.replace("stages: [pretrain]\n", ""), "stages"),
+        (GOOD.replace("time: 1 minute\n", ""), "time"),
+        (GOOD + "seed: 1\n", "seed"),
+        (GOOD.replace("  pretrain.lr: 0.001\n", "  {}\n").replace("params:\n", "params:"), "params"),
+        ("- a list\n", "must be a mapping"),
+    ],
+    ids=["unknown stage", "no stages", "no time", "unknown key", "no params", "not a mapping"],
+)
+def test_bad_experiment_files_are_named_with_the_key(project, text, message):
+    (project / "x.yaml").write_text(text)
+    with pytest.raises(ParamsError) as e:
+        load("x", project)
+    assert "x.yaml" in str(e.value) and message in str(e.value)
+
+
+def test_a_key_outside_params_yaml_or_an_invalid_value_is_refused(project):
+    (project / "ok.yaml").write_text(GOOD)
+    assert changes(load("ok", project)) == [("pretrain.lr", read_yaml(ROOT / "params.yaml")["pretrain"]["lr"], 0.001)]
+    (project / "bad.yaml").write_text(GOOD.replace("pretrain.lr: 0.001", "pretrain.lrr: 0.001"))
+    with pytest.raises(ParamsError, match="pretrain.lrr: not a key of params.yaml"):
+        changes(load("bad", project))
+    (project / "neg.yaml").write_text(GOOD.replace("0.001", "-1.0"))
+    with pytest.raises(ParamsError, match="pretrain.lr"):
+        changes(load("neg", project))
+    with pytest.raises(ParamsError, match="no such experiment; expected one of: bad, neg, ok"):
+        load("nope", project)
