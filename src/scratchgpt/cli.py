@@ -413,15 +413,14 @@ def classify_command(args: argparse.Namespace) -> int:
 def weights_command(args: argparse.Namespace) -> int:
     """Download OpenAI's GPT-2 checkpoints, convert them or Hugging Face folders into model
     directories, export a model directory to Hugging Face's layout."""
-    import logging
-
     from scratchgpt.errors import PipelineError
     from scratchgpt.formats.convert import convert
     from scratchgpt.formats.hf import export_hf
     from scratchgpt.formats.openai import OPENAI_BASE_URLS, download_openai
+    from scratchgpt.plumbing import logs
     from scratchgpt.plumbing.download import mirror_from_env
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logs.configure()
     try:
         if args.action == "convert":
             out = convert(args.src, args.out, bpe_dir=args.bpe_dir, with_tokenizer=not args.no_tokenizer)
