@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup shell clean-venv report-screenshot bench
+.PHONY: repro test setup shell clean-venv report-screenshot bench plots-screenshot exp-show
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -33,3 +33,21 @@ report-screenshot:
 	  --disable-background-networking --disable-component-update --disable-sync \
 	  --user-data-dir=$$(mktemp -d) --window-size=1200,3200 \
 	  --screenshot=$(abspath report/screenshot.png) file://$(abspath report/index.html)
+
+# `dvc plots show` (the charts dvc.yaml defines) rendered in headless Chromium to a PNG beside the
+# page: $(PLOTS_PAGE)/index.html and $(PLOTS_PAGE)/screenshot.png.
+PLOTS_PAGE ?= dvc_plots
+plots-screenshot:
+	dvc plots show -o $(PLOTS_PAGE)
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --window-size=1400,3000 --virtual-time-budget=10000 \
+	  --screenshot=$(abspath $(PLOTS_PAGE))/screenshot.png file://$(abspath $(PLOTS_PAGE))/index.html
+
+# Every experiment in 120 columns: the params it changed (--only-changed) and one headline metric
+# per stage (pretrain, finetune_classifier, finetune_instruct, evaluate); every other column
+# (Created, dependency hashes, file-qualified names, the rest of the metrics) dropped.
+# docs/pipeline.md shows the same command; tests/test_exp_show.py checks it fits.
+exp-show:
+	dvc exp show --no-pager --only-changed --drop '.*/|[^.]*$$' \
+	  --keep '(Experiment|final_val_loss|test_accuracy|finetuned_val_loss|instruct_rouge_l)$$'

@@ -105,8 +105,8 @@ def main(st: stage.Stage) -> dict[str, Any]:
         final_val = evaluator.loss("val", None, draw=False)
         summary = {
             **start,
-            "final_val_loss": final_val,
-            "final_val_perplexity": perplexity(final_val),
+            "finetuned_val_loss": final_val,
+            "finetuned_val_perplexity": perplexity(final_val),
             "steps": progress.step,
             "tokens_seen": progress.tokens_seen,
             "trainable_parameters": n_trainable,

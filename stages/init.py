@@ -1,5 +1,5 @@
 """Stage init (chapter 5): the model both finetuning stages start from → models/base/, and its
-summary → metrics/init.json.
+parameter count → metrics/init.json.
 
 Sources (params ``init.source``):
 
@@ -57,15 +57,9 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             data["model"]["drop_rate"] = params.drop_rate
             write_json(staging / CONFIG_FILE, data)
     model = load_model(out_dir)  # also checks the copied or converted weights against their sha256
-    config, parameters = model.config, model.num_parameters()
-    summary = {
-        "source": source,
-        "parameters": parameters,
-        "context_length": config.context_length,
-        "emb_dim": config.emb_dim,
-        "n_layers": config.n_layers,
-        "drop_rate": config.drop_rate,
-    }
+    parameters = model.num_parameters()
+    # Measured only: the source and the model's shape are params (`dvc params diff` shows them).
+    summary = {"parameters": parameters}
     log.info("%s: %s parameters from %s", out_dir, f"{parameters:,}", source)
     return summary
 

@@ -44,10 +44,10 @@ def test_pretrained_source_with_finetuning_dropout(repo):
     model = load_model(paths.BASE)
     assert model.config == CFG.replace(drop_rate=0.0)
     assert torch.equal(logits(model), logits(repo))
-    assert summary["parameters"] == repo.num_parameters() and summary["source"] == "pretrained"
+    assert summary == {"parameters": repo.num_parameters()}, "measured values only: source and shape are params"
     assert (paths.BASE / "tokenizer" / "encoder.json").is_file()
-    kept = init.build_base(InitParams(source="pretrained", drop_rate=None))
-    assert kept["drop_rate"] == 0.1
+    init.build_base(InitParams(source="pretrained", drop_rate=None))
+    assert load_model(paths.BASE).config.drop_rate == 0.1
 
 
 def test_missing_pretrained_model(tmp_path, monkeypatch):
@@ -88,5 +88,5 @@ def test_openai_source_downloads_into_the_cache_and_converts(repo, tmp_path, mon
     model = load_model(paths.BASE)
     assert model.config.qkv_bias and model.config.tie_weights and model.config.vocab_size == TINY["n_vocab"]
     assert np.allclose(model.tok_emb.weight.detach().numpy(), arrays["model/wte"])
-    assert summary["source"] == "gpt2-124M"
+    assert summary == {"parameters": model.num_parameters()}
     assert json.loads((paths.BASE / "config.json").read_text())["model"]["drop_rate"] == 0.0

@@ -1,7 +1,12 @@
 """Metrics of a training stage through DVCLive (on rank 0): a TSV row per evaluation and per
 epoch under ``<dir>/plots/metrics/``, the summary ``<dir>/metrics.json``, and the epoch entries
 as JSON beside them. On resume the training loop replays the logged history, so the files end
-exactly as an uninterrupted run leaves them."""
+exactly as an uninterrupted run leaves them.
+
+While a run trains, ``metrics.json`` shows DVCLive's latest values (step, losses, lr: what
+``dvc exp show`` of a running experiment displays); when it ends, the file holds the stage's
+measured results only (``finish``): the curves' last points stay in the TSVs and would crowd
+``dvc metrics show`` and ``dvc exp show``."""
 
 from __future__ import annotations
 
@@ -72,7 +77,8 @@ class LiveLogger:
         return Hooks(on_eval=self.on_eval, on_epoch=self.on_epoch)
 
     def finish(self, summary: dict[str, Any]) -> None:
+        """End the run; ``metrics.json`` becomes ``summary`` alone (DVCLive's own summary adds the
+        last step's curve values and ``step``)."""
         self._check(summary)
-        self.live.summary.update(summary)
-        self.live.make_summary()
         self.live.end()
+        write_json(self.live.metrics_file, summary)
