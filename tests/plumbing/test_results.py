@@ -131,7 +131,8 @@ def test_overlay_has_both_series_and_a_legend_off_the_curves():
     assert list(lines["ours: training loss"].get_xdata()) == [512 * (s + 1) for s, _, _ in CH05_LOSSES]
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    legend, axes = fig.legends[0].get_window_extent(renderer), ax.get_window_extent(renderer)
+    legend = (fig.legends[0] if fig.legends else ax.get_legend()).get_window_extent(renderer)
+    axes = ax.get_window_extent(renderer)
     assert not legend.overlaps(axes), "the legend must not cover the curves"
 
 
