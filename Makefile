@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup shell clean-venv report-screenshot bench plots-screenshot exp-show
+.PHONY: repro test setup shell clean-venv report-screenshot book-ch05-figure bench plots-screenshot exp-show
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
@@ -27,12 +27,20 @@ shell: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
-# Render report/index.html in headless Chromium (Debian: apt-get install chromium) to a PNG.
+# Chapter 5's figure, docs/book-ch05-loss.png: experiment book-ch05's losses against the book's
+# printed points, from its snapshot metrics/experiments/book-ch05.json (written after the run by
+# `python -m scratchgpt.plumbing.results snapshot book-ch05`).
+book-ch05-figure: $(STAMP)
+	$(BIN)/python -m scratchgpt.plumbing.results figure book-ch05 docs/book-ch05-loss.png
+
+# Render report/index.html in headless Chromium (Debian: apt-get install chromium) to a PNG in
+# build/ (report/ is a DVC output: a file added there would make `dvc status` report it changed).
 report-screenshot:
+	mkdir -p build
 	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 	  --disable-background-networking --disable-component-update --disable-sync \
 	  --user-data-dir=$$(mktemp -d) --window-size=1200,3200 \
-	  --screenshot=$(abspath report/screenshot.png) file://$(abspath report/index.html)
+	  --screenshot=$(abspath build/report-screenshot.png) file://$(abspath report/index.html)
 
 # `dvc plots show` (the charts dvc.yaml defines) rendered in headless Chromium to a PNG beside the
 # page: $(PLOTS_PAGE)/index.html and $(PLOTS_PAGE)/screenshot.png.

@@ -29,7 +29,8 @@ def repo(tmp_path_factory, mirror):
     work = tmp_path_factory.mktemp("pipeline")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, work / name)
-    for folder in ("stages", "src"):
+    # experiments/ (the book's settings) and metrics/experiments/ (their snapshots): the report's deps
+    for folder in ("stages", "src", "experiments", "metrics/experiments"):
         shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     params = yaml.safe_load((work / "params.yaml").read_text())
     for dataset in params["download"]["datasets"].values():

@@ -27,3 +27,16 @@ CH05_LOSSES: list[tuple[int, float, float]] = [
     (80, 0.541, 6.393),
     (85, 0.391, 6.452),
 ]
+
+# The book's runs those numbers come from, in words (the report's like-for-like column).
+CH05_RUN = "GPT-2 124M configuration (context 256, head untied), the-verdict alone, 10 epochs of batch 2 (90 steps)"
+
+# Chapter 6: the spam classifier's accuracy (train, validation, test) after 5 epochs.
+CH06_ACCURACY: tuple[float, float, float] = (0.9721, 0.9732, 0.9567)
+CH06_RUN = "GPT-2 small (124M) from OpenAI, last block + final norm + head trained, lr 5e-5, 5 epochs"
+
+# Chapter 7: (train, validation) loss before finetuning and after its 2 epochs.
+CH07_LOSSES_BEFORE: tuple[float, float] = (3.826, 3.762)
+CH07_LOSSES_AFTER: tuple[float, float] = (0.299, 0.657)
+CH07_RUN = "GPT-2 medium (355M) from OpenAI, 2 epochs of batch 8, lr 5e-5"
+CH07_JUDGE = "about 50 (GPT-2 medium judged by Llama 3 8B)"

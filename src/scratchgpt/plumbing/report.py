@@ -3,26 +3,37 @@ attention heat map of a sample sentence, and our numbers beside the book's.
 
 ``report/index.html`` is self-contained (figures inlined as data URIs, no scripts, no network);
 ``report/summary.md`` holds the same tables for a terminal or a pull request.
+
+Beside the book, each row says whether the run is like for like: a run is when every setting
+that the chapter's named experiment (``experiments/book-chNN.yaml``) changes has the book's value
+in it; otherwise the row says how it differs. The default run's settings are params.yaml's; a
+named experiment's come from its snapshot (:mod:`scratchgpt.plumbing.results`), so its row
+appears once the experiment has been run and snapshotted.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
 import os
+import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel
 
-from scratchgpt.book.model import attention_weights
-from scratchgpt.book.printed import CH05_LOSSES
+from scratchgpt.book import printed
+from scratchgpt.book.model import GPTModel, attention_weights
 from scratchgpt.files import atomic_dir, write_text
-from scratchgpt.formats.modeldir import load_model, load_tokenizer
-from scratchgpt.plumbing import paths
-from scratchgpt.plumbing.plots import plot_attention
+from scratchgpt.formats.modeldir import load_model, load_tokenizer, read_model_config
+from scratchgpt.plumbing import experiments, figures, paths, results
+from scratchgpt.plumbing.params import Params
+from scratchgpt.plumbing.pipeline import ParamsView
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,10 @@ METRIC_FILES = {
     "instruct": paths.METRICS / "instruct" / "metrics.json",
     "evaluate": paths.METRICS / "evaluate.json",
 }
+CH05_FIGURE = "book-ch05-loss.png"  # in the report folder, when book-ch05 has been snapshotted
+MISSING = object()
+
+Settings = Callable[[str], Any]  # a dotted params key -> its value in a run, or MISSING
 
 
 def _read_json(path: Path) -> Any:
@@ -49,18 +64,16 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def collect() -> dict[str, Any]:
-    """Every metrics file (None where a stage has not run), samples and test responses."""
+def collect(experiment_names: Sequence[str] = ()) -> dict[str, Any]:
+    """Every metrics file (None where a stage has not run), samples, test responses and the
+    snapshots of ``experiment_names`` (None where not run)."""
     data: dict[str, Any] = {name: _read_json(path) for name, path in METRIC_FILES.items()}
     data["prepare"] = {p.stem: _read_json(p) for p in sorted((paths.METRICS / "prepare").glob("*.json"))}
     data["pretrain_samples"] = _read_json(paths.METRICS / "pretrain" / "samples.json") or []
     data["instruct_samples"] = _read_json(paths.METRICS / "instruct" / "samples.json") or []
     data["responses"] = _read_json(paths.INSTRUCT_DATA / "test-responses.json") or []
+    data["experiments"] = {name: results.load_snapshot(name) for name in experiment_names}
     return data
-
-
-def _get(data: dict[str, Any], section: str, key: str) -> Any:
-    return (data.get(section) or {}).get(key)
 
 
 def _fmt(value: Any, percent: bool = False) -> str:
@@ -71,72 +84,286 @@ def _fmt(value: Any, percent: bool = False) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def comparison(data: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(what, the book, ours, note) rows; the notes say where the settings differ."""
-    source = _get(data, "init", "source") or "?"
-    clf = lambda k: _fmt(_get(data, "classifier", k), percent=True)  # noqa: E731
-    judge = _get(data, "evaluate", "judge_score")
-    return [
-        (
-            "Ch. 5 pretraining: final train / val loss",
-            "{1:.3f} / {2:.3f}".format(*CH05_LOSSES[-1]),
-            f"{_fmt(_get(data, 'pretrain', 'train_loss'))} / {_fmt(_get(data, 'pretrain', 'val_loss'))}",
-            "default params: a small model on the-verdict + WikiText; experiments/book-ch05 reproduces "
-            "the book's 18 points exactly",
-        ),
-        (
-            "Ch. 6 spam classifier: train / val / test accuracy",
-            "97.21% / 97.32% / 95.67%",
-            f"{clf('train_accuracy')} / {clf('val_accuracy')} / {clf('test_accuracy')}",
-            f"book: GPT-2 124M, last block trained; ours: init.source={source}",
-        ),
-        (
-            "Ch. 7 instructions: train / val loss before finetuning",
-            "3.826 / 3.762",
-            f"{_fmt(_get(data, 'instruct', 'initial_train_loss'))} / "
-            f"{_fmt(_get(data, 'instruct', 'initial_val_loss'))}",
-            f"book: GPT-2 355M; ours: init.source={source}",
-        ),
-        (
-            "Ch. 7 instructions: val loss after finetuning",
-            "0.657",
-            _fmt(_get(data, "instruct", "final_val_loss")),
-            "ours: the whole validation split",
-        ),
-        (
+# ---------------------------------------------------------------------------------------------
+# settings: like for like or not
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return getattr(value, "value", value) if not isinstance(value, (str, int, float, bool, list, dict)) else value
+
+
+def lookup(tree: Any, dotted: str) -> Any:
+    """The value of a dotted params key in a params dict, a stage's ParamsView or a params
+    model; MISSING when a dict or model lacks it (a ParamsView raises for an undeclared key)."""
+    node = tree
+    for part in dotted.split("."):
+        if isinstance(node, dict):
+            if part not in node:
+                return MISSING
+            node = node[part]
+        elif isinstance(node, ParamsView):
+            node = node[part]
+        elif isinstance(node, BaseModel) and part in type(node).model_fields:
+            node = getattr(node, part)
+        else:
+            return MISSING
+    return _plain(node)
+
+
+def book_settings(experiment: str, folder: Path = experiments.EXPERIMENTS_DIR) -> dict[str, Any]:
+    """The params keys and values that experiment ``experiment`` sets (the book's settings);
+    keys outside params.yaml's sections are not settings and are left out."""
+    sections = set(Params.model_fields)
+    return {k: v for k, v in experiments.overrides(experiment, folder).items() if k.split(".")[0] in sections}
+
+
+def differences(settings: Settings, book: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, ours, the book's) for each of the book's settings that the run does not share."""
+    out = []
+    for key, value in book.items():
+        ours = settings(key)
+        if ours is MISSING or _plain(ours) != _plain(value):
+            out.append((key, "(none)" if ours is MISSING else ours, value))
+    return out
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# ours beside the book
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of the pipeline: the default one (params.yaml, the workspace's metrics) or a
+    named experiment's snapshot."""
+
+    label: str
+    settings: Settings
+    metrics: Callable[[str], dict[str, Any]]  # stage -> its metrics.json
+    curve: Callable[[str, str], list[tuple[float, float]]]  # (stage, key) -> [(step, value)]
+
+
+@dataclasses.dataclass
+class Row:
+    what: str
+    run: str
+    like: str  # "yes", "no" or "not run"
+    why: str  # what the like-for-like verdict rests on
+    differs: list[str]  # "key: ours (book: value)" per differing setting
+    book: str
+    ours: str
+    note: str = ""
+
+
+def _parameters(metrics: dict[str, Any], model_dir: Path | None = None) -> int | None:
+    """The model's parameter count: the metrics' ``parameters``, else counted from the model
+    directory's config.json."""
+    if isinstance(metrics.get("parameters"), int):
+        return metrics["parameters"]
+    if model_dir is not None and (model_dir / "config.json").is_file():
+        config, _ = read_model_config(model_dir)
+        with torch.device("meta"):
+            return sum(p.numel() for p in GPTModel(config).parameters())
+    return None
+
+
+def _facts(metrics: dict[str, Any], model_dir: Path | None = None) -> str:
+    parts = []
+    if metrics.get("steps") is not None:
+        parts.append(f"{metrics['steps']:,} steps")
+    n = _parameters(metrics, model_dir)
+    if n is not None:
+        parts.append(f"{n / 1e6:.1f}M parameters")
+    return ", ".join(parts) or "no metrics yet"
+
+
+def _at(points: list[tuple[float, float]], step: int) -> float | None:
+    return next((v for s, v in points if s == step), None)
+
+
+def _ch05(run: Run) -> tuple[str, str, str]:
+    last_step, book_train, book_val = printed.CH05_LOSSES[-1]
+    m = run.metrics("pretrain")
+    book = f"val {book_val:.3f}, train {book_train:.3f} at step {last_step} (its last evaluation)"
+    final = f"final_val_loss {_fmt(m.get('final_val_loss'))} after step {_fmt(m.get('steps'))}"
+    train, val = run.curve("pretrain", "train_loss"), run.curve("pretrain", "val_loss")
+    if _at(val, last_step) is None:
+        return book, final, "final_val_loss: the whole validation split after the last step"
+    same = sum(
+        1
+        for step, t, v in printed.CH05_LOSSES
+        if _at(train, step) is not None
+        and round(_at(train, step), 3) == t
+        and _at(val, step) is not None
+        and round(_at(val, step), 3) == v
+    )
+    ours = f"val {_at(val, last_step):.3f}, train {_fmt(_at(train, last_step))} at step {last_step}; {final}"
+    return book, ours, f"{same} of the book's {len(printed.CH05_LOSSES)} evaluation points equal ours to 3 decimals"
+
+
+def _ch06(run: Run) -> tuple[str, str, str]:
+    m = run.metrics("classifier")
+    book = " / ".join(_fmt(v, percent=True) for v in printed.CH06_ACCURACY)
+    ours = " / ".join(_fmt(m.get(f"{s}_accuracy"), percent=True) for s in ("train", "val", "test"))
+    return book, ours, ""
+
+
+def _ch07(run: Run) -> tuple[str, str, str]:
+    m = run.metrics("instruct")
+    (bt, bv), (_, after) = printed.CH07_LOSSES_BEFORE, printed.CH07_LOSSES_AFTER
+    book = f"{bt:.3f} / {bv:.3f} → val {after:.3f}"
+    ours = (
+        f"{_fmt(m.get('initial_train_loss'))} / {_fmt(m.get('initial_val_loss'))} → "
+        f"final_val_loss {_fmt(m.get('final_val_loss'))}"
+    )
+    return book, ours, "after: the whole validation split after the last step"
+
+
+@dataclasses.dataclass(frozen=True)
+class Chapter:
+    what: str
+    experiment: str  # the named experiment holding the book's settings
+    stage: str  # the metrics folder of the stage it reproduces
+    model_dir: Path | None
+    book_run: str
+    values: Callable[[Run], tuple[str, str, str]]  # (the book, ours, note)
+
+
+CHAPTERS = (
+    Chapter("Ch. 5 pretraining: losses", "book-ch05", "pretrain", paths.PRETRAINED, printed.CH05_RUN, _ch05),
+    Chapter(
+        "Ch. 6 spam classifier: train / val / test accuracy", "book-ch06", "classifier", None, printed.CH06_RUN, _ch06
+    ),
+    Chapter(
+        "Ch. 7 instructions: train / val loss before → val loss after finetuning",
+        "book-ch07",
+        "instruct",
+        None,
+        printed.CH07_RUN,
+        _ch07,
+    ),
+)
+
+
+def default_run(data: dict[str, Any], settings: Settings) -> Run:
+    return Run("default run (params.yaml)", settings, lambda stage: data.get(stage) or {}, lambda stage, key: [])
+
+
+def snapshot_run(snap: dict[str, Any]) -> Run:
+    return Run(
+        f"experiment {snap['experiment']}",
+        lambda key: lookup(snap["params"], key),
+        lambda stage: results.stage_metrics(snap, stage),
+        lambda stage, key: results.curve(snap, stage, key),
+    )
+
+
+def chapter_row(chapter: Chapter, run: Run, book: dict[str, Any], model_dir: Path | None) -> Row:
+    differ = differences(run.settings, book)
+    book_value, ours, note = chapter.values(run)
+    if differ:
+        like = "no"
+        why = f"ours: {_facts(run.metrics(chapter.stage), model_dir)}; the book: {chapter.book_run}"
+    else:
+        like, why = "yes", f"every setting of experiments/{chapter.experiment}.yaml"
+    lines = [f"{key}: {_show(ours_)} (book: {_show(theirs)})" for key, ours_, theirs in differ]
+    return Row(chapter.what, run.label, like, why, lines, book_value, ours, note)
+
+
+def comparison(data: dict[str, Any], settings: Settings) -> list[Row]:
+    """Per chapter: the default run's row, then the chapter's named experiment's (its numbers
+    when snapshotted, else a row saying how to run it); then the judge."""
+    rows = []
+    for chapter in CHAPTERS:
+        book = book_settings(chapter.experiment)
+        rows.append(chapter_row(chapter, default_run(data, settings), book, chapter.model_dir))
+        snap = data["experiments"].get(chapter.experiment)
+        if snap is not None:
+            rows.append(chapter_row(chapter, snapshot_run(snap), book, None))
+        else:
+            book_value = chapter.values(default_run({}, settings))[0]
+            rows.append(
+                Row(
+                    chapter.what,
+                    f"experiment {chapter.experiment}",
+                    "not run",
+                    "the book's settings; no snapshot yet",
+                    [],
+                    book_value,
+                    "—",
+                    f"run `scratchgpt experiments run {chapter.experiment}`, then "
+                    f"`python -m scratchgpt.plumbing.results snapshot {chapter.experiment}`",
+                )
+            )
+    judge = (data.get("evaluate") or {}).get("judge_score")
+    rows.append(
+        Row(
             "Ch. 7 judge score (0–100)",
-            "about 50 (Llama 3 8B)",
+            "default run (params.yaml)",
+            "—",
+            "",
+            [],
+            printed.CH07_JUDGE,
             _fmt(judge) if judge is not None else "not run",
             "set evaluate.judge_url to run the judge",
-        ),
-    ]
-
-
-def metric_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(stage, metric, value) for every number in every metrics file."""
-    rows = []
-    for corpus, values in (data.get("prepare") or {}).items():
-        rows += [(f"prepare@{corpus}", k, _fmt(v)) for k, v in (values or {}).items()]
-    for section in METRIC_FILES:
-        values = data.get(section)
-        if values is None:
-            rows.append((section, "(stage not run)", "—"))
-            continue
-        rows += [(section, k, _fmt(v)) for k, v in values.items()]
+        )
+    )
     return rows
 
 
-def attention_figure(model_dir: Path, text: str, out: Path) -> Path | None:
-    """Heat maps of the last layer's heads for ``text`` under the model in ``model_dir``."""
+# ---------------------------------------------------------------------------------------------
+# samples
 
+
+ALPACA_MARKERS = re.compile(r"###\s*(Instruction|Input|Response)?\s*:?")
+
+
+def has_words(response: str) -> bool:
+    """Whether a model response says anything beyond the prompt format's ``### ...:`` markers."""
+    return bool(re.search(r"[^\W_]", ALPACA_MARKERS.sub("", response)))
+
+
+def answers_note(responses: Sequence[dict[str, str]]) -> str | None:
+    """What the test responses amount to, counted; None when there are none."""
+    if not responses:
+        return None
+    empty = sum(1 for e in responses if not has_words(e["model_response"]))
+    note = f"{empty} of {len(responses)} test responses hold no word, only the prompt format's “###” markers."
+    if 2 * empty > len(responses):
+        note += (
+            " The instruction model has learned the format, not the answers; the default 11.5M model is too "
+            "small for that. `scratchgpt experiments run book-ch07` (GPT-2 medium, as the book) gives real answers."
+        )
+    return note
+
+
+# ---------------------------------------------------------------------------------------------
+# figures
+
+
+def attention_figure(model_dir: Path, text: str, out: Path) -> str | None:
+    """The last layer's attention for ``text`` under the model in ``model_dir``, averaged over
+    its heads, as a heat map at ``out``; returns its caption (None without a model)."""
     if not (model_dir / "config.json").is_file():
         return None
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
     ids = tokenizer.encode(text, allow_special=False)[: model.config.context_length]
-    weights = attention_weights(model, torch.tensor([ids])).numpy()
+    weights = attention_weights(model, torch.tensor([ids]))
+    heads, layers = weights.shape[0], model.config.n_layers
     tokens = [tokenizer.decode([i]) for i in ids]
-    plot_attention(weights, tokens, out, title=f"{model_dir.name}: last layer's attention, per head")
-    return out
+    title = f"{model_dir}: layer {layers} of {layers}, mean of its {heads} heads"
+    figures.save(figures.attention_figure(weights.mean(dim=0).numpy(), tokens, title), out)
+    return (
+        f"Attention of the pretrained model's last layer (layer {layers}), averaged over its {heads} heads, "
+        f"for “{text}”: row i is how token i spreads its attention over the tokens up to it."
+    )
 
 
 def _data_uri(path: Path) -> str:
@@ -144,14 +371,20 @@ def _data_uri(path: Path) -> str:
 
 
 CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1180px; margin: 2em auto; padding: 0 1em; color: #222; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-figure { display: inline-block; margin: 0.5em; } figure img { max-width: 520px; border: 1px solid #eee; }
-figcaption { font-size: 0.85em; color: #555; } pre { white-space: pre-wrap; background: #f7f7f7; padding: 0.5em; }
-.note { color: #666; font-size: 0.85em; }
+td.yes { background: #e8f5e9; font-weight: bold; } td.no { background: #fff3e0; font-weight: bold; }
+td.notrun { color: #777; } table.compare { width: 100%; } table.compare th[rowspan] { width: 13%; }
+.why { font-weight: normal; font-size: 0.9em; color: #444; }
+details { font-weight: normal; font-size: 0.85em; } details li { font-family: ui-monospace, monospace; }
+figure { display: inline-block; margin: 0.5em; vertical-align: top; }
+figure img { max-width: 540px; border: 1px solid #eee; } figure.wide img { max-width: 720px; }
+figcaption { font-size: 0.85em; color: #555; max-width: 720px; }
+pre { white-space: pre-wrap; background: #f7f7f7; padding: 0.5em; margin: 0.2em 0 0.8em; }
+.note { color: #666; font-size: 0.85em; } .answer { margin-bottom: 1.2em; }
 """
 
 
@@ -167,20 +400,73 @@ def _table(header: list[str], rows: list[tuple[str, ...]], numeric: set[int] | N
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def render_html(data: dict[str, Any], figures: list[tuple[str, Path]], samples: int = 3) -> str:
+def _inline(text: str) -> str:
+    """Escaped text with `backticked` commands as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
+
+
+def _comparison_html(rows: list[Row]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in ("", "run", "like for like?", "the book", "ours", "note"))
+    body = []
+    for i, r in enumerate(rows):
+        css = {"yes": "yes", "no": "no", "not run": "notrun"}.get(r.like, "")
+        like = html.escape(r.like) + (f"<div class=why>{html.escape(r.why)}</div>" if r.why else "")
+        if r.differs:
+            items = "".join(f"<li>{html.escape(d)}</li>" for d in r.differs)
+            like += f"<details><summary>{len(r.differs)} settings differ</summary><ul>{items}</ul></details>"
+        first = i == 0 or rows[i - 1].what != r.what
+        span = sum(1 for _ in _same_what(rows, i)) if first else 0
+        cells = [f"<th rowspan={span}>{html.escape(r.what)}</th>"] if first else []
+        cells += [
+            f"<td>{html.escape(r.run)}</td>",
+            f"<td class={css}>{like}</td>" if css else f"<td>{like}</td>",
+            f"<td>{html.escape(r.book)}</td>",
+            f"<td>{html.escape(r.ours)}</td>",
+            f"<td>{_inline(r.note)}</td>",
+        ]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class=compare><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _same_what(rows: list[Row], i: int):
+    for r in rows[i:]:
+        if r.what != rows[i].what:
+            return
+        yield r
+
+
+def metric_rows(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(stage, metric, value) for every number in every metrics file."""
+    rows = []
+    for corpus, values in (data.get("prepare") or {}).items():
+        rows += [(f"prepare@{corpus}", k, _fmt(v)) for k, v in (values or {}).items()]
+    for section in METRIC_FILES:
+        values = data.get(section)
+        if values is None:
+            rows.append((section, "(no metrics file: stage not run)", "—"))
+            continue
+        rows += [(section, k, _fmt(v)) for k, v in values.items()]
+    return rows
+
+
+def render_html(data: dict[str, Any], rows: list[Row], figures_: list[tuple[str, Path]], samples: int = 3) -> str:
     parts = [
         "<!doctype html><html lang=en><head><meta charset=utf-8>",
         "<title>scratchgpt report</title>",
         f"<style>{CSS}</style></head><body>",
         "<h1>scratchgpt report</h1>",
-        "<p class=note>Built by the <code>report</code> stage from the pipeline's metrics files.</p>",
+        "<p class=note>Built by the <code>report</code> stage from the pipeline's metrics files and the "
+        "snapshots of named experiments (metrics/experiments/).</p>",
         "<h2>Ours beside the book</h2>",
-        _table(["", "the book", "ours", "note"], comparison(data)),
+        "<p class=note>A run is like for like when every setting of the chapter's named experiment "
+        "(experiments/book-chNN.yaml, the book's settings) has the book's value in it.</p>",
+        _comparison_html(rows),
         "<h2>Figures</h2>",
     ]
-    for caption, path in figures:
+    for caption, path in figures_:
+        wide = " class=wide" if path.name in ("attention.png", CH05_FIGURE) else ""
         parts.append(
-            f'<figure><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
+            f'<figure{wide}><img src="{_data_uri(path)}" alt="{html.escape(caption)}">'
             f"<figcaption>{html.escape(caption)}</figcaption></figure>"
         )
     parts.append("<h2>Samples</h2>")
@@ -189,45 +475,78 @@ def render_html(data: dict[str, Any], figures: list[tuple[str, Path]], samples: 
         parts.append(
             f"<p>Pretrained model, greedy, after epoch {last['epoch']}:</p><pre>{html.escape(last['text'])}</pre>"
         )
+    note = answers_note(data["responses"])
+    if note:
+        parts.append(
+            f"<p><b>Instruction model on the test split.</b> {_inline(note)} "
+            f"The first {samples}, as the model wrote them:</p>"
+        )
     for entry in data["responses"][:samples]:
         parts.append(
-            f"<p><b>Instruction:</b> {html.escape(entry['instruction'])}"
+            f"<div class=answer><b>Instruction:</b> {html.escape(entry['instruction'])}"
             + (f"<br><b>Input:</b> {html.escape(entry['input'])}" if entry["input"] else "")
             + f"<br><b>Reference:</b> {html.escape(entry['output'])}"
-            f"<br><b>Model:</b> {html.escape(entry['model_response'])}</p>"
+            f"<br><b>Model</b> (verbatim):<pre>{html.escape(entry['model_response']) or '(empty)'}</pre></div>"
         )
     parts += ["<h2>Every metric</h2>", _table(["stage", "metric", "value"], metric_rows(data), {2}), "</body></html>"]
     return "\n".join(parts)
 
 
-def render_markdown(data: dict[str, Any]) -> str:
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(data: dict[str, Any], rows: list[Row]) -> str:
     lines = [
         "# scratchgpt report",
         "",
         "## Ours beside the book",
         "",
-        "| | the book | ours | note |",
-        "| --- | --- | --- | --- |",
+        "| | run | like for like? | the book | ours | note |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in comparison(data)]
+    for r in rows:
+        like = f"{r.like}: {r.why}" if r.why else r.like
+        if r.differs:
+            like += f"; {len(r.differs)} settings differ: " + ", ".join(d.split(":")[0] for d in r.differs)
+        lines.append("| " + " | ".join(_cell(c) for c in (r.what, r.run, like, r.book, r.ours, r.note)) + " |")
+    note = answers_note(data["responses"])
+    if note:
+        lines += ["", note]
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"
 
 
 def build(
-    out_dir: str | os.PathLike[str] = REPORT_DIR, attention_text: str = "Every effort moves you", samples: int = 3
+    out_dir: str | os.PathLike[str] = REPORT_DIR,
+    attention_text: str = "Every effort moves you",
+    samples: int = 3,
+    settings: Settings | None = None,
 ) -> Path:
-    """Write index.html, summary.md and attention.png into ``out_dir`` (replaced whole)."""
+    """Write index.html, summary.md, attention.png (and book-ch05-loss.png once book-ch05 is
+    snapshotted) into ``out_dir`` (replaced whole). ``settings`` gives the default run's value
+    of a dotted params key (the stage passes its declared params)."""
 
     out_dir = Path(out_dir)
-    data = collect()
+    settings = settings or (lambda key: MISSING)
+    data = collect([c.experiment for c in CHAPTERS])
+    rows = comparison(data, settings)
     with atomic_dir(out_dir) as staging:
-        figures = [(caption, path) for caption, path in FIGURES if path.is_file()]
-        attention = attention_figure(paths.PRETRAINED, attention_text, staging / "attention.png")
-        if attention is not None:
-            figures.append((f"Attention of the pretrained model's last layer: “{attention_text}”", attention))
-        write_text(staging / "index.html", render_html(data, figures, samples))
-        write_text(staging / "summary.md", render_markdown(data))
+        figures_ = [(caption, path) for caption, path in FIGURES if path.is_file()]
+        ch05 = data["experiments"].get("book-ch05")
+        if ch05 is not None:
+            figures_.insert(
+                0,
+                (
+                    "Chapter 5 reproduced: experiment book-ch05's losses (lines), the book's printed points (markers)",
+                    results.ch05_figure(ch05, staging / CH05_FIGURE),
+                ),
+            )
+        caption = attention_figure(paths.PRETRAINED, attention_text, staging / "attention.png")
+        if caption is not None:
+            figures_.append((caption, staging / "attention.png"))
+        write_text(staging / "index.html", render_html(data, rows, figures_, samples))
+        write_text(staging / "summary.md", render_markdown(data, rows))
     log.info("report written to %s", out_dir / "index.html")
     return out_dir / "index.html"
