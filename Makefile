@@ -29,9 +29,9 @@ clean-venv:
 
 # Chapter 5's figure, docs/book-ch05-loss.png: experiment book-ch05's losses against the book's
 # printed points, from its snapshot metrics/experiments/book-ch05.json (written after the run by
-# `python -m scratchgpt.plumbing.results snapshot book-ch05`).
+# `scratchgpt experiments snapshot book-ch05`).
 book-ch05-figure: $(STAMP)
-	$(BIN)/python -m scratchgpt.plumbing.results figure book-ch05 docs/book-ch05-loss.png
+	$(BIN)/scratchgpt experiments figure book-ch05 docs/book-ch05-loss.png
 
 # Render report/index.html in headless Chromium (Debian: apt-get install chromium) to a PNG in
 # build/ (report/ is a DVC output: a file added there would make `dvc status` report it changed).

@@ -403,3 +403,27 @@ def test_experiments_run_calls_dvc_on_the_target_stages(tmp_path, monkeypatch, c
     args = (tmp_path / "args").read_text().splitlines()
     assert args[-3:] == ["--queue", "-v", "pretrain"]
     assert "+ dvc exp run -n book-ch05" in capsys.readouterr().err
+
+
+def test_experiments_run_snapshots_what_it_ran(tmp_path, monkeypatch, capsys):
+    """A run that is not queued ends by copying its results where the report reads them; a failed
+    or queued one does not."""
+    from scratchgpt.plumbing import results
+
+    monkeypatch.chdir(ROOT)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dvc"
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+    taken = []
+    monkeypatch.setattr(results, "snapshot", lambda name: taken.append(name) or tmp_path / f"{name}.json")
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    assert cli(["experiments", "run", "book-ch05"]) == 3
+    assert taken == []
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    assert cli(["experiments", "run", "book-ch05", "--queue"]) == 0
+    assert taken == [] and "scratchgpt experiments snapshot book-ch05" in capsys.readouterr().err
+    assert cli(["experiments", "run", "book-ch05"]) == 0
+    assert taken == ["book-ch05"]
+    assert capsys.readouterr().out.strip() == str(tmp_path / "book-ch05.json")

@@ -445,6 +445,8 @@ def experiments_command(args: argparse.Namespace) -> int:
     from scratchgpt.plumbing import experiments as ex
     from scratchgpt.plumbing.params_file import ParamsError
 
+    if args.action in ("snapshot", "figure"):
+        return _results(args)
     try:
         if args.action == "list":
             rows = [ex.load(name) for name in ex.names()]
@@ -483,9 +485,35 @@ def experiments_command(args: argparse.Namespace) -> int:
     # The venv's dvc and python first, so that stage commands (`python stages/...`) find them.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     try:
-        return subprocess.call(cmd, env=env)
+        code = subprocess.call(cmd, env=env)
     except FileNotFoundError:
         return fail(args, "dvc not found: activate the project's virtual environment (source .venv/bin/activate)")
+    if code != 0:
+        return code
+    if args.queue or "--queue" in args.dvc_options:
+        print(f"when it has run: scratchgpt experiments snapshot {args.name}  (the report's row)", file=sys.stderr)
+        return 0
+    return _results(argparse.Namespace(**{**vars(args), "action": "snapshot"}))
+
+
+def _results(args: argparse.Namespace) -> int:
+    """snapshot: the newest experiment NAME into metrics/experiments/NAME.json (what the report
+    reads); figure: chapter 5's curves of that snapshot against the book's points."""
+    from scratchgpt.errors import PipelineError
+    from scratchgpt.plumbing import results
+
+    try:
+        if args.action == "snapshot":
+            print(results.snapshot(args.name))
+            return 0
+        data = results.load_snapshot(args.name)
+        if data is None:
+            path = results.snapshot_path(args.name)
+            return fail(args, f"{path}: no snapshot; run `scratchgpt experiments snapshot {args.name}` after the run")
+        print(results.ch05_figure(data, args.out))
+        return 0
+    except PipelineError as e:
+        return fail(args, str(e))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -642,6 +670,15 @@ def parser() -> argparse.ArgumentParser:
     ex_run.add_argument("--queue", action="store_true", help="queue it (dvc exp run --queue; then dvc queue start)")
     ex_run.add_argument("name", help="an experiment of experiments/, e.g. book-ch05")
     ex_run.add_argument("dvc_options", nargs=argparse.REMAINDER, help="more options passed on to dvc exp run")
+    ex_snap = ex_action(
+        "snapshot",
+        "copy the newest run of experiment NAME into metrics/experiments/NAME.json (git-tracked): the report's "
+        "like-for-like row (run does it after a run that is not queued)",
+    )
+    ex_snap.add_argument("name", help="an experiment that has run, e.g. book-ch05")
+    ex_fig = ex_action("figure", "chapter 5's loss curves of a snapshot against the book's 18 printed points")
+    ex_fig.add_argument("name", help="a snapshotted pretraining experiment, e.g. book-ch05")
+    ex_fig.add_argument("out", metavar="PNG", help="where to write the figure, e.g. docs/book-ch05-loss.png")
     return ap
 
 

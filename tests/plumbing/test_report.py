@@ -52,10 +52,16 @@ def ch05_snapshot(offset=0.0):
 def workdir(tmp_path, monkeypatch, mirror):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "experiments", "experiments")
+    for name in ("dvc.yaml", "params.yaml"):  # experiments name their stages, checked against dvc.yaml
+        shutil.copy(ROOT / name, name)
     write_json(paths.METRICS / "prepare" / "verdict.json", {"train_tokens": 4612, "val_tokens": 534})
     write_json(
         paths.METRICS / "pretrain" / "metrics.json",
-        {"train_loss": 5.5, "val_loss": 6.25, "final_val_loss": 6.125, "steps": 150},
+        {"untrained_val_loss": 10.9, "final_val_loss": 6.125, "steps": 150},
+    )
+    write_json(
+        paths.METRICS / "instruct" / "metrics.json",
+        {"initial_train_loss": 8.75, "initial_val_loss": 8.8125, "finetuned_val_loss": 3.625},
     )
     write_json(
         paths.METRICS / "pretrain" / "samples.json", [{"epoch": 1, "step": 150, "text": "Every effort <moves> you"}]
@@ -89,7 +95,7 @@ def test_report_is_self_contained_and_complete(workdir):
     assert page.count('src="data:image/png;base64,') == 2  # the pretraining loss and the attention map
     assert "97.21% / 97.32% / 95.67%" in page and "100.00% / 95.30% / 95.00%" in page
     assert "final_val_loss 6.125 after step 150" in page  # README's headline, not the last evaluation
-    assert "6.250" not in page.split("<h2>Every metric</h2>")[0]
+    assert "8.750 / 8.812 → finetuned_val_loss 3.625" in page  # the instruction model's own key
     assert "val 6.452, train 0.391 at step 85" in page
     assert "Every effort &lt;moves&gt; you" in page and "Red &amp; blue." in page
     assert "<pre>###:\n###:</pre>" in page  # answers verbatim, lines kept
@@ -119,11 +125,6 @@ def test_like_for_like_from_settings():
     assert "model.emb_dim: 192 (book: 768)" in row.differs
 
 
-def test_book_settings_leave_out_keys_outside_params(tmp_path):
-    (tmp_path / "x.yaml").write_text("stages: [pretrain]\npretrain.lr: 0.1\n")
-    assert report.book_settings("x", tmp_path) == {"pretrain.lr": 0.1}
-
-
 def test_snapshot_is_the_like_for_like_row(workdir):
     write_json(results.snapshot_path("book-ch05"), ch05_snapshot())
     page = report.build(settings=settings_of(PARAMS)).read_text()
@@ -142,6 +143,8 @@ def test_snapshot_is_the_like_for_like_row(workdir):
 def test_report_without_models_or_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "experiments", "experiments")
+    for name in ("dvc.yaml", "params.yaml"):  # experiments name their stages, checked against dvc.yaml
+        shutil.copy(ROOT / name, name)
     page = report.build().read_text()
     assert "not run" in page and "<img" not in page
 

@@ -8,6 +8,7 @@ import matplotlib.image
 import pytest
 import yaml
 
+from scratchgpt import cli
 from scratchgpt.book.printed import CH05_LOSSES
 from scratchgpt.files import write_json, write_text
 from scratchgpt.plumbing import figures, results
@@ -108,7 +109,7 @@ def snapshot_of(curves):
 def test_figure_command_writes_both_series(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write_json(results.snapshot_path("book-ch05"), snapshot_of(ch05_curves(offset=0.05)))
-    assert results.main(["figure", "book-ch05", "out/fig.png"]) == 0
+    assert cli.main(["experiments", "figure", "book-ch05", "out/fig.png"]) == 0
     image = matplotlib.image.imread(tmp_path / "out" / "fig.png")
     assert image.shape[0] > 500 and image.shape[1] > 800
     assert capsys.readouterr().out.strip() == "out/fig.png"
@@ -138,9 +139,9 @@ def test_overlay_has_both_series_and_a_legend_off_the_curves():
 
 def test_figure_without_a_snapshot_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert results.main(["figure", "book-ch05", "x.png"]) == 1
+    assert cli.main(["experiments", "figure", "book-ch05", "x.png"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "metrics/experiments/book-ch05.json: no snapshot" in err
     write_json(results.snapshot_path("book-ch05"), snapshot_of({"train_loss": [(0, 1.0)], "val_loss": [(0, 1.0)]}))
-    assert results.main(["figure", "book-ch05", "x.png"]) == 1
+    assert cli.main(["experiments", "figure", "book-ch05", "x.png"]) == 1
     assert "experiment book-ch05: no tokens_seen points" in capsys.readouterr().err

@@ -32,7 +32,6 @@ from scratchgpt.book.model import GPTModel, attention_weights
 from scratchgpt.files import atomic_dir, write_text
 from scratchgpt.formats.modeldir import load_model, load_tokenizer, read_model_config
 from scratchgpt.plumbing import experiments, figures, paths, results
-from scratchgpt.plumbing.params import Params
 from scratchgpt.plumbing.pipeline import ParamsView
 
 log = logging.getLogger(__name__)
@@ -115,10 +114,8 @@ def lookup(tree: Any, dotted: str) -> Any:
 
 
 def book_settings(experiment: str, folder: Path = experiments.EXPERIMENTS_DIR) -> dict[str, Any]:
-    """The params keys and values that experiment ``experiment`` sets (the book's settings);
-    keys outside params.yaml's sections are not settings and are left out."""
-    sections = set(Params.model_fields)
-    return {k: v for k, v in experiments.overrides(experiment, folder).items() if k.split(".")[0] in sections}
+    """The params keys and values that experiment ``experiment`` sets: the book's settings."""
+    return experiments.overrides(experiment, folder)
 
 
 def differences(settings: Settings, book: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -221,9 +218,9 @@ def _ch07(run: Run) -> tuple[str, str, str]:
     book = f"{bt:.3f} / {bv:.3f} → val {after:.3f}"
     ours = (
         f"{_fmt(m.get('initial_train_loss'))} / {_fmt(m.get('initial_val_loss'))} → "
-        f"final_val_loss {_fmt(m.get('final_val_loss'))}"
+        f"finetuned_val_loss {_fmt(m.get('finetuned_val_loss'))}"
     )
-    return book, ours, "after: the whole validation split after the last step"
+    return book, ours, "finetuned_val_loss: the whole validation split after the last step"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -299,7 +296,7 @@ def comparison(data: dict[str, Any], settings: Settings) -> list[Row]:
                     book_value,
                     "—",
                     f"run `scratchgpt experiments run {chapter.experiment}`, then "
-                    f"`python -m scratchgpt.plumbing.results snapshot {chapter.experiment}`",
+                    f"`scratchgpt experiments snapshot {chapter.experiment}`",
                 )
             )
     judge = (data.get("evaluate") or {}).get("judge_score")

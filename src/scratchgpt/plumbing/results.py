@@ -7,17 +7,15 @@ the stages it ran (those whose dvc.lock entry differs from its baseline commit's
 files and per-step curves, and the params it ran with. That file is git-tracked and a dep of
 the report stage; a missing file means the experiment has not been run (or not snapshotted).
 
-    python -m scratchgpt.plumbing.results snapshot book-ch05     # after running the experiment
-    python -m scratchgpt.plumbing.results figure book-ch05 docs/book-ch05-loss.png
+    scratchgpt experiments snapshot book-ch05     # `experiments run` does it after the run
+    scratchgpt experiments figure book-ch05 docs/book-ch05-loss.png
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -173,37 +171,3 @@ def ch05_figure(data: dict[str, Any], out: str | os.PathLike[str]) -> Path:
         raise ResultsError(f"experiment {name}: {e}") from None
     figures.save(fig, out)
     return Path(out)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m scratchgpt.plumbing.results",
-        description="Snapshot a named experiment's results into metrics/experiments/<name>.json "
-        "(git-tracked, read by the report), or draw chapter 5's figure from a snapshot.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    snap = sub.add_parser("snapshot", help="copy the newest experiment ref named NAME into metrics/experiments/")
-    snap.add_argument("name", metavar="NAME", help="the experiment's name, e.g. book-ch05")
-    fig = sub.add_parser("figure", help="chapter 5's loss curves of experiment NAME against the book's points")
-    fig.add_argument("name", metavar="NAME", help="a snapshotted pretraining experiment, e.g. book-ch05")
-    fig.add_argument("out", metavar="PNG", help="where to write the figure, e.g. docs/book-ch05-loss.png")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "snapshot":
-            print(snapshot(args.name))
-            return 0
-        data = load_snapshot(args.name)
-        if data is None:
-            raise ResultsError(
-                f"{snapshot_path(args.name)}: no snapshot; run `python -m scratchgpt.plumbing.results snapshot "
-                f"{args.name}` after the experiment"
-            )
-        print(ch05_figure(data, args.out))
-        return 0
-    except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
