@@ -57,15 +57,13 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             data["model"]["drop_rate"] = params.drop_rate
             write_json(staging / CONFIG_FILE, data)
     model = load_model(out_dir)  # also checks the copied or converted weights against their sha256
-    parameters = model.num_parameters()
     # Measured only: the source and the model's shape are params (`dvc params diff` shows them).
-    summary = {"parameters": parameters}
-    log.info("%s: %s parameters from %s", out_dir, f"{parameters:,}", source)
-    return summary
+    return {"parameters": model.num_parameters()}
 
 
 def main(st: stage.Stage) -> dict[str, Any]:
     summary = build_base(st.params.init, st.out(paths.BASE))
+    log.info("%s: %s parameters from %s", paths.BASE, f"{summary['parameters']:,}", st.params.init.source)
     write_json(st.out(paths.METRICS / "init.json"), summary)
     return summary
 

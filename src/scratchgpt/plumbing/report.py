@@ -17,7 +17,6 @@ import base64
 import dataclasses
 import html
 import json
-import logging
 import os
 import re
 from collections.abc import Callable, Sequence
@@ -33,8 +32,6 @@ from scratchgpt.files import atomic_dir, write_text
 from scratchgpt.formats.modeldir import load_model, load_tokenizer, read_model_config
 from scratchgpt.plumbing import experiments, figures, paths, results
 from scratchgpt.plumbing.pipeline import ParamsView
-
-log = logging.getLogger(__name__)
 
 REPORT_DIR = paths.REPORT
 FIGURES = [
@@ -545,5 +542,4 @@ def build(
             figures_.append((caption, staging / "attention.png"))
         write_text(staging / "index.html", render_html(data, rows, figures_, samples))
         write_text(staging / "summary.md", render_markdown(data, rows))
-    log.info("report written to %s", out_dir / "index.html")
     return out_dir / "index.html"
