@@ -43,10 +43,10 @@ def test_outputs_of_a_stage_are_its_outs_metrics_and_plots():
     assert spec.outs == (
         "data/spam",
         "models/classifier",
-        "plots/classifier",
-        "metrics/classifier/metrics.json",
         "metrics/classifier/plots/metrics",
         "metrics/classifier/confusion.json",
+        "plots/classifier",
+        "metrics/classifier/metrics.json",
     )
     assert not [o for o in spec.outs if "resume" in o], "resume state is not a DVC output"
 

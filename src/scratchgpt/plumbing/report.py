@@ -292,8 +292,7 @@ def comparison(data: dict[str, Any], settings: Settings) -> list[Row]:
                     [],
                     book_value,
                     "—",
-                    f"run `scratchgpt experiments run {chapter.experiment}`, then "
-                    f"`scratchgpt experiments snapshot {chapter.experiment}`",
+                    f"run `scratchgpt experiments run {chapter.experiment}` (it snapshots the results)",
                 )
             )
     judge = (data.get("evaluate") or {}).get("judge_score")
