@@ -3,6 +3,7 @@ model, metrics and plots it writes, the `classify` command on its model, and LoR
 alone."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -75,8 +76,8 @@ def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
     label, prob = classify.classify("WINNER!! Claim your free prize now", model, tokenizer, head)
     assert label in ("ham", "spam") and 0.5 <= prob <= 1
     assert cli(["classify", "--model", str(paths.CLASSIFIER), "See you at lunch"]) == 0
-    shown, p, text = capsys.readouterr().out.strip().split("\t")
-    assert shown in ("spam", "not spam") and text == "See you at lunch" and 0.5 <= float(p) <= 1
+    shown, p, text = re.fullmatch(r"(spam|not spam) +([0-9.]+)  (.*)", capsys.readouterr().out.strip()).groups()
+    assert text == "See you at lunch" and 0.5 <= float(p) <= 1
 
 
 def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
