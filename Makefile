@@ -17,6 +17,19 @@ test: $(STAMP)
 
 setup: $(STAMP)
 
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Chapter 5 end to end against the book's own code (bench/end_to_end.py). The book's package
+# pins numpy<2.1 for notebooks; the three modules the benchmark runs need only torch and tiktoken.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps llms-from-scratch==1.0.19
+	$(BIN)/python bench/end_to_end.py
+
 # A bash with the virtual environment active after ~/.bashrc, so that `dvc`, `python` and
 # `scratchgpt` are the project's (the same as `source .venv/bin/activate`); `exit` leaves it.
 shell: $(STAMP)
