@@ -5,19 +5,18 @@ experiments that changed one param."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from scratch_repo import DVC, init_repo, repo_env, sh
+
 ROOT = Path(__file__).resolve().parents[1]
-DVC = [sys.executable, "-m", "dvc"]
 HEADLINE = {  # one measured result per stage that trains or scores
     "final_val_loss": "metrics/pretrain/metrics.json",
     "test_accuracy": "metrics/classifier/metrics.json",
@@ -45,12 +44,6 @@ def metrics_files() -> list[str]:
     return files
 
 
-def sh(cmd: list[str], cwd: Path, env: dict) -> str:
-    run = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"{' '.join(cmd)} failed:\n{run.stdout}\n{run.stderr}"
-    return run.stdout
-
-
 def test_the_headline_keys_name_one_file_each():
     """A key in one metrics file only shows as its bare name (DVC prefixes the file otherwise),
     and the --keep pattern is exactly the headline."""
@@ -73,17 +66,8 @@ def test_exp_show_fits_120_columns(tmp_path):
     # The repository's metrics files and params without its stages (`dvc exp save` would need
     # every stage's dependencies and outputs).
     (work / "dvc.yaml").write_text(yaml.safe_dump({"metrics": metrics_files(), "params": ["params.yaml"]}))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "COLUMNS": "120",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    sh(["git", "init", "-q"], work, env)
-    sh([*DVC, "init", "-q"], work, env)
+    env = repo_env(COLUMNS="120")
+    init_repo(work, env)
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "baseline"], work, env)
     for name, lr in (("lr-3e-4", 3e-4), ("lr-1e-3", 1e-3)):  # two experiments, one changed param

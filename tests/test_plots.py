@@ -5,18 +5,17 @@ dvc.yaml with small curves, and (marker ``browser``) the page itself in headless
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from scratch_repo import DVC, init_repo, repo_env, sh
+
 ROOT = Path(__file__).resolve().parents[1]
-DVC = [sys.executable, "-m", "dvc"]
 STAGES = ("pretrain", "classifier", "instruct")  # book order: chapters 5, 6, 7
 
 
@@ -24,12 +23,6 @@ def plot_definitions() -> list[tuple[str, dict | None]]:
     """(id, properties) of dvc.yaml's top-level plots in order; properties None for an image."""
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     return [(p, None) if isinstance(p, str) else next(iter(p.items())) for p in plots]
-
-
-def sh(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
-    run = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{run.stdout}\n{run.stderr}"
-    return run.stdout
 
 
 def write_curves(work: Path, shift: float = 0.0) -> None:
@@ -65,17 +58,8 @@ def repo(tmp_path):
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy(ROOT / name, work / name)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    sh(["git", "init", "-q"], work, env)
-    sh([*DVC, "init", "-q"], work, env)
-    sh([*DVC, "config", "core.analytics", "false"], work, env)
+    env = repo_env()
+    init_repo(work, env)
     shutil.copytree(ROOT / ".dvc" / "plots", work / ".dvc" / "plots")
     shutil.copy(ROOT / ".dvc" / "plots-template.html", work / ".dvc" / "plots-template.html")
     sh([*DVC, "config", "plots.html_template", "plots-template.html"], work, env)

@@ -584,6 +584,18 @@ examples:
 """
 
 
+def _actions(command: argparse.ArgumentParser) -> Callable[[str, str], argparse.ArgumentParser]:
+    """A function that adds an action (``scratchgpt COMMAND ACTION``) to ``command``."""
+    actions = command.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        p = actions.add_parser(name, help=help, description=help, formatter_class=Formatter)
+        p.set_defaults(parser=p)
+        return p
+
+    return add
+
+
 def parser() -> argparse.ArgumentParser:
     ap = Parser(
         prog="scratchgpt",
@@ -624,12 +636,7 @@ def parser() -> argparse.ArgumentParser:
     clf.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (none: one per line from stdin)")
 
     weights = command("weights", weights_command)
-    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def action(name: str, help: str) -> argparse.ArgumentParser:
-        p = actions.add_parser(name, help=help, description=help, formatter_class=Formatter)
-        p.set_defaults(parser=p)
-        return p
+    action = _actions(weights)
 
     down = action("download", "OpenAI's seven checkpoint files of one GPT-2 size into a folder")
     down.add_argument("size", help=f"the GPT-2 size: {', '.join(GPT2_SIZES)}")
@@ -652,12 +659,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("out", help="the folder to write")
 
     ex = command("experiments", experiments_command)
-    ex_actions = ex.add_subparsers(dest="action", required=True, metavar="ACTION")
-
-    def ex_action(name: str, help: str) -> argparse.ArgumentParser:
-        p = ex_actions.add_parser(name, help=help, description=help, formatter_class=Formatter)
-        p.set_defaults(parser=p)
-        return p
+    ex_action = _actions(ex)
 
     ex_action("list", "each experiment: name, target stages, a one-line description, the time it takes")
     ex_show = ex_action("show", "one experiment: description, stages, the params it changes (old → new), its command")
