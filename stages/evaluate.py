@@ -1,8 +1,10 @@
 """Stage evaluate (chapters 6–7): test-split scores of both finetuned models.
 
 Writes metrics/evaluate.json (classifier accuracy, precision, recall, F1; instruction test loss,
-perplexity, ROUGE-L, exact match and, when evaluate.judge_url names an Ollama-compatible server,
-the judge's mean score) and the per-response scores data/evaluate/instruct-scores.json.
+perplexity, ROUGE-L, exact match and, when evaluate.judge_url names a chat server speaking
+evaluate.judge_api (ollama or openai), the judge's mean score) and the per-response scores
+data/evaluate/instruct-scores.json. The judge's API key (from the environment variable that
+evaluate.judge_api_key_env names) reaches only the request headers, never an output.
 """
 
 from __future__ import annotations
@@ -63,9 +65,20 @@ def main(st: stage.Stage) -> dict[str, Any]:
         "instruct_exact_match": statistics.fmean(x["exact_match"] for x in per_item) if per_item else 0.0,
         "instruct_responses": len(per_item),
     }
-    client = HttpClient(params.download.http.model_copy(update={"read_timeout": p.judge_timeout}))
+    client = HttpClient(
+        params.download.http.model_copy(update={"read_timeout": p.judge_timeout}), allow_http=p.judge_allow_http
+    )
     judge = judge_from_params(
-        p.judge_url, p.judge_model, client, seed=p.judge_seed, temperature=p.judge_temperature, num_ctx=p.judge_num_ctx
+        p.judge_url,
+        p.judge_model,
+        client,
+        api=p.judge_api,
+        api_key_env=p.judge_api_key_env,
+        allow_http=p.judge_allow_http,
+        seed=p.judge_seed,
+        temperature=p.judge_temperature,
+        num_ctx=p.judge_num_ctx,
+        max_tokens=p.judge_max_tokens,
     )
     if judge is not None:
         judged = judge_each(judge, [(format_input(e), e["output"], e["model_response"]) for e in answered])

@@ -1,6 +1,7 @@
-"""What tests stand up or write themselves instead of the real thing: a fake Ollama chat server
-(the LLM judge), tiny GPT-2 checkpoints in OpenAI's TensorFlow layout, tiny random models (ours
-and Hugging Face's) and LoRA adapters that do something."""
+"""What tests stand up or write themselves instead of the real thing: fake chat servers for the
+LLM judge (Ollama's /api/chat and an OpenAI-compatible /v1/chat/completions), tiny GPT-2
+checkpoints in OpenAI's TensorFlow layout, tiny random models (ours and Hugging Face's) and LoRA
+adapters that do something."""
 
 from __future__ import annotations
 
@@ -24,15 +25,27 @@ TINY = dict(n_vocab=97, n_ctx=16, n_embd=32, n_head=4, n_layer=2)
 
 @dataclass
 class Answer:
+    """One scripted reply: ``delay`` sleeps before answering, ``trickle`` sleeps before each
+    byte of the body, ``drop`` closes the connection without answering."""
+
     body: bytes = b""
     status: int = 200
     content_type: str = "application/json"
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0
+    drop: bool = False
 
 
 def chat(content: str) -> Answer:
     reply = {"model": "m", "message": {"role": "assistant", "content": content}, "done": True}
     return Answer(json.dumps(reply).encode())
+
+
+def completion(content: str | None) -> Answer:
+    """An OpenAI-compatible chat completion whose first choice says ``content``."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+    return Answer(json.dumps({"id": "c1", "object": "chat.completion", "choices": [choice]}).encode())
 
 
 def streamed(*parts: str) -> Answer:
@@ -44,10 +57,12 @@ def streamed(*parts: str) -> Answer:
 @dataclass
 class FakeOllama:
     """POST /api/chat answers with the scripted answers in order (the last repeats); every request
-    body is recorded as parsed JSON."""
+    body is recorded as parsed JSON, and its headers."""
 
     answers: list[Answer] = field(default_factory=list)
     bodies: list[dict] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    path: str = "/api/chat"
 
     def __post_init__(self) -> None:
         fake = self
@@ -61,28 +76,55 @@ class FakeOllama:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with fake.lock:
                     fake.bodies.append(json.loads(body))
+                    fake.headers.append(dict(self.headers))
                     answers = fake.answers
                     answer = (answers.pop(0) if len(answers) > 1 else answers[0]) if answers else Answer(status=404)
-                if self.path != "/api/chat":
+                if self.path != fake.path:
                     answer = Answer(b'{"error": "not found"}', status=404)
                 time.sleep(answer.delay)
+                self.close_connection = True
+                if answer.drop:
+                    return
                 try:
                     self.send_response(answer.status)
                     self.send_header("Content-Type", answer.content_type)
                     self.send_header("Content-Length", str(len(answer.body)))
+                    for k, v in answer.headers.items():
+                        self.send_header(k, v)
                     self.end_headers()
-                    self.wfile.write(answer.body)
+                    if answer.trickle:
+                        for i in range(len(answer.body)):
+                            self.wfile.write(answer.body[i : i + 1])
+                            self.wfile.flush()
+                            time.sleep(answer.trickle)
+                    else:
+                        self.wfile.write(answer.body)
                 except OSError:  # the client gave up waiting
                     pass
-                self.close_connection = True
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}/api/chat"
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}{self.path}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
     def script(self, *answers: Answer) -> None:
         self.answers[:] = answers
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@dataclass
+class FakeOpenAI(FakeOllama):
+    """The same, at an OpenAI-compatible server's POST /v1/chat/completions (script it with
+    :func:`completion`)."""
+
+    path: str = "/v1/chat/completions"
 
 
 def openai_arrays(h: dict, seed: int = 0) -> dict[str, np.ndarray]:

@@ -1,27 +1,33 @@
-"""The LLM judge, against a fake Ollama chat server on 127.0.0.1."""
+"""The LLM judge, against fake chat servers on 127.0.0.1 (Ollama's /api/chat and an
+OpenAI-compatible /v1/chat/completions), well-behaved and hostile: slow, trickling, garbage,
+429/5xx, oversized, compressed, dropping the connection, or not there at all."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import socket
+import time
 
 import pytest
 
-from fakes import Answer, FakeOllama, chat, streamed
+from fakes import Answer, FakeOllama, FakeOpenAI, chat, completion, streamed
 from scratchgpt.book.scoring import (
     judge_prompt,
 )
 from scratchgpt.errors import PipelineError
-from scratchgpt.plumbing.http import HttpClient, SourceFailed
+from scratchgpt.plumbing.http import HttpClient, SourceFailed, check_remote_url
 from scratchgpt.plumbing.judge import (
+    MAX_REPLY_BYTES,
     Judge,
     judge_each,
     judge_from_params,
     judge_responses,
+    openai_content,
     reply_content,
 )
-from scratchgpt.plumbing.params import HttpParams
+from scratchgpt.plumbing.params import HttpParams, judge_url_problem
 
 # ---------------------------------------------------------------------------------------------
 # ROUGE-L
@@ -119,7 +125,7 @@ def test_judge_reply_not_json_is_unscored(ollama, judge):
 
 
 def test_judge_refuses_plain_http_elsewhere():
-    with pytest.raises(PipelineError, match="not https"):
+    with pytest.raises(PipelineError, match=r"evaluate\.judge_url: .*needs evaluate\.judge_allow_http: true"):
         Judge("http://example.com/api/chat", "m")
 
 
@@ -187,3 +193,260 @@ def test_judge_from_params(ollama, client, caplog):
     assert messages == ["no judge configured (evaluate.judge_url); skipping the judge"] * 2
     judge = judge_from_params(ollama.url, "llama3", client, num_ctx=1024)
     assert isinstance(judge, Judge) and judge.url == ollama.url and judge.options["num_ctx"] == 1024
+
+
+# ---------------------------------------------------------------------------------------------
+# The URL policy: https anywhere, plain http to this machine, elsewhere only when allowed
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://judge.lan:8000/v1/chat/completions",
+        "http://192.168.1.20:11434/api/chat",
+        "http://localhost.example.com/api/chat",
+        "http://127.0.0.1.example.com/api/chat",
+        "http://user:pw@10.0.0.5/api/chat",
+    ],
+)
+def test_plain_http_elsewhere_needs_judge_allow_http(url):
+    assert "evaluate.judge_allow_http: true" in judge_url_problem(url, allow_http=False)
+    assert judge_url_problem(url, allow_http=True) is None
+    with pytest.raises(SourceFailed, match="not https"):
+        check_remote_url(url)
+    check_remote_url(url, allow_http=True)  # the client lets it through when allowed
+    judge = Judge(url, "m", api="openai", allow_http=True)
+    assert judge.client.allow_http
+
+
+@pytest.mark.parametrize(
+    "url", ["https://api.example.com/v1/chat/completions", "http://127.0.0.1:11434/api/chat", "http://localhost/x"]
+)
+def test_https_and_loopback_need_nothing(url):
+    assert judge_url_problem(url, allow_http=False) is None
+
+
+@pytest.mark.parametrize("url", ["ftp://judge.lan/api/chat", "judge.lan/api/chat", "http:///api/chat"])
+def test_not_an_http_url(url):
+    assert judge_url_problem(url, allow_http=True).startswith("must be an http:// or https:// URL")
+
+
+# ---------------------------------------------------------------------------------------------
+# The OpenAI-compatible API
+
+
+@pytest.fixture
+def openai():
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def ojudge(openai, client):
+    return Judge(openai.url, "qwen2.5-7b", client, api="openai")
+
+
+def test_openai_reply_shapes():
+    assert openai_content(completion("85").body) == "85"
+    assert reply_content(completion("85").body, "openai") == "85"
+    assert reply_content(completion("85").body, "ollama") is None  # the other protocol's shape
+    assert reply_content(chat("85").body, "openai") is None
+    assert openai_content(b'{"choices": []}') is None
+    assert openai_content(b'{"choices": [{"text": "85"}]}') is None  # the legacy completions shape
+    assert openai_content(completion(None).body) is None  # e.g. a refusal
+    assert openai_content(b'{"error": {"message": "model not found", "type": "invalid_request_error"}}') is None
+    assert openai_content(b"<html>502 Bad Gateway</html>") is None
+    assert openai_content(b"[1, 2]") is None
+    assert openai_content(completion("8").body + b"\n" + completion("5").body) is None  # two objects
+
+
+def test_openai_request_and_reply(openai, ojudge):
+    openai.script(completion("85"))
+    assert ojudge.score("How good is it?") == 85
+    assert openai.bodies == [
+        {
+            "model": "qwen2.5-7b",
+            "messages": [{"role": "user", "content": "How good is it?"}],
+            "temperature": 0.0,
+            "seed": 123,
+            "max_tokens": 16,
+            "stream": False,
+        }
+    ]
+    assert "Authorization" not in openai.headers[0]  # no key configured
+
+
+def test_openai_options_are_passed(openai, client):
+    openai.script(completion("1"))
+    Judge(openai.url, "m", client, api="openai", seed=7, temperature=0.5, max_tokens=4).score("p")
+    assert {k: openai.bodies[0][k] for k in ("seed", "temperature", "max_tokens")} == {
+        "seed": 7,
+        "temperature": 0.5,
+        "max_tokens": 4,
+    }
+
+
+def test_openai_scores_and_garbage(openai, ojudge):
+    openai.script(
+        completion("80"),
+        Answer(b"<html>oops</html>", content_type="text/html"),  # not JSON
+        Answer(b'{"id": "x", "object": "chat.completion"}'),  # JSON without choices
+        completion("Score: 85"),  # not a bare score
+        Answer(b'{"error": {"message": "overloaded"}}'),  # an error object with status 200
+        completion("40"),
+    )
+    assert judge_responses(ojudge, [ITEM] * 6) == {"judge_score": 60.0, "judge_scored": 2, "judge_unscored": 4}
+    assert len(openai.bodies) == 6  # garbage is not retried
+    assert openai.bodies[0]["messages"][0]["content"] == judge_prompt(*ITEM)
+
+
+def test_openai_wrong_path_is_an_http_error(openai, client):
+    openai.script(completion("1"))
+    judge = Judge(openai.url.replace("/v1/chat/completions", "/api/chat"), "m", client, api="openai")
+    with pytest.raises(SourceFailed, match="HTTP 404"):
+        judge.ask("p")
+
+
+# ---------------------------------------------------------------------------------------------
+# The API key: sent as a Bearer token, never written anywhere
+
+KEY = "sk-test-5f0c1e2d9a8b7c6d"
+
+
+def test_api_key_from_the_named_variable(openai, client, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("MY_JUDGE_KEY", KEY)
+    judge = judge_from_params(openai.url, "m", client, api="openai", api_key_env="MY_JUDGE_KEY")
+    openai.script(completion("70"))
+    assert judge.score("p") == 70
+    assert openai.headers[0]["Authorization"] == f"Bearer {KEY}"
+    assert "MY_JUDGE_KEY" in caplog.text and KEY not in caplog.text
+    assert KEY not in repr(judge) and KEY not in json.dumps(judge.payload("p"))
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_no_key_no_header(openai, client, monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("SCRATCHGPT_JUDGE_API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", value)
+    openai.script(completion("70"))
+    assert judge_from_params(openai.url, "m", client, api="openai").score("p") == 70
+    assert "Authorization" not in openai.headers[0]
+
+
+def test_key_ignored_without_a_variable_name(openai, client, monkeypatch):
+    monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", KEY)
+    openai.script(completion("70"))
+    judge_from_params(openai.url, "m", client, api="openai", api_key_env=None).score("p")
+    assert "Authorization" not in openai.headers[0]
+
+
+def echo(status: int, template: str) -> Answer:
+    return Answer(template.replace("KEY", KEY).encode(), status=status)
+
+
+def test_a_server_echoing_the_key_never_gets_it_logged_or_raised(openai, client, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", KEY)
+    judge = judge_from_params(openai.url, "m", client, api="openai")
+    openai.script(
+        echo(401, '{"error": {"message": "Incorrect API key provided: KEY"}}'),
+        echo(200, '{"choices": [{"message": {"content": "your key is KEY"}}]}'),  # not a score: logged
+        echo(200, "<html>KEY</html>"),  # not JSON: logged
+        echo(200, '{"error": "bad key KEY"}'),  # an error: logged
+        echo(403, "forbidden for KEY"),
+    )
+    with pytest.raises(SourceFailed) as info:
+        judge.ask("p")
+    message = str(info.value)
+    assert "HTTP 401" in message and "***" in message and "$SCRATCHGPT_JUDGE_API_KEY" in message
+    assert KEY not in message
+    assert [judge.score("p") for _ in range(4)] == [None] * 4
+    assert len(caplog.records) > 4 and KEY not in caplog.text and "***" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile or broken servers, in both protocols: what each does to one response and to the run
+
+SERVERS = {"ollama": (FakeOllama, chat), "openai": (FakeOpenAI, completion)}
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def hostile(request, sleeps):
+    """(fake server, reply maker, judge) for each protocol, with a 0.5 s timeout and 1 retry."""
+    server, reply = SERVERS[request.param]
+    client = HttpClient(HttpParams(connect_timeout=1, read_timeout=0.5, retries=1, backoff=0.25), sleep=sleeps)
+    with server() as fake:
+        yield fake, reply, Judge(fake.url, "m", client, api=request.param)
+
+
+def test_429_and_5xx_are_retried_honouring_retry_after(hostile, sleeps):
+    fake, reply, judge = hostile
+    fake.script(Answer(b"slow down", status=429, headers={"Retry-After": "7"}), reply("55"))
+    assert judge.score("p") == 55
+    fake.script(Answer(b"", status=503), reply("65"))
+    assert judge.score("p") == 65
+    assert sleeps == [7, 0.25]  # Retry-After, then the backoff
+    assert len(fake.bodies) == 4
+
+
+def test_a_server_always_failing_ends_the_run(hostile, sleeps):
+    fake, _, judge = hostile
+    fake.script(Answer(b"", status=429, headers={"Retry-After": "2"}))
+    with pytest.raises(PipelineError, match="could not be reached .*HTTP 429.*gave up after 2 tries"):
+        judge_responses(judge, [ITEM] * 5)
+    assert len(fake.bodies) == 3 * 2 and sleeps == [2, 2, 2]
+
+
+def test_a_slow_server_times_out_then_is_unscored(hostile, caplog):
+    fake, reply, judge = hostile
+    slow = Answer(reply("90").body, delay=1.0)
+    fake.script(reply("90"), slow, slow, reply("30"))
+    caplog.set_level(logging.WARNING)
+    assert judge_each(judge, [ITEM] * 3) == [90, None, 30]  # the slow one tried twice
+    assert len(fake.bodies) == 4 and "timed out" in caplog.text
+
+
+def test_a_trickling_server_hits_the_deadline(hostile):
+    fake, reply, judge = hostile
+    # every byte well within the read timeout, the whole reply far beyond it
+    fake.script(Answer(reply("90").body + b" " * 40, trickle=0.05))
+    start = time.monotonic()
+    with pytest.raises(SourceFailed, match="timed out"):
+        judge.ask("p")
+    assert time.monotonic() - start < 2.5  # 2 tries of about 0.5 s, not 2 x 6 s
+    assert len(fake.bodies) == 2
+
+
+def test_an_oversized_reply_is_not_read(hostile, caplog):
+    fake, reply, judge = hostile
+    padded = reply("90").body[:-1] + b" " * MAX_REPLY_BYTES + b"}"  # valid JSON, saying 90
+    fake.script(Answer(padded))
+    caplog.set_level(logging.WARNING, logger="scratchgpt.plumbing.judge")
+    assert judge.score("p") is None
+    assert "over 1048576 bytes" in caplog.text and len(fake.bodies) == 1
+
+
+def test_a_compressed_reply_is_refused(hostile, caplog):
+    fake, reply, judge = hostile
+    fake.script(Answer(gzip.compress(reply("90").body), headers={"Content-Encoding": "gzip"}))
+    caplog.set_level(logging.WARNING, logger="scratchgpt.plumbing.judge")
+    assert judge.score("p") is None
+    assert "'gzip'-encoded reply" in caplog.text
+
+
+def test_a_dropped_connection_is_retried(hostile):
+    fake, reply, judge = hostile
+    fake.script(Answer(drop=True), reply("45"))
+    assert judge.score("p") == 45 and len(fake.bodies) == 2
+
+
+def test_nobody_listening_ends_the_run(hostile):
+    _, _, judge = hostile
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    judge.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    with pytest.raises(PipelineError, match="could not be reached .*connection failed"):
+        judge_responses(judge, [ITEM] * 4)

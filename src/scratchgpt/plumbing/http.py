@@ -64,9 +64,10 @@ def redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
-def check_remote_url(url: str) -> None:
-    """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine."""
-    if not allowed_url(url):
+def check_remote_url(url: str, allow_http: bool = False) -> None:
+    """Remote sources must use HTTPS; plain HTTP is allowed only to a server on this machine,
+    or to any host when the caller was explicitly allowed it (``allow_http``)."""
+    if not (allowed_url(url) or (allow_http and url.startswith("http://"))):
         raise SourceFailed(f"refused: {redact(url)} is not https:// (plain http only for 127.0.0.1)")
 
 
@@ -75,6 +76,8 @@ class HttpClient:
 
     Timeouts, broken connections, HTTP 408/425/429 and 5xx are retried (honouring Retry-After);
     other HTTP errors fail at once. ``sleep`` is injectable so tests run without waiting.
+    ``allow_http`` lets plain http reach hosts other than this machine (the judge's
+    ``evaluate.judge_allow_http``); downloads never set it.
     """
 
     def __init__(
@@ -82,7 +85,9 @@ class HttpClient:
         policy: HttpParams | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        allow_http: bool = False,
     ):
+        self.allow_http = allow_http
         self.policy = policy or HttpParams()
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = self.policy.user_agent
@@ -122,14 +127,14 @@ class HttpClient:
         """One request, following redirects (of a GET) only to allowed URLs; retryable statuses
         raise _Retryable, other errors raise SourceFailed."""
         for _ in range(MAX_REDIRECTS + 1):
-            check_remote_url(url)
+            check_remote_url(url, self.allow_http)
             resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
             if not resp.is_redirect or method != "GET":
                 break
             resp.close()
             target = urllib.parse.urljoin(url, resp.headers["Location"])
             try:
-                check_remote_url(target)
+                check_remote_url(target, self.allow_http)
             except SourceFailed:
                 raise SourceFailed(f"refused redirect to {redact(target)} (not https)") from None
             url = target
@@ -144,6 +149,11 @@ class HttpClient:
         if resp.status_code >= 400:
             raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}{_error_excerpt(resp)}")
         return resp
+
+    def send(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        """One request without retries, for callers that read the answer themselves inside
+        :meth:`retrying` (``stream=True``); statuses are handled as by every other request."""
+        return self._send(url, method, **kwargs)
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
         """GET with retries; the whole body is read."""

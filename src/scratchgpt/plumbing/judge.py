@@ -1,15 +1,29 @@
 """The LLM judge of chapter 7, asked over HTTP.
 
-The judge, as in the book, asks a larger model served by Ollama (or any server speaking its
-``/api/chat`` protocol) to rate each response from 0 to 100 with :func:`judge_prompt`. The reply
-must be the bare integer (:func:`parse_score`); anything else leaves that response unscored.
+The judge, as in the book, asks a larger model to rate each response from 0 to 100 with
+:func:`judge_prompt`. Two protocols (``evaluate.judge_api``):
 
-How failures count, per response and for the whole run:
+* ``ollama``: Ollama's ``/api/chat`` (options seed, temperature, num_ctx; the reply's
+  ``message.content``, plain or streamed);
+* ``openai``: the OpenAI-compatible ``/v1/chat/completions`` that vLLM, llama.cpp's server,
+  LM Studio, LiteLLM and hosted APIs speak (seed, temperature, max_tokens; the reply's
+  ``choices[0].message.content``).
 
-* a reply that is not JSON, has no ``message.content``, or is not a score → unscored, with a
-  warning; the server was reached, so the run goes on;
-* a request that fails after the HTTP client's retries (timeouts, lost connections, HTTP
-  408/425/429/5xx, or another HTTP error at once) → unscored, with a warning;
+An API key, when the environment variable named by ``evaluate.judge_api_key_env`` holds one, is
+sent as ``Authorization: Bearer``; it is never logged and is masked (``***``) in every message
+built from what a server sends back. Plain http goes only to this machine unless
+``evaluate.judge_allow_http`` is true (:func:`~scratchgpt.plumbing.params.judge_url_problem`).
+
+The reply must be the bare integer (:func:`parse_score`); anything else leaves that response
+unscored. How failures count, per response and for the whole run:
+
+* a reply that is not JSON, lacks the protocol's content field, reports an error, is compressed,
+  is larger than ``MAX_REPLY_BYTES``, or is not a score → unscored, with a warning; the server was
+  reached, so the run goes on;
+* a request that fails after the HTTP client's retries → unscored, with a warning. Retried with
+  backoff (honouring Retry-After, capped at ``download.http.max_backoff``): timeouts, a reply not
+  complete within ``evaluate.judge_timeout`` (a server trickling bytes), lost or refused
+  connections, HTTP 408/425/429/5xx; another HTTP error (401, 404, ...) fails at once;
 * when *every* request fails (checked after the first ``give_up_after`` requests, so an
   unreachable judge costs seconds, not one timeout per response), :func:`judge_each` and
   :func:`judge_responses` raise :class:`~scratchgpt.errors.PipelineError` naming the URL and
@@ -23,18 +37,26 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
+import requests
+import urllib3
 from tqdm.auto import tqdm
 
 from scratchgpt.book.scoring import judge_prompt, parse_score, shorten, summarize_scores
 from scratchgpt.errors import PipelineError
-from scratchgpt.plumbing.http import HttpClient, SourceFailed, check_remote_url
+from scratchgpt.plumbing.http import HttpClient, SourceFailed, redact
+from scratchgpt.plumbing.params import judge_url_problem
 
 log = logging.getLogger(__name__)
 
 GIVE_UP_AFTER = 3
+MAX_REPLY_BYTES = 1 << 20  # a score is a few bytes; a bigger reply is garbage, not read further
+API_KEY_ENV = "SCRATCHGPT_JUDGE_API_KEY"
+Api = Literal["ollama", "openai"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +87,31 @@ def _json_objects(body: bytes) -> list[Any] | None:
         return None
 
 
-def reply_content(body: bytes) -> str | None:
+def openai_content(body: bytes) -> str | None:
+    """The text of an OpenAI-compatible chat completion (``choices[0].message.content``); None
+    (with a warning) when the body is not one JSON object, reports an error or lacks it."""
+    objects = _json_objects(body)
+    if objects is None or len(objects) != 1:
+        log.warning("judge reply is not JSON: %r", shorten(body.decode("utf-8", "replace")))
+        return None
+    obj = objects[0]
+    if isinstance(obj, dict) and obj.get("error"):
+        log.warning("judge reported an error: %s", shorten(str(obj["error"])))
+        return None
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    first = choices[0] if isinstance(choices, list) and choices else None
+    content = _content_of(first)
+    if content is None:
+        log.warning("judge reply has no choices[0].message.content: %r", shorten(body.decode("utf-8", "replace")))
+    return content
+
+
+def reply_content(body: bytes, api: Api = "ollama") -> str | None:
+    """The text of a chat reply of ``api``; None (with a warning) when it is unusable."""
+    return openai_content(body) if api == "openai" else ollama_content(body)
+
+
+def ollama_content(body: bytes) -> str | None:
     """The text of an Ollama chat reply, plain or streamed; None (with a warning) when the body
     is not JSON, reports an error, lacks ``message.content``, or is a stream cut before "done"."""
     objects = _json_objects(body)
@@ -91,12 +137,18 @@ def reply_content(body: bytes) -> str | None:
 # The judge
 
 
+class ReplyRefused(Exception):
+    """The server answered, but with something not worth reading (compressed or too large)."""
+
+
 class Judge:
-    """A chat model behind an Ollama-compatible ``/api/chat`` URL that scores responses.
+    """A chat model behind an Ollama (``/api/chat``) or OpenAI-compatible
+    (``/v1/chat/completions``) URL that scores responses.
 
     Requests go through :class:`~scratchgpt.plumbing.http.HttpClient` (timeouts, retries, backoff);
-    the sampling options default to the book's (seed 123, temperature 0, num_ctx 2048).
-    Plain http is refused except to this machine (127.0.0.1 / localhost).
+    each try must deliver its whole reply (at most ``MAX_REPLY_BYTES``) within the client's read
+    timeout. The sampling options default to the book's (seed 123, temperature 0, num_ctx 2048).
+    Plain http is refused except to this machine, unless ``allow_http``.
     """
 
     def __init__(
@@ -105,30 +157,103 @@ class Judge:
         model: str,
         client: HttpClient | None = None,
         *,
+        api: Api = "ollama",
+        api_key: str | None = None,
+        api_key_env: str | None = API_KEY_ENV,
+        allow_http: bool = False,
         seed: int = 123,
         temperature: float = 0.0,
         num_ctx: int = 2048,
+        max_tokens: int = 16,
     ):
-        check_remote_url(url)
+        if api not in ("ollama", "openai"):
+            raise PipelineError(f"evaluate.judge_api: must be 'ollama' or 'openai', got {api!r}")
+        problem = judge_url_problem(url, allow_http)
+        if problem:
+            raise PipelineError(f"evaluate.judge_url: {problem.replace(repr(url), repr(redact(url)))}")
         self.url = url
         self.model = model
-        self.client = client or HttpClient()
+        self.api = api
+        self.client = client or HttpClient(allow_http=allow_http)
         self.options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
+        self.max_tokens = max_tokens
+        self.api_key_env = api_key_env
+        self._api_key = api_key or None
+        if self._api_key and url.startswith("http://") and allow_http:
+            log.warning("the judge's API key goes over plain http to %s (evaluate.judge_allow_http)", redact(url))
+
+    def __repr__(self) -> str:
+        key = "***" if self._api_key else None
+        return f"Judge({redact(self.url)!r}, {self.model!r}, api={self.api!r}, api_key={key})"
 
     def payload(self, prompt: str) -> dict[str, Any]:
         """The JSON body of one chat request."""
-        return {
-            "model": self.model,
-            "messages": [{"role": "user", "content": prompt}],
-            "options": dict(self.options),
-            "stream": False,
-        }
+        messages = [{"role": "user", "content": prompt}]
+        if self.api == "openai":
+            return {
+                "model": self.model,
+                "messages": messages,
+                "temperature": self.options["temperature"],
+                "seed": self.options["seed"],
+                "max_tokens": self.max_tokens,
+                "stream": False,
+            }
+        return {"model": self.model, "messages": messages, "options": dict(self.options), "stream": False}
+
+    def headers(self) -> dict[str, str]:
+        """The request's extra headers: the API key, when there is one."""
+        return {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+
+    def hide(self, text: str) -> str:
+        """``text`` with the API key masked, for anything logged or raised."""
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+    def _post(self, prompt: str) -> bytes:
+        """The reply's body; raises SourceFailed after the client's retries, ReplyRefused for a
+        compressed or oversized reply."""
+        payload = self.payload(prompt)
+        deadline_s = self.client.policy.read_timeout
+
+        def attempt() -> bytes:
+            deadline = time.monotonic() + deadline_s
+            resp = self.client.send(self.url, "POST", json=payload, headers=self.headers(), stream=True)
+            with resp:
+                encoding = resp.headers.get("Content-Encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise ReplyRefused(f"a {encoding!r}-encoded reply (asked for identity)")
+                body = bytearray()
+                try:
+                    while chunk := resp.raw.read1(1 << 16, decode_content=False):
+                        body += chunk
+                        if len(body) > MAX_REPLY_BYTES:
+                            raise ReplyRefused(f"a reply over {MAX_REPLY_BYTES} bytes")
+                        if time.monotonic() > deadline:
+                            raise requests.Timeout(f"no complete reply within {deadline_s:g}s")
+                except requests.Timeout:
+                    raise
+                except (urllib3.exceptions.ReadTimeoutError, TimeoutError) as e:
+                    raise requests.Timeout(f"reply stalled after {len(body)} bytes") from e
+                except (urllib3.exceptions.HTTPError, OSError) as e:
+                    raise requests.ConnectionError(f"reply cut off after {len(body)} bytes ({type(e).__name__})") from e
+            return bytes(body)
+
+        try:
+            return self.client.retrying(attempt, redact(self.url))
+        except SourceFailed as e:
+            message = self.hide(str(e))
+            if self.api_key_env and any(f"HTTP {code}" in message for code in (401, 403)):
+                message += f" (is ${self.api_key_env} set to a key this server accepts?)"
+            raise SourceFailed(message) from None
 
     def ask(self, prompt: str) -> int | None:
         """Score for one prompt; None when the reply is unusable. Raises
         :class:`~scratchgpt.plumbing.http.SourceFailed` when the request fails after retries."""
-        resp = self.client.post_json(self.url, self.payload(prompt))
-        content = reply_content(resp.content)
+        try:
+            body = self._post(prompt)
+        except ReplyRefused as e:
+            log.warning("judge at %s sent %s; response left unscored", redact(self.url), e)
+            return None
+        content = reply_content(self.hide(body.decode("utf-8", "replace")).encode(), self.api)
         return None if content is None else parse_score(content)
 
     def score(self, prompt: str) -> int | None:
@@ -136,7 +261,7 @@ class Judge:
         try:
             return self.ask(prompt)
         except SourceFailed as e:
-            log.warning("judge request to %s failed: %s", self.url, e)
+            log.warning("judge request to %s failed: %s", redact(self.url), e)
             return None
 
 
@@ -145,10 +270,14 @@ class JudgeUnreachable(PipelineError):
 
     def __init__(self, judge: Judge, reason: str, count: int):
         tries = "the only request" if count == 1 else f"all {count} requests"
+        hint = (
+            f"Is the server running (e.g. `ollama serve`) and the model pulled (`ollama pull {judge.model}`)?"
+            if judge.api == "ollama"
+            else f"Is the server running, and does it serve the model {judge.model!r}?"
+        )
         super().__init__(
-            f"the judge at {judge.url} could not be reached ({tries} failed): {reason}\n"
-            f"  Is the server running (e.g. `ollama serve`) and the model pulled "
-            f"(`ollama pull {judge.model}`)? Or unset evaluate.judge_url to skip the judge."
+            f"the judge at {redact(judge.url)} could not be reached ({tries} failed): {reason}\n"
+            f"  {hint} Or unset evaluate.judge_url to skip the judge."
         )
         self.url = judge.url
         self.reason = reason
@@ -168,7 +297,7 @@ def judge_each(
         try:
             scores.append(judge.ask(judge_prompt(prompt_text, reference, response)))
         except SourceFailed as e:
-            log.warning("judge request to %s failed: %s", judge.url, e)
+            log.warning("judge request to %s failed: %s", redact(judge.url), e)
             scores.append(None)
             failed, reason = failed + 1, str(e)
             if failed == len(scores) >= give_up_after:
@@ -194,12 +323,38 @@ def judge_from_params(
     model: str,
     client: HttpClient | None = None,
     *,
+    api: Api = "ollama",
+    api_key_env: str | None = API_KEY_ENV,
+    allow_http: bool = False,
     seed: int = 123,
     temperature: float = 0.0,
     num_ctx: int = 2048,
+    max_tokens: int = 16,
 ) -> Judge | None:
-    """A :class:`Judge` for ``url``, or None (logged, not an error) when no URL is configured."""
+    """A :class:`Judge` for ``url``, or None (logged, not an error) when no URL is configured.
+    The API key is read from the environment variable ``api_key_env`` names; unset or empty
+    means no key (servers on this machine rarely want one)."""
     if not url:
         log.info("no judge configured (evaluate.judge_url); skipping the judge")
         return None
-    return Judge(url, model, client, seed=seed, temperature=temperature, num_ctx=num_ctx)
+    api_key = os.environ.get(api_key_env, "").strip() if api_key_env else ""
+    log.info(
+        "judge: %s (%s API, model %s, %s)",
+        redact(url),
+        api,
+        model,
+        f"API key from ${api_key_env}" if api_key else "no API key",
+    )
+    return Judge(
+        url,
+        model,
+        client,
+        api=api,
+        api_key=api_key or None,
+        api_key_env=api_key_env,
+        allow_http=allow_http,
+        seed=seed,
+        temperature=temperature,
+        num_ctx=num_ctx,
+        max_tokens=max_tokens,
+    )

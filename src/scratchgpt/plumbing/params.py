@@ -68,10 +68,38 @@ def _check_url(value: str) -> str:
     return value
 
 
+def _check_judge_url(value: str) -> str:
+    if not re.match(r"https?://[^/?#@\s]+", value):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value  # whether plain http may go there depends on evaluate.judge_allow_http
+
+
+def judge_url_problem(url: str, allow_http: bool) -> str | None:
+    """Why the judge may not be asked at ``url``, or None. https:// goes anywhere; plain http://
+    only to this machine, or to another host with ``evaluate.judge_allow_http: true`` (prompts
+    and any API key then cross the network unencrypted)."""
+    if not re.match(r"https?://[^/?#@\s]+", url):
+        return f"must be an http:// or https:// URL, got {url!r}"
+    if allowed_url(url) or (allow_http and url.startswith("http://")):
+        return None
+    return (
+        f"plain http to a host other than this machine needs evaluate.judge_allow_http: true "
+        f"(or use https://), got {url!r}"
+    )
+
+
+def _check_env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        raise ValueError(f"must be the name of an environment variable (letters, digits, '_'), got {value!r}")
+    return value
+
+
 Key = Annotated[str, AfterValidator(_check_key)]
 Sha256 = Annotated[str, AfterValidator(_check_sha256)]
 RelPath = Annotated[str, AfterValidator(_check_relpath)]
 Url = Annotated[str, AfterValidator(_check_url)]
+JudgeUrl = Annotated[str, AfterValidator(_check_judge_url)]
+EnvName = Annotated[str, AfterValidator(_check_env_name)]
 
 
 class Section(BaseModel):
@@ -295,12 +323,16 @@ class EvaluateParams(Section):
     """Scoring the finetuned models on their test splits; the LLM judge is optional."""
 
     batch_size: int = Field(ge=1)
-    judge_url: Url | None = None  # no judge unless one is given
+    judge_url: JudgeUrl | None = None  # no judge unless one is given
+    judge_api: Literal["ollama", "openai"] = "ollama"  # Ollama's /api/chat or /v1/chat/completions
     judge_model: str = Field(min_length=1)
+    judge_api_key_env: EnvName | None = "SCRATCHGPT_JUDGE_API_KEY"  # the variable's name, never the key
+    judge_allow_http: bool = False  # plain http to a host other than this machine
     judge_seed: int
-    judge_temperature: float = Field(ge=0)
-    judge_num_ctx: int = Field(ge=1)
-    judge_timeout: float = Field(gt=0)
+    judge_temperature: float = Field(ge=0, le=2)
+    judge_num_ctx: int = Field(ge=1, le=1_048_576)
+    judge_max_tokens: int = Field(16, ge=1, le=4096)  # openai: the most tokens of one reply
+    judge_timeout: float = Field(gt=0, le=86_400)
 
 
 class ReportParams(Section):
@@ -416,6 +448,11 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             problems.append(
                 f"model.vocab_size: must be >= 50257 for the gpt2 tokenizer, got {sections['model'].vocab_size}"
             )
+    if have("evaluate"):
+        ev = sections["evaluate"]
+        problem = ev.judge_url and judge_url_problem(ev.judge_url, ev.judge_allow_http)
+        if problem:
+            problems.append(f"evaluate.judge_url: {problem}")
     return problems
 
 
