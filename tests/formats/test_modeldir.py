@@ -29,7 +29,7 @@ def test_model_directory_round_trip(tmp_path, tie):
     torch.manual_seed(1)
     model = GPTModel(TINY.replace(tie_weights=tie)).eval()
     save_model(model, tmp_path / "m", metadata={"tokenizer": {"kind": "word"}})
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "manifest.json", "model.safetensors"]
     config, extra = read_model_config(tmp_path / "m")
     assert config == model.config and extra["tokenizer"] == {"kind": "word"}
     assert extra["weights_sha256"] == hashlib.sha256((tmp_path / "m" / "model.safetensors").read_bytes()).hexdigest()
@@ -62,7 +62,7 @@ def test_corrupt_or_truncated_weights_are_named(tmp_path, monkeypatch):
     weights.write_bytes(bytes(blob))
     with pytest.raises(
         ModelError,
-        match=r"models/base/model.safetensors does not match the sha256 in config.json: "
+        match=r"models/base/model.safetensors does not match the sha256 in config.json and manifest.json: "
         r"corrupt; rerun `dvc repro -f init`",
     ):
         load_model("models/base")
@@ -88,7 +88,7 @@ def test_adapters_alone_load_to_the_merged_model(tmp_path, classifier):
         {"rank": 3, "alpha": 3, "targets": ["attention", "feed_forward", "head"]},
     )
     saved = sorted(p.name for p in (tmp_path / "adapters").iterdir())
-    assert saved == ["adapters.safetensors", "config.json"]
+    assert saved == ["adapters.safetensors", "config.json", "manifest.json"]
     config = json.loads((tmp_path / "adapters" / "config.json").read_text())
     assert config["lora"]["base"]["path"] == "../base"
     expected = logits(merge_lora(model))
