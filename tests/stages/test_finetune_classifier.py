@@ -107,6 +107,6 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
     per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
     assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)
     assert json.loads((paths.METRICS / "classifier" / "memory.json").read_text())["peak_memory_mb"] > 0
-    assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == ["adapters.safetensors", "config.json", "tokenizer"]
+    assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == ["adapters.safetensors", "config.json", "manifest.json", "tokenizer"]
     model, tokenizer, head = load_classifier(paths.CLASSIFIER)
     assert classify.classify("Free entry to win a prize", model, tokenizer, head)[0] in ("ham", "spam")

@@ -35,6 +35,7 @@ from scratchgpt.book.lora import apply_lora, merge_lora
 from scratchgpt.book.model import GPTConfig, GPTModel, model_from_state
 from scratchgpt.book.tokenizer import (
     GPT2_FILES,
+    GPT2_VOCAB_SIZE,
     GPT2Tokenizer,
     Tokenizer,
     WordTokenizer,
@@ -205,7 +206,26 @@ def read_model_config(directory: str | os.PathLike[str]) -> tuple[GPTConfig, dic
     except (TypeError, ValueError) as e:
         raise ModelError(f"{path}: {e}") from None
     extra = {k: v for k, v in data.items() if k not in ("format", "model")}
+    check_vocab(path, config, tokenizer_size(extra.get("tokenizer")))
     return config, extra
+
+
+def tokenizer_size(description: Any) -> int | None:
+    """The vocabulary a tokenizer description (config.json's ``tokenizer``) names, if it does."""
+    if not isinstance(description, dict):
+        return None
+    if description.get("kind") == "gpt2":
+        return GPT2_VOCAB_SIZE
+    size = description.get("vocab_size")
+    return size if isinstance(size, int) else None
+
+
+def check_vocab(path: Path, config: GPTConfig, n_vocab: int | None) -> None:
+    """The model's token embeddings must cover every id of its tokenizer."""
+    if n_vocab is not None and n_vocab > config.vocab_size:
+        raise ModelError(
+            f"{path}: model.vocab_size must cover the tokenizer's {n_vocab} tokens, got {config.vocab_size}"
+        )
 
 
 def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", verify: bool = True) -> GPTModel:
@@ -268,11 +288,7 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Tokenizer:
         tokenizer = GPT2Tokenizer(folder)
     else:
         raise FileNotFoundError(f"{folder}: no tokenizer files (encoder.json + vocab.bpe, or vocab.json)")
-    if tokenizer.vocab_size > config.vocab_size:
-        raise ModelError(
-            f"{Path(model_dir) / CONFIG_FILE}: model.vocab_size must cover the tokenizer's "
-            f"{tokenizer.vocab_size} tokens, got {config.vocab_size}"
-        )
+    check_vocab(Path(model_dir) / CONFIG_FILE, config, tokenizer.vocab_size)
     return tokenizer
 
 
