@@ -9,6 +9,7 @@ test confusion matrix) and the book's loss and accuracy figures under plots/clas
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -27,10 +28,13 @@ from scratchgpt.book.classify import (
 )
 from scratchgpt.book.tokenizer import GPT2_EOT_ID
 from scratchgpt.book.train import Evaluator, seed_everything
+from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.modeldir import (
+    CONFIG_FILE,
     load_model,
     load_tokenizer,
+    read_model_config,
     save_finetuned,
     save_tokenizer,
 )
@@ -43,9 +47,20 @@ log = logging.getLogger("finetune_classifier")
 SPLITS = ("train", "val", "test")
 
 
+def check_max_length(max_length: int, base_dir: Path) -> None:
+    """classifier.max_length (0: the longest message) must fit the base model's context."""
+    context = read_model_config(base_dir)[0].context_length
+    if max_length > context:
+        raise PipelineError(
+            f"classifier.max_length: must be <= the base model's context length ({context}, "
+            f"{base_dir / CONFIG_FILE}), got {max_length}"
+        )
+
+
 def main(st: stage.Stage) -> dict[str, Any]:
     run = training.start(st, "classifier")
     p = run.params
+    check_max_length(p.max_length, paths.BASE)
     verify_dataset("spam", st.params.download.datasets["spam"], paths.raw("spam"))
     spam = st.out(paths.SPAM)
     if run.is_main:

@@ -22,7 +22,7 @@ from typing import Any
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.convert import convert
-from scratchgpt.formats.modeldir import CONFIG_FILE, load_model, read_model_config
+from scratchgpt.formats.modeldir import CONFIG_FILE, load_model, read_model_config, rewrite_config
 from scratchgpt.formats.openai import download_openai
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.download import mirror_from_env
@@ -55,7 +55,7 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
         if params.drop_rate is not None and params.drop_rate != config.drop_rate:
             data = json.loads((staging / CONFIG_FILE).read_text(encoding="utf-8"))
             data["model"]["drop_rate"] = params.drop_rate
-            write_json(staging / CONFIG_FILE, data)
+            rewrite_config(staging, data)
     model = load_model(out_dir)  # also checks the copied or converted weights against their sha256
     # Measured only: the source and the model's shape are params (`dvc params diff` shows them).
     return {"parameters": model.num_parameters()}

@@ -20,7 +20,7 @@ from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import ShardError, Shards
 from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
 from scratchgpt.files import atomic_dir
-from scratchgpt.formats.modeldir import save_model, save_tokenizer
+from scratchgpt.formats.modeldir import check_fits, save_model, save_tokenizer, size_keys
 from scratchgpt.plumbing import paths, stage, training
 from scratchgpt.plumbing.live import perplexity
 from scratchgpt.plumbing.plots import plot_losses
@@ -47,7 +47,10 @@ def main(st: stage.Stage) -> dict[str, Any]:
     shards, train_data, val_data = load_data(params)
     tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
     seed_everything(p.seed)
-    model = GPTModel(GPTConfig(**params.model.model_dump())).to(run.device)
+    config = GPTConfig(**params.model.model_dump())
+    keys = f"{size_keys(config, 'model.')}, pretrain.batch_size={p.batch_size}, pretrain.max_length={p.max_length}"
+    check_fits(config, run.device, keys, p.batch_size, p.max_length)  # before anything is allocated
+    model = GPTModel(config).to(run.device)
     if run.is_main:
         log.info(
             "model: %s parameters; data: %d training and %d validation windows of %d tokens on %s",

@@ -122,7 +122,7 @@ def test_pretrain_writes_model_metrics_and_plots(repo):
     work, env, _ = repo
     sh([sys.executable, "-m", "dvc", "repro", "pretrain"], work, env)
     model_dir = work / "models" / "pretrained"
-    assert sorted(os.listdir(model_dir)) == ["config.json", "model.safetensors", "tokenizer"]
+    assert sorted(os.listdir(model_dir)) == ["config.json", "manifest.json", "model.safetensors", "tokenizer"]
     assert not (work / "models" / "pretrained.resume").exists(), "resume state is not a DVC output"
     (resume,) = (Path(env["SCRATCHGPT_CACHE"]) / "resume" / "pretrain").iterdir()
     assert (resume / "checkpoint.json").is_file()

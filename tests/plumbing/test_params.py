@@ -9,12 +9,23 @@ import typing
 from pathlib import Path
 from typing import Any
 
+import annotated_types as at
 import pytest
 import yaml
 from pydantic import BaseModel
 
+from scratchgpt.book.model import GPTConfig
 from scratchgpt.book.train import TrainConfig
-from scratchgpt.plumbing.params import Params, ParamsError, Section, TrainingParams, load_params, read_yaml, validate
+from scratchgpt.plumbing.params import (
+    ModelParams,
+    Params,
+    ParamsError,
+    Section,
+    TrainingParams,
+    load_params,
+    read_yaml,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -353,3 +364,61 @@ def test_training_keys_and_bounds_come_from_train_config():
         assert issubclass(Params.model_fields[name].annotation, TrainingParams), name
     params = load_params(ROOT / "params.yaml")
     assert TrainConfig.from_params(params.classifier).lr == params.classifier.lr
+
+
+# ---------------------------------------------------------------------------------------------
+# Lengths bounded by the context they feed; the model's bounds agree with GPTConfig's
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"classifier.max_length": 100000}, "classifier.max_length: must be <= model.context_length (128, "),
+        ({"classifier.max_length": 2**20 + 1}, "classifier.max_length: must be <= 1048576"),
+        ({"instruct.allowed_max_length": 2**20 + 1}, "instruct.allowed_max_length: must be <= 1048576"),
+        ({"pretrain.stride": 129}, "pretrain.stride: must be <= model.context_length (128), got 129"),
+        ({"pretrain.max_length": 129}, "pretrain.max_length: must be <= model.context_length (128), got 129"),
+        ({"model.context_length": 2**20 + 1}, "model.context_length: must be <= 1048576"),
+        ({"model.vocab_size": 2**22 + 1}, "model.vocab_size: must be <= 4194304"),
+    ],
+)
+def test_lengths_are_bounded_by_the_context_they_feed(base, changes, message):
+    data = base
+    for key, value in changes.items():
+        data = with_change(data, key, value)
+    found = problems(data)
+    assert any(p.startswith(message) for p in found), found
+
+
+def test_classifier_length_of_another_source_is_left_to_the_stage(base):
+    """The context of an OpenAI or folder source is known once the model is: the stage checks it."""
+    data = with_change(with_change(base, "classifier.max_length", 1024), "init.source", "gpt2-124M")
+    validate(data)
+    assert any(p.startswith("classifier.max_length") for p in problems(with_change(data, "init.source", "pretrained")))
+
+
+def test_model_params_bounds_agree_with_gpt_config():
+    """params' model section and GPTConfig take the same values: for each integer key, the bounds
+    of one are the bounds of the other (checked at each bound and one past it), and drop_rate's."""
+    good = {"vocab_size": 64, "context_length": 16, "emb_dim": 32, "n_heads": 1, "n_layers": 2}
+    checked = []
+    for name, field in ModelParams.model_fields.items():
+        if field.annotation is not int:
+            continue
+        low = next(m.ge for m in field.metadata if isinstance(m, at.Ge))
+        high = next((m.le for m in field.metadata if isinstance(m, at.Le)), None)
+        cases = [(low, True), (low - 1, False)] + ([(high, True), (high + 1, False)] if high else [])
+        for value, valid in cases:
+            assert accepts(GPTConfig, {**good, name: value}) == valid, (name, value)
+        checked.append(name)
+    assert sorted(checked) == sorted(good)
+    for value, valid in ((0.0, True), (0.99, True), (1.0, False), (-0.01, False)):
+        assert accepts(GPTConfig, {**good, "drop_rate": value}) == valid, value
+
+
+def accepts(cls, fields: dict) -> bool:
+    try:
+        cls(**fields)
+    except ValueError:
+        return False
+    return True

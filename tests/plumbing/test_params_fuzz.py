@@ -224,6 +224,14 @@ def test_unknown_keys_are_named(data, key):
 def test_every_leaf_is_covered():
     assert len(LEAVES) > 80
     assert len(NUMERIC) > 40
+    # the upper bounds of lengths and of the model's shape are fuzzed like every other bound
+    upper = {dotted(path) for path, _, limits in NUMERIC if "le" in limits}
+    assert {
+        "model.vocab_size",
+        "model.context_length",
+        "classifier.max_length",
+        "instruct.allowed_max_length",
+    } <= upper, upper
 
 
 def test_the_real_file_is_valid():

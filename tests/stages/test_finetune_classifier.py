@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import load_stage
 from scratchgpt.book import classify
 from scratchgpt.book.classify import Head
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.cli import main as cli
+from scratchgpt.errors import PipelineError
 from scratchgpt.formats.modeldir import load_classifier, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import load_params
@@ -107,6 +109,26 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
     per_block = 2 * (3 * (16 + 16) + (16 + 16) + (16 + 64) + (64 + 16))
     assert summary["trainable_parameters"] == 2 * per_block + 2 * (16 + 2)
     assert json.loads((paths.METRICS / "classifier" / "memory.json").read_text())["peak_memory_mb"] > 0
-    assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == ["adapters.safetensors", "config.json", "tokenizer"]
+    assert sorted(p.name for p in paths.CLASSIFIER.iterdir()) == [
+        "adapters.safetensors",
+        "config.json",
+        "manifest.json",
+        "tokenizer",
+    ]
     model, tokenizer, head = load_classifier(paths.CLASSIFIER)
     assert classify.classify("Free entry to win a prize", model, tokenizer, head)[0] in ("ham", "spam")
+
+
+STAGE = load_stage("finetune_classifier")
+
+
+def test_max_length_beyond_the_base_models_context_is_refused_by_name(tmp_path):
+    """classifier.max_length is checked against the base model's context at the stage's start
+    (params check it only for init.source pretrained, whose context params know)."""
+    save_model(GPTModel(GPTConfig(vocab_size=50, context_length=16, emb_dim=8, n_heads=2, n_layers=1)), tmp_path)
+    STAGE.check_max_length(16, tmp_path)
+    STAGE.check_max_length(0, tmp_path)  # 0: the longest message, cut to the context
+    with pytest.raises(
+        PipelineError, match=r"classifier.max_length: must be <= the base model's context length \(16, "
+    ):
+        STAGE.check_max_length(17, tmp_path)

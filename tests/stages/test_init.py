@@ -2,6 +2,7 @@
 local folder becomes models/base with the finetuning dropout."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +13,9 @@ from fakes import TINY, openai_arrays, write_openai_checkpoint
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.errors import PipelineError
+from scratchgpt.formats.gpt2 import WeightsError
 from scratchgpt.formats.hf import export_hf
-from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
+from scratchgpt.formats.modeldir import ModelError, load_model, save_model, save_tokenizer
 from scratchgpt.formats.openai import convert_tf_checkpoint
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import InitParams
@@ -90,3 +92,28 @@ def test_openai_source_downloads_into_the_cache_and_converts(repo, tmp_path, mon
     assert np.allclose(model.tok_emb.weight.detach().numpy(), arrays["model/wte"])
     assert summary == {"parameters": model.num_parameters()}
     assert json.loads((paths.BASE / "config.json").read_text())["model"]["drop_rate"] == 0.0
+
+
+def test_an_edited_pretrained_folder_is_refused_by_name(repo):
+    """models/pretrained's config.json edited (n_heads 4 → 2, still a valid config): init copies
+    it, finds it does not match its manifest, and names the file; models/base is not written."""
+    config = paths.PRETRAINED / "config.json"
+    data = json.loads(config.read_text())
+    data["model"]["n_heads"] = 2
+    config.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match=r"config.json does not match its sha256 in manifest.json"):
+        init.build_base(InitParams(source="pretrained", drop_rate=0.0))
+    assert not paths.BASE.exists()
+
+
+def test_a_converted_folder_gets_the_manifest_and_its_config_is_validated(repo):
+    export_hf(paths.PRETRAINED, "exported/hf")
+    init.build_base(InitParams(source="./exported/hf", drop_rate=0.2))
+    manifest = json.loads((paths.BASE / "manifest.json").read_text())["sha256"]
+    assert sorted(manifest) == ["config.json", "model.safetensors", "tokenizer/encoder.json", "tokenizer/vocab.bpe"]
+    assert load_model(paths.BASE).config.drop_rate == 0.2  # the rewritten config is in the manifest
+    hf_config = json.loads((Path("exported/hf/config.json")).read_text())
+    hf_config["n_positions"] = 2**21
+    Path("exported/hf/config.json").write_text(json.dumps(hf_config))
+    with pytest.raises(WeightsError, match=r"exported/hf/config.json: invalid GPTConfig: context_length must be <="):
+        init.build_base(InitParams(source="./exported/hf", drop_rate=0.0))

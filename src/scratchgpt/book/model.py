@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from scratchgpt.book.settings import MAX_CONTEXT_LENGTH, MAX_VOCAB_SIZE
+
 TIED_EMBEDDING_STD = 0.02
 
 
@@ -42,6 +44,10 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
+        for name, most in (("context_length", MAX_CONTEXT_LENGTH), ("vocab_size", MAX_VOCAB_SIZE)):
+            value = getattr(self, name)
+            if isinstance(value, int) and value > most:
+                problems.append(f"{name} must be <= {most}, got {value!r}")
         if not isinstance(self.drop_rate, (int, float)) or not 0 <= self.drop_rate < 1:
             problems.append(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
         for name in ("qkv_bias", "tie_weights"):
@@ -59,6 +65,41 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
+
+    def num_parameters(self) -> int:
+        """The parameters :class:`GPTModel` of this config holds (a tied head counts once),
+        by arithmetic: nothing is allocated."""
+        d, v = self.emb_dim, self.vocab_size
+        block = (
+            2 * d  # norm1
+            + 3 * d * d
+            + (3 * d if self.qkv_bias else 0)  # qkv
+            + d * d
+            + d  # out_proj
+            + 2 * d  # norm2
+            + 4 * d * d
+            + 4 * d  # ff.fc
+            + 4 * d * d
+            + d  # ff.proj
+        )
+        if self.n_classes:
+            head = d * self.n_classes + self.n_classes
+        else:
+            head = 0 if self.tie_weights else d * v
+        return v * d + self.context_length * d + self.n_layers * block + 2 * d + head
+
+    def memory_estimate(self, batch_size: int = 0, seq_len: int = 0) -> int:
+        """Bytes this model needs in fp32, roughly: the weights alone (``batch_size`` 0), or to
+        train on batches of ``batch_size`` × ``seq_len`` tokens: weights, gradients and AdamW's two
+        moments (16 bytes a parameter) plus the activations kept for the backward pass (about 16
+        values of emb_dim per token and layer, and the logits twice)."""
+        params = self.num_parameters()
+        if not batch_size:
+            return 4 * params
+        tokens = batch_size * max(seq_len, 1)
+        width = self.n_classes or self.vocab_size
+        activations = tokens * (16 * self.emb_dim * self.n_layers + 2 * width)
+        return 16 * params + 4 * activations
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,6 +14,13 @@ from typing import Annotated, Any
 
 from annotated_types import Ge, Gt, Le
 
+# Bounds of a GPT's shape that hold whatever the machine (scratchgpt.book.model.GPTConfig and
+# params' model section take them from here): a context beyond a million positions or a vocabulary
+# beyond four million ids is a typo, not a model. What else cannot fit is the memory estimate's
+# to say (GPTConfig.memory_estimate).
+MAX_CONTEXT_LENGTH = 1 << 20
+MAX_VOCAB_SIZE = 1 << 22
+
 
 @dataclass(frozen=True)
 class TrainConfig:

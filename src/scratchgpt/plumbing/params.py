@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from scratchgpt.book.settings import TrainConfig
+from scratchgpt.book.settings import MAX_CONTEXT_LENGTH, MAX_VOCAB_SIZE, TrainConfig
 from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml, show
 
 PARAMS_FILE = "params.yaml"
@@ -196,10 +196,11 @@ class PrepareParams(Section):
 
 
 class ModelParams(Section):
-    """The GPT architecture (scratchgpt.book.model.GPTConfig)."""
+    """The GPT architecture (scratchgpt.book.model.GPTConfig, which holds the same bounds: a test
+    compares them). Whether it fits the machine's memory is checked where the model is built."""
 
-    vocab_size: int = Field(ge=1)
-    context_length: int = Field(ge=1)
+    vocab_size: int = Field(ge=1, le=MAX_VOCAB_SIZE)
+    context_length: int = Field(ge=1, le=MAX_CONTEXT_LENGTH)
     emb_dim: int = Field(ge=1)
     n_heads: int = Field(ge=1)
     n_layers: int = Field(ge=1)
@@ -292,7 +293,7 @@ class ClassifierParams(FinetuneParams):
     train_frac: float = Field(gt=0, lt=1)
     val_frac: float = Field(gt=0, lt=1)
     split_seed: int
-    max_length: int = Field(ge=0)
+    max_length: int = Field(ge=0, le=MAX_CONTEXT_LENGTH)  # and <= the base model's context
     head_position: Literal["last_non_pad", "last"]
     trainable: Literal["all", "head", "last_blocks"]
     trainable_blocks: int = Field(ge=0)
@@ -309,7 +310,7 @@ class InstructParams(FinetuneParams):
     test_frac: float = Field(gt=0, lt=1)
     shuffle: bool
     split_seed: int
-    allowed_max_length: int = Field(ge=2)
+    allowed_max_length: int = Field(ge=2, le=MAX_CONTEXT_LENGTH)  # then cut to the base model's context
     mask_prompt: bool
     response_tokens: int = Field(ge=1)
     response_batch: int = Field(ge=1)
@@ -427,10 +428,19 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             )
     if have("model", "pretrain"):
         model, pretrain = sections["model"], sections["pretrain"]
-        if pretrain.max_length > model.context_length:
+        for key in ("max_length", "stride"):
+            if getattr(pretrain, key) > model.context_length:
+                problems.append(
+                    f"pretrain.{key}: must be <= model.context_length ({model.context_length}), "
+                    f"got {getattr(pretrain, key)}"
+                )
+    if have("model", "init", "classifier"):
+        model, clf = sections["model"], sections["classifier"]
+        # Other sources' context is known once the base model is (stage finetune_classifier checks it).
+        if sections["init"].source == "pretrained" and clf.max_length > model.context_length:
             problems.append(
-                f"pretrain.max_length: must be <= model.context_length ({model.context_length}), "
-                f"got {pretrain.max_length}"
+                f"classifier.max_length: must be <= model.context_length ({model.context_length}, "
+                f"the context of init.source pretrained), got {clf.max_length}"
             )
     if have("prepare", "pretrain"):
         corpora, pretrain = sections["prepare"].corpora, sections["pretrain"]
