@@ -625,5 +625,8 @@ def test_an_interrupted_resumable_download_waits_in_its_partial_file(server, tmp
 def test_http_params_are_finite_and_bounded(key, value, message):
     with pytest.raises(ParamsError, match=rf"download.http.{key}: {message}"):
         validate_download(VALID, http={key: value})
+
+
+def test_a_file_max_bytes_is_validated():
     with pytest.raises(ParamsError, match=r"files\[0\].max_bytes: must be >= 1"):
         validate_download({"files": [{"name": "a", "sha256": SHA, "max_bytes": 0}]})
