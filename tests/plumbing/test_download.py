@@ -630,3 +630,23 @@ def test_http_params_are_finite_and_bounded(key, value, message):
 def test_a_file_max_bytes_is_validated():
     with pytest.raises(ParamsError, match=r"files\[0\].max_bytes: must be >= 1"):
         validate_download({"files": [{"name": "a", "sha256": SHA, "max_bytes": 0}]})
+
+
+def test_answers_read_into_memory_are_bounded_too(server, monkeypatch, sleeps):
+    """get and post_json (MediaWiki pages, the judge): a gzip bomb stops at MAX_ANSWER decoded
+    bytes, a trickle at total_timeout; a well-behaved gzip answer still reads."""
+    from scratchgpt.plumbing import http
+
+    monkeypatch.setattr(http, "MAX_ANSWER", 1 << 20)
+    client = HttpClient(HttpParams(read_timeout=2, retries=1, backoff=0.1, total_timeout=1.5), sleep=sleeps)
+    bomb = server.route("/api", Reply(gzip_bomb(100), headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(SourceFailed, match=r"/api: answer passed 1048576 bytes; stopped"):
+        client.get(bomb)
+    assert len(server.hits("/api")) == 1
+    slow = server.route("/slow", Reply(b'{"ok": true}', trickle=0.4))
+    start = time.monotonic()
+    with pytest.raises(SourceFailed, match=r"/slow: answer not complete after total_timeout 1.5 s"):
+        client.get(slow)
+    assert time.monotonic() - start < 3
+    fine = server.route("/fine", Reply(gzip.compress(b'{"ok": true}'), headers={"Content-Encoding": "gzip"}))
+    assert client.get(fine).json() == {"ok": True}

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
 MAX_REDIRECTS = 10
+MAX_ANSWER = 64 << 20  # an API answer read into memory (a MediaWiki page, a judge's reply) is far smaller
 T = TypeVar("T")
 
 
@@ -165,12 +166,53 @@ class HttpClient:
         return resp
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
-        """GET with retries; the whole body is read."""
-        return self.retrying(lambda: self._send(url, params=params), redact(url))
+        """GET with retries; the whole body is read (see :meth:`_answer`)."""
+        return self._answer(url, params=params)
 
     def post_json(self, url: str, payload: Any) -> requests.Response:
-        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read."""
-        return self.retrying(lambda: self._send(url, "POST", json=payload), redact(url))
+        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read (see :meth:`_answer`)."""
+        return self._answer(url, "POST", json=payload)
+
+    def _answer(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        """A request whose whole answer is read into memory: at most MAX_ANSWER bytes once
+        decoded, all tries together within the policy's ``total_timeout``."""
+        limit, what = self.policy.total_timeout, redact(url)
+        deadline = self.clock() + limit
+
+        def late(got: int) -> SourceFailed:
+            return SourceFailed(f"{what}: answer not complete after total_timeout {limit:g} s ({got} bytes); stopped")
+
+        def attempt() -> requests.Response:
+            left = deadline - self.clock()
+            if left <= 0:
+                raise late(0)
+            timeout = (min(self.policy.connect_timeout, left), min(self.policy.read_timeout, left))
+            resp = self._send(url, method, stream=True, timeout=timeout, **kwargs)
+            parts: list[bytes] = []
+            got = 0
+            with resp:
+                decoder = _Decoder(resp.headers.get("Content-Encoding", ""), what)
+                length = resp.headers.get("Content-Length")
+                try:
+                    while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                        for piece in decoder.decode(chunk):
+                            got += len(piece)
+                            if got > MAX_ANSWER:
+                                raise TooLarge(f"{what}: answer passed {MAX_ANSWER} bytes; stopped")
+                            parts.append(piece)
+                        if self.clock() > deadline:
+                            raise late(got)
+                    list(decoder.finish())
+                except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
+                    if self.clock() > deadline:
+                        raise late(got) from None
+                    raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
+            if length and length.isdigit() and decoder.z is None and got != int(length):
+                raise _Retryable(f"truncated answer: got {got} of {length} bytes")
+            resp._content = b"".join(parts)  # what .content, .text and .json() read
+            return resp
+
+        return self.retrying(attempt, what, deadline)
 
     def download(
         self,
