@@ -77,7 +77,7 @@ def test_however_the_stage_ends_the_previous_copy_stays_and_nothing_partial(serv
         assert proc.returncode == 1, stderr[-2000:]
         expected = {
             "error": "HTTP 404",
-            "cap": "body passed 20479 bytes (the size of the-verdict.txt in params)",
+            "cap": "body passed 20479 bytes (the declared size of the-verdict.txt)",
             "deadline": "not complete after total_timeout 1.5 s",
         }[end]
         assert expected in stderr, stderr[-2000:]

@@ -87,7 +87,7 @@ def byte_cap(spec: FileParams, default: int) -> tuple[int, str]:
     """The most bytes a transfer of ``spec`` may bring, and where that number comes from: its
     declared ``size``, else its own ``max_bytes``, else ``default`` (download.http.max_bytes)."""
     if spec.size is not None:
-        return spec.size, f"the size of {spec.name} in params"
+        return spec.size, f"the declared size of {spec.name}"
     if spec.max_bytes is not None:
         return spec.max_bytes, f"max_bytes of {spec.name}"
     return default, "download.http.max_bytes"
