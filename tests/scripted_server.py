@@ -5,7 +5,10 @@
 
 Replies are used in order and the last one repeats. Byte ranges are honoured when a reply
 has ``ranges=True``; ``truncate`` sends a full Content-Length but only that many bytes, then
-drops the connection; ``delay`` sleeps before answering. Every request is recorded.
+drops the connection; ``delay`` sleeps before answering. Hostile bodies: ``repeat`` sends the
+body that many times over (a huge answer built on the fly), ``length=False`` leaves out
+Content-Length (the body ends when the connection closes), ``trickle`` sends one byte every
+that many seconds. What each answer wrote is counted in ``sent``. Every request is recorded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ class Reply:
     truncate: int | None = None
     delay: float = 0.0
     ranges: bool = True
+    repeat: int = 1
+    length: bool = True
+    trickle: float = 0.0
 
 
 @dataclass
@@ -36,6 +42,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.routes: dict[str, list[Reply]] = {}
         self.requests: list[Request] = []
+        self.sent: list[int] = []
         self.lock = threading.Lock()
         server = self
 
@@ -59,11 +66,29 @@ class ScriptedServer:
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                if reply.length:
+                    self.send_header("Content-Length", str(len(body) * reply.repeat))
                 self.end_headers()
-                self.wfile.write(body if reply.truncate is None else body[: reply.truncate])
-                self.wfile.flush()
                 self.close_connection = True
+                sent = 0
+                try:
+                    for _ in range(reply.repeat):
+                        part = body if reply.truncate is None else body[: reply.truncate]
+                        if reply.trickle:
+                            for i in range(len(part)):
+                                time.sleep(reply.trickle)
+                                self.wfile.write(part[i : i + 1])
+                                self.wfile.flush()
+                                sent += 1
+                        else:
+                            self.wfile.write(part)
+                            sent += len(part)
+                    self.wfile.flush()
+                except OSError:  # the client hung up (what a bounded download does)
+                    pass
+                finally:
+                    with server.lock:
+                        server.sent.append(sent)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -1,13 +1,20 @@
 """Downloads against a real HTTP server on 127.0.0.1: every failure mode, nothing left behind."""
 
+import gzip
 import hashlib
 import io
+import math
 import os
+import re
+import signal
+import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
 
+from scratchgpt.formats.openai import DATA_FILE, openai_file_specs
 from scratchgpt.plumbing.download import (
     DownloadError,
     extract_member,
@@ -296,10 +303,10 @@ def test_redirect_on_loopback_followed(server, client, tmp_path):
 VALID = {"files": [{"name": "x", "sha256": SHA}]}
 
 
-def validate_download(dataset: dict) -> DatasetParams:
+def validate_download(dataset: dict, http: dict | None = None) -> DatasetParams:
     params = validate(
         {
-            "download": {"datasets": {"d": dataset, "spam": VALID, "instructions": VALID}},
+            "download": {"http": http or {}, "datasets": {"d": dataset, "spam": VALID, "instructions": VALID}},
             "prepare": {"bpe_dataset": "d", "corpora": {"c": {"dataset": "d"}}},
             "pretrain": {"corpora": ["c"]},
         }
@@ -422,3 +429,228 @@ def test_verify_dataset_names_the_damaged_file(tmp_path):
         DataCorrupt, match=r"story.txt: sha256 mismatch: .*corrupt or changed.*dvc repro -f download@verdict"
     ):
         verify_dataset("verdict", ds, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bounded transfers: byte caps, compressed bodies, total deadlines, interrupts
+
+
+def gzip_bomb(megabytes: int) -> bytes:
+    """``megabytes`` MB of zeros, gzip-compressed (about 1 KB per MB), built without holding them."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1 << 20)
+    return b"".join(z.compress(block) for _ in range(megabytes)) + z.flush()
+
+
+@pytest.mark.parametrize("length", [True, False], ids=["announced", "unannounced"])
+def test_a_body_longer_than_the_declared_size_stops_at_the_size(server, client, tmp_path, length):
+    """400 copies of the file (47 MB) for a file params say is 118,000 bytes."""
+    url = server.route("/huge", Reply(BODY, repeat=400, length=length))
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url, size=len(BODY)), tmp_path / "story.txt", client)
+    message = str(err.value)
+    n, total = len(BODY), 400 * len(BODY)
+    expected = f"the server announces {total} bytes, more than {n}" if length else f"body passed {n} bytes"
+    assert f"story.txt: {expected} (the declared size of story.txt)" in message, message
+    assert len(server.hits("/huge")) == 1, "a body too long is final: no retries"
+    for _ in range(100):  # the server notices the hang-up at its next write
+        if server.sent:
+            break
+        time.sleep(0.05)
+    assert server.sent[0] < total // 4, "the transfer stopped long before the end of the body"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_size_the_cap_is_the_file_max_bytes_else_download_http(server, tmp_path, sleeps):
+    client = HttpClient(HttpParams(retries=0, max_bytes=50_000), sleep=sleeps)
+    url = server.route("/a", Reply(BODY, length=False))
+    with pytest.raises(DownloadError, match=r"story.txt: body passed 50000 bytes \(download.http.max_bytes\)"):
+        fetch_file(spec(url), tmp_path / "story.txt", client)
+    with pytest.raises(DownloadError, match=r"body passed 1000 bytes \(max_bytes of story.txt\)"):
+        fetch_file(spec(url, max_bytes=1000), tmp_path / "story.txt", client)
+    fetch_file(spec(url, max_bytes=len(BODY)), tmp_path / "story.txt", client)  # its own cap wins
+    assert (tmp_path / "story.txt").read_bytes() == BODY
+    assert leftovers(tmp_path) == []
+
+
+def test_a_size_wins_over_max_bytes_and_openai_weights_carry_theirs():
+    from scratchgpt.plumbing.download import byte_cap
+
+    assert byte_cap(spec(size=10, max_bytes=5), 1) == (10, "the declared size of story.txt")
+    data = [s for s in openai_file_specs("1558M") if s.name.endswith(DATA_FILE)][0]
+    assert byte_cap(data, HttpParams().max_bytes)[0] == data.size > HttpParams().max_bytes, "6.2 GB > 2 GiB"
+
+
+def test_a_resumable_copy_past_its_cap_is_not_kept(server, tmp_path, sleeps):
+    client = HttpClient(HttpParams(retries=0), sleep=sleeps)
+    url = server.route("/big.bin", Reply(BODY, repeat=3, length=False))
+    with pytest.raises(DownloadError, match=f"passed {len(BODY)} bytes"):
+        fetch_file(spec(url, name="big.bin", size=len(BODY)), tmp_path / "big.bin", client, resume=True)
+    assert list(tmp_path.iterdir()) == [], "nothing to resume from a body that was too long"
+
+
+def test_a_gzip_bomb_is_decoded_under_the_cap(server, client, tmp_path):
+    """300 KB of gzip that would expand to 300 MB, for a file of 20,479 bytes."""
+    bomb = gzip_bomb(300)
+    assert len(bomb) < 400_000
+    url = server.route("/verdict.txt", Reply(bomb, headers={"Content-Encoding": "gzip"}))
+    s = spec(url, name="the-verdict.txt", size=20_479)
+    with pytest.raises(DownloadError, match=r"the-verdict.txt: body passed 20479 bytes \(the declared size of"):
+        fetch_file(s, tmp_path / "the-verdict.txt", client)
+    assert list(tmp_path.iterdir()) == []
+    assert len(server.hits("/verdict.txt")) == 1
+
+
+def test_a_server_compressing_anyway_still_delivers_the_file(server, client, tmp_path):
+    for encoding, body in (("gzip", gzip.compress(BODY)), ("deflate", zlib.compress(BODY))):
+        url = server.route(f"/{encoding}", Reply(body, headers={"Content-Encoding": encoding}))
+        fetch_file(spec(url, size=len(BODY)), tmp_path / encoding, client)
+        assert (tmp_path / encoding).read_bytes() == BODY
+
+
+def test_other_content_encodings_are_refused(server, client, tmp_path):
+    url = server.route("/br", Reply(b"\x1b\x00\x00", headers={"Content-Encoding": "br"}))
+    with pytest.raises(DownloadError, match=r"story.txt: refused Content-Encoding 'br' \(asked for identity\)"):
+        fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trickling_body_ends_at_the_total_deadline(server, tmp_path, sleeps):
+    """One byte every 1.5 s never trips a 2 s read timeout; total_timeout ends it."""
+    client = HttpClient(HttpParams(read_timeout=2, retries=2, backoff=0.25, total_timeout=2.5), sleep=sleeps)
+    url = server.route("/slow", Reply(BODY[:1000], trickle=1.5))
+    start = time.monotonic()
+    with pytest.raises(DownloadError) as err:
+        fetch_file(spec(url), tmp_path / "story.txt", client)
+    took = time.monotonic() - start
+    assert re.search(
+        r"story.txt: not complete after total_timeout 2.5 s \([12] bytes\); stopped$", str(err.value), re.M
+    )
+    assert 2.5 <= took < 5, f"{took:.1f} s: the deadline is checked after each read (at most read_timeout late)"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_retries_keep_their_backoff_within_the_deadline(server, tmp_path):
+    """Waits double as before; a retry whose wait would pass total_timeout is not made."""
+    now = [0.0]
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    waits: list[float] = []
+    client = HttpClient(HttpParams(retries=5, backoff=1, total_timeout=100), sleep=sleep, clock=lambda: now[0])
+    url = server.route("/busy", Reply(status=503), Reply(status=503), Reply(BODY))
+    fetch_file(spec(url), tmp_path / "story.txt", client)
+    assert waits == [1, 2]
+    waits.clear()
+    client.policy = HttpParams(retries=5, backoff=1, total_timeout=2.5)
+    url = server.route("/down", Reply(status=503))
+    with pytest.raises(DownloadError, match="HTTP 503 .*no time left for another try within total_timeout 2.5 s"):
+        fetch_file(spec(url), tmp_path / "other.txt", client)
+    assert waits == [1], "the 2 s wait after the second try would pass the deadline"
+    assert len(server.hits("/down")) == 2
+
+
+def interrupt_after(seconds: float):
+    """Ctrl-C (a KeyboardInterrupt) ``seconds`` from now, as the stage turns SIGTERM into one."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    return old
+
+
+@pytest.mark.parametrize("end", ["error", "cap", "deadline", "interrupt"])
+def test_however_a_dataset_download_ends_the_old_folder_stays_and_nothing_partial(server, tmp_path, sleeps, end):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "story.txt").write_text("the previous complete copy")
+    client = HttpClient(HttpParams(read_timeout=2, retries=1, backoff=0.1, total_timeout=1.5), sleep=sleeps)
+    other = server.route("/ok", Reply(b"fine\n"))
+    reply = {
+        "error": Reply(BODY, truncate=5000, ranges=False),
+        "cap": Reply(BODY, repeat=100),
+        "deadline": Reply(BODY, trickle=0.2),
+        "interrupt": Reply(BODY, trickle=0.2),
+    }[end]
+    ds = DatasetParams(
+        files=[
+            spec(other, name="ok.txt", sha=hashlib.sha256(b"fine\n").hexdigest()),
+            spec(server.route("/story", reply), size=len(BODY)),
+        ]
+    )
+    old = interrupt_after(1.0) if end == "interrupt" else None
+    try:
+        with pytest.raises(KeyboardInterrupt if end == "interrupt" else DownloadError):
+            fetch_dataset("d", ds, tmp_path / "d", client)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if old is not None:
+            signal.signal(signal.SIGALRM, old)
+    assert os.listdir(tmp_path / "d") == ["story.txt"]
+    assert (tmp_path / "d" / "story.txt").read_text() == "the previous complete copy"
+    assert leftovers(tmp_path) == []
+
+
+def test_an_interrupted_resumable_download_waits_in_its_partial_file(server, tmp_path, sleeps):
+    """OpenAI's big files (fetched with resume, into the cache) keep what arrived for the next run."""
+    client = HttpClient(HttpParams(read_timeout=2, retries=0), sleep=sleeps)
+    url = server.route("/big.bin", Reply(BODY[:50], trickle=0.05), Reply(BODY))
+    s = spec(url, name="big.bin", size=len(BODY))
+    old = interrupt_after(0.6)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    partials = [p for p in tmp_path.iterdir() if p.name.startswith(".big.bin.partial-")]
+    assert len(partials) == 1 and 0 < partials[0].stat().st_size < 50
+    fetch_file(s, tmp_path / "big.bin", client, resume=True)
+    assert (tmp_path / "big.bin").read_bytes() == BODY
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("read_timeout", math.inf, "must be a finite number"),
+        ("total_timeout", math.inf, "must be a finite number"),
+        ("total_timeout", math.nan, "must be a finite number"),
+        ("total_timeout", 0, "must be > 0"),
+        ("total_timeout", 10 * 86400, "must be <= 86400"),
+        ("max_bytes", 0, "must be >= 1"),
+        ("max_bytes", 2.5, "must be an integer"),
+        ("max_bytes", 1 << 41, "must be <= 1099511627776"),
+    ],
+)
+def test_http_params_are_finite_and_bounded(key, value, message):
+    with pytest.raises(ParamsError, match=rf"download.http.{key}: {message}"):
+        validate_download(VALID, http={key: value})
+
+
+def test_a_file_max_bytes_is_validated():
+    with pytest.raises(ParamsError, match=r"files\[0\].max_bytes: must be >= 1"):
+        validate_download({"files": [{"name": "a", "sha256": SHA, "max_bytes": 0}]})
+
+
+def test_answers_read_into_memory_are_bounded_too(server, monkeypatch, sleeps):
+    """get and post_json (MediaWiki pages, the judge): a gzip bomb stops at MAX_ANSWER decoded
+    bytes, a trickle at total_timeout; a well-behaved gzip answer still reads."""
+    from scratchgpt.plumbing import http
+
+    monkeypatch.setattr(http, "MAX_ANSWER", 1 << 20)
+    client = HttpClient(HttpParams(read_timeout=2, retries=1, backoff=0.1, total_timeout=1.5), sleep=sleeps)
+    bomb = server.route("/api", Reply(gzip_bomb(100), headers={"Content-Encoding": "gzip"}))
+    with pytest.raises(SourceFailed, match=r"/api: answer passed 1048576 bytes; stopped"):
+        client.get(bomb)
+    assert len(server.hits("/api")) == 1
+    slow = server.route("/slow", Reply(b'{"ok": true}', trickle=0.4))
+    start = time.monotonic()
+    with pytest.raises(SourceFailed, match=r"/slow: answer not complete after total_timeout 1.5 s"):
+        client.get(slow)
+    assert time.monotonic() - start < 3
+    fine = server.route("/fine", Reply(gzip.compress(b'{"ok": true}'), headers={"Content-Encoding": "gzip"}))
+    assert client.get(fine).json() == {"ok": True}

@@ -3,9 +3,11 @@
 Each file of a dataset is tried from its sources in order: the URLs from params.yaml (primary,
 then backups), then the mirror named by ``$SCRATCHGPT_MIRROR`` (a folder or a base URL holding
 files under their final names). A source is rejected on an HTTP error, a timeout after all
-retries, a truncated body or a sha256 mismatch, and the next one is tried. The body streams into
-a temporary file beside the target and is renamed into place only once verified, so nothing
-partial is ever left behind. When every source fails, :class:`DownloadError` lists each source
+retries, a truncated body, a body longer than the file's cap (:func:`byte_cap`), a transfer
+past ``download.http.total_timeout`` or a sha256 mismatch, and the next one is tried. The body
+streams into a temporary file beside the target and is renamed into place only once verified,
+so nothing partial is ever left behind (however the download ends: error, cap, deadline, Ctrl-C
+or SIGTERM). When every source fails, :class:`DownloadError` lists each source
 and why it failed.
 """
 
@@ -26,6 +28,7 @@ from scratchgpt.plumbing.http import (
     CHUNK,
     HttpClient,
     SourceFailed,
+    TooLarge,
     progress_bar,
     redact,
 )
@@ -63,18 +66,31 @@ class Source:
         """A plain remote file: a partial copy can be continued with an HTTP Range."""
         return _is_remote(self.location) and not self.zip_member
 
-    def fetch(self, client: HttpClient, dest: Path, desc: str, resume: bool = False) -> None:
+    def fetch(self, client: HttpClient, dest: Path, spec: FileParams, resume: bool = False) -> None:
+        cap, cap_source = byte_cap(spec, client.policy.max_bytes)
         if not _is_remote(self.location):
-            _copy_local(_local_path(self.location), dest, desc)
+            _copy_local(_local_path(self.location), dest, spec.name, cap, cap_source)
         elif self.zip_member:
+            # The archive's own size is unknown: it is capped by max_bytes, its member by ``cap``.
+            archive_cap, archive_source = byte_cap(spec.model_copy(update={"size": None}), client.policy.max_bytes)
             archive = temp_path(dest.with_name(dest.name + ".zip"))
             try:
-                client.download(self.location, archive, desc)
-                extract_member(archive, self.zip_member, dest)
+                client.download(self.location, archive, spec.name, max_bytes=archive_cap, cap_source=archive_source)
+                extract_member(archive, self.zip_member, dest, cap, cap_source)
             finally:
                 archive.unlink(missing_ok=True)
         else:
-            client.download(self.location, dest, desc, resume=resume)
+            client.download(self.location, dest, spec.name, resume=resume, max_bytes=cap, cap_source=cap_source)
+
+
+def byte_cap(spec: FileParams, default: int) -> tuple[int, str]:
+    """The most bytes a transfer of ``spec`` may bring, and where that number comes from: its
+    declared ``size``, else its own ``max_bytes``, else ``default`` (download.http.max_bytes)."""
+    if spec.size is not None:
+        return spec.size, f"the declared size of {spec.name}"
+    if spec.max_bytes is not None:
+        return spec.max_bytes, f"max_bytes of {spec.name}"
+    return default, "download.http.max_bytes"
 
 
 def _is_remote(location: str) -> bool:
@@ -88,9 +104,11 @@ def _local_path(location: str) -> Path:
     return Path(location)
 
 
-def _copy_local(src: Path, dest: Path, desc: str) -> None:
+def _copy_local(src: Path, dest: Path, desc: str, cap: int, cap_source: str) -> None:
     try:
         size = src.stat().st_size
+        if size > cap:
+            raise TooLarge(f"{desc}: {src} holds {size} bytes, more than {cap} ({cap_source})")
         with open(src, "rb") as fin, open(dest, "wb") as fout, progress_bar(desc, size) as bar:
             for block in iter(lambda: fin.read(1 << 20), b""):
                 fout.write(block)
@@ -135,8 +153,9 @@ def safe_member_path(member: str, target_dir: Path) -> Path:
     return path
 
 
-def extract_member(archive: Path, member: str, dest: Path) -> None:
-    """Copy one named member of a zip to ``dest``; nothing else in the archive is read."""
+def extract_member(archive: Path, member: str, dest: Path, cap: int | None = None, cap_source: str = "") -> None:
+    """Copy one named member of a zip to ``dest``; nothing else in the archive is read. A member
+    that would unpack to more than ``cap`` bytes is refused before anything is written."""
     safe_member_path(member, dest.parent)
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -147,6 +166,10 @@ def extract_member(archive: Path, member: str, dest: Path) -> None:
                 raise SourceFailed(f"zip has no member {member!r} (it has: {names})") from None
             if info.is_dir():
                 raise SourceFailed(f"zip member {member!r} is a folder, not a file")
+            if cap is not None and info.file_size > cap:
+                raise TooLarge(
+                    f"zip member {member!r} unpacks to {info.file_size} bytes, more than {cap} ({cap_source})"
+                )
             with zf.open(info) as fin, open(dest, "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
     except zipfile.BadZipFile as e:
@@ -180,9 +203,10 @@ def fetch_file(
 ) -> str:
     """Put a verified copy of ``spec`` at ``dest`` and return the label of the source used.
 
-    With ``resume``, a transfer that breaks off (or a killed process) leaves a hidden
-    ``.<name>.partial-*`` file beside ``dest`` that the next call continues with an HTTP Range;
-    a copy that fails verification is always deleted. Without it nothing partial is kept.
+    With ``resume``, a transfer that breaks off, passes its deadline or is interrupted (or a
+    killed process) leaves a hidden ``.<name>.partial-*`` file beside ``dest`` that the next call
+    continues with an HTTP Range; a copy that passes its byte cap or fails verification is always
+    deleted. Without ``resume`` nothing partial is kept, whatever ends the download.
 
     Sources that fail before one succeeds are logged at debug level only; when every source
     fails, :class:`DownloadError` lists them all.
@@ -198,7 +222,11 @@ def fetch_file(
         tmp = partial_path(dest, source) if keep else temp_path(dest)
         verified = False
         try:
-            source.fetch(client, tmp, desc=spec.name, resume=keep)
+            try:
+                source.fetch(client, tmp, spec, resume=keep)
+            except TooLarge:
+                tmp.unlink(missing_ok=True)  # nothing worth resuming
+                raise
             problem = verify(tmp, spec)
             if problem:
                 tmp.unlink(missing_ok=True)

@@ -1,6 +1,11 @@
 """HTTP for every download and request the pipeline makes: timeouts, retries with backoff
 (honouring Retry-After), redirects followed by hand with the same URL rules, resumable
 streaming into a file, redacted URLs in messages. Plain http only to this machine.
+
+Every file transfer is bounded: it stops once it passes a byte cap (the file's declared size,
+else a maximum), a compressed body (gzip, deflate) is decoded under that same cap and any other
+encoding is refused, and the transfer of one file from one source, retries included, ends at a
+total deadline however slowly the bytes trickle in.
 """
 
 from __future__ import annotations
@@ -9,7 +14,8 @@ import email.utils
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,11 +31,16 @@ log = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 CHUNK = 1 << 16
 MAX_REDIRECTS = 10
+MAX_ANSWER = 64 << 20  # an API answer read into memory (a MediaWiki page, a judge's reply) is far smaller
 T = TypeVar("T")
 
 
 class SourceFailed(PipelineError):
     """One source could not deliver the file; the reason is the message."""
+
+
+class TooLarge(SourceFailed):
+    """The body passed the byte cap (or announced that it would): no use keeping or resuming it."""
 
 
 class _Retryable(Exception):
@@ -85,6 +96,7 @@ class HttpClient:
         policy: HttpParams | None = None,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
         allow_http: bool = False,
     ):
         self.allow_http = allow_http
@@ -94,13 +106,15 @@ class HttpClient:
         # Byte counts must match Content-Length, so ask servers not to compress.
         self.session.headers["Accept-Encoding"] = "identity"
         self.sleep = sleep
+        self.clock = clock
 
     @property
     def timeout(self) -> tuple[float, float]:
         return (self.policy.connect_timeout, self.policy.read_timeout)
 
-    def retrying(self, attempt: Callable[[], T], what: str) -> T:
-        """Call ``attempt`` until it succeeds, retrying timeouts, lost connections and _Retryable."""
+    def retrying(self, attempt: Callable[[], T], what: str, deadline: float | None = None) -> T:
+        """Call ``attempt`` until it succeeds, retrying timeouts, lost connections and _Retryable.
+        With a ``deadline`` (a ``clock`` time), a retry whose backoff would pass it is not made."""
         tries = self.policy.retries + 1
         for n in range(tries):
             try:
@@ -119,16 +133,22 @@ class HttpClient:
             if wait is None:
                 wait = self.policy.backoff * 2**n
             wait = min(wait, self.policy.max_backoff)
+            if deadline is not None and self.clock() + wait >= deadline:
+                raise SourceFailed(
+                    f"{reason}; no time left for another try within total_timeout {self.policy.total_timeout:g} s"
+                )
             log.warning("%s: %s; retry %d/%d in %.1fs", what, reason, n + 1, tries - 1, wait)
             self.sleep(wait)
         raise AssertionError("unreachable")
 
-    def _send(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+    def _send(
+        self, url: str, method: str = "GET", timeout: tuple[float, float] | None = None, **kwargs: Any
+    ) -> requests.Response:
         """One request, following redirects (of a GET) only to allowed URLs; retryable statuses
         raise _Retryable, other errors raise SourceFailed."""
         for _ in range(MAX_REDIRECTS + 1):
             check_remote_url(url, self.allow_http)
-            resp = self.session.request(method, url, timeout=self.timeout, allow_redirects=False, **kwargs)
+            resp = self.session.request(method, url, timeout=timeout or self.timeout, allow_redirects=False, **kwargs)
             if not resp.is_redirect or method != "GET":
                 break
             resp.close()
@@ -156,46 +176,165 @@ class HttpClient:
         return self._send(url, method, **kwargs)
 
     def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
-        """GET with retries; the whole body is read."""
-        return self.retrying(lambda: self._send(url, params=params), redact(url))
+        """GET with retries; the whole body is read (see :meth:`_answer`)."""
+        return self._answer(url, params=params)
 
     def post_json(self, url: str, payload: Any) -> requests.Response:
-        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read."""
-        return self.retrying(lambda: self._send(url, "POST", json=payload), redact(url))
+        """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read (see :meth:`_answer`)."""
+        return self._answer(url, "POST", json=payload)
 
-    def download(self, url: str, dest: Path, desc: str, resume: bool = False) -> None:
+    def _answer(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+        """A request whose whole answer is read into memory: at most MAX_ANSWER bytes once
+        decoded, all tries together within the policy's ``total_timeout``."""
+        limit, what = self.policy.total_timeout, redact(url)
+        deadline = self.clock() + limit
+
+        def late(got: int) -> SourceFailed:
+            return SourceFailed(f"{what}: answer not complete after total_timeout {limit:g} s ({got} bytes); stopped")
+
+        def attempt() -> requests.Response:
+            left = deadline - self.clock()
+            if left <= 0:
+                raise late(0)
+            timeout = (min(self.policy.connect_timeout, left), min(self.policy.read_timeout, left))
+            resp = self._send(url, method, stream=True, timeout=timeout, **kwargs)
+            parts: list[bytes] = []
+            got = 0
+            with resp:
+                decoder = _Decoder(resp.headers.get("Content-Encoding", ""), what)
+                length = resp.headers.get("Content-Length")
+                try:
+                    while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                        for piece in decoder.decode(chunk):
+                            got += len(piece)
+                            if got > MAX_ANSWER:
+                                raise TooLarge(f"{what}: answer passed {MAX_ANSWER} bytes; stopped")
+                            parts.append(piece)
+                        if self.clock() > deadline:
+                            raise late(got)
+                    list(decoder.finish())
+                except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
+                    if self.clock() > deadline:
+                        raise late(got) from None
+                    raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
+            if length and length.isdigit() and decoder.z is None and got != int(length):
+                raise _Retryable(f"truncated answer: got {got} of {length} bytes")
+            resp._content = b"".join(parts)  # what .content, .text and .json() read
+            return resp
+
+        return self.retrying(attempt, what, deadline)
+
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        desc: str,
+        resume: bool = False,
+        max_bytes: int | None = None,
+        cap_source: str = "download.http.max_bytes",
+    ) -> None:
         """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
-        and so does a new call with ``resume`` when ``dest`` holds the start of the file."""
+        and so does a new call with ``resume`` when ``dest`` holds the start of the file.
+
+        The file may not pass ``max_bytes`` (default: the policy's; ``cap_source`` names where
+        the cap comes from in messages): a longer body, or one announcing more, fails with
+        :class:`TooLarge` after at most that many bytes were written. A gzip or deflate body is
+        decoded under the same cap; other encodings are refused. All tries together end at the
+        policy's ``total_timeout``."""
+        cap = self.policy.max_bytes if max_bytes is None else max_bytes
+        limit = self.policy.total_timeout
+        deadline = self.clock() + limit
         if not (resume and dest.is_file()):
             dest.write_bytes(b"")
 
+        def late(got: int) -> SourceFailed:
+            return SourceFailed(f"{desc}: not complete after total_timeout {limit:g} s ({got} bytes); stopped")
+
+        def too_large(got: int) -> TooLarge:
+            return TooLarge(f"{desc}: body passed {cap} bytes ({cap_source}) after {got} bytes; stopped")
+
         def attempt() -> None:
             have = dest.stat().st_size
+            left = deadline - self.clock()
+            if left <= 0:
+                raise late(have)
             headers = {"Range": f"bytes={have}-"} if have else {}
-            resp = self._send(url, headers=headers, stream=True)
+            timeout = (min(self.policy.connect_timeout, left), min(self.policy.read_timeout, left))
+            resp = self._send(url, headers=headers, stream=True, timeout=timeout)
             with resp:
-                encoded = resp.headers.get("Content-Encoding", "identity").lower() not in ("", "identity")
+                decoder = _Decoder(resp.headers.get("Content-Encoding", ""), desc)
+                encoded = decoder.z is not None
                 if have and (encoded or not _resumes_at(resp, have)):
                     have = 0  # the server sent the whole file again
                 length = resp.headers.get("Content-Length")
                 total = have + int(length) if length and length.isdigit() and not encoded else None
+                if total is not None and total > cap:
+                    raise TooLarge(f"{desc}: the server announces {total} bytes, more than {cap} ({cap_source})")
                 got = have
                 with open(dest, "r+b" if have else "wb") as f, progress_bar(desc, total, have) as bar:
                     f.seek(have)
                     f.truncate()
+
+                    def write(piece: bytes) -> None:
+                        nonlocal got
+                        if got + len(piece) > cap:
+                            raise too_large(got + len(piece))
+                        f.write(piece)
+                        got += len(piece)
+                        bar.update(len(piece))
+
                     try:
                         # read1 hands over every byte that arrived, so a broken transfer
-                        # resumes where it stopped.
-                        while chunk := resp.raw.read1(CHUNK, decode_content=encoded):
-                            f.write(chunk)
-                            got += len(chunk)
-                            bar.update(len(chunk))
+                        # resumes where it stopped, and a trickle meets the deadline.
+                        while chunk := resp.raw.read1(CHUNK, decode_content=False):
+                            for piece in decoder.decode(chunk):
+                                write(piece)
+                            if self.clock() > deadline:
+                                raise late(got)
+                        for piece in decoder.finish():
+                            write(piece)
                     except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as e:
+                        if self.clock() > deadline:
+                            raise late(got) from None
                         raise _Retryable(f"connection broken after {got} bytes ({_short(e)})") from e
                 if total is not None and got != total:
                     raise _Retryable(f"truncated body: got {got} of {total} bytes")
 
-        self.retrying(attempt, redact(url))
+        self.retrying(attempt, redact(url), deadline)
+
+
+class _Decoder:
+    """Undoes a gzip or deflate Content-Encoding in pieces of at most CHUNK bytes, so that a
+    small compressed body cannot expand in memory beyond what the byte cap lets through."""
+
+    def __init__(self, encoding: str, desc: str):
+        self.encoding, self.desc = encoding.strip().lower(), desc
+        if self.encoding in ("", "identity"):
+            self.z = None
+        elif self.encoding in ("gzip", "x-gzip"):
+            self.z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif self.encoding == "deflate":
+            self.z = zlib.decompressobj()
+        else:
+            raise SourceFailed(f"{desc}: refused Content-Encoding {encoding!r} (asked for identity)")
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if self.z is None:
+            yield data
+            return
+        try:
+            while data and not self.z.eof:
+                piece = self.z.decompress(data, CHUNK)
+                data = self.z.unconsumed_tail
+                if piece:
+                    yield piece
+        except zlib.error as e:
+            raise SourceFailed(f"{self.desc}: corrupt {self.encoding} body ({e})") from None
+
+    def finish(self) -> Iterator[bytes]:
+        if self.z is not None and not self.z.eof:
+            raise _Retryable(f"{self.encoding} body ended early")
+        return iter(())
 
 
 def _error_excerpt(resp: requests.Response) -> str:

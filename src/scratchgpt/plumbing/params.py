@@ -112,6 +112,11 @@ class Section(BaseModel):
 # download
 
 
+DAY = 24 * 3600
+GIB = 1 << 30
+TIB = 1 << 40
+
+
 class HttpParams(Section):
     """How downloads talk to servers; every key is optional (the defaults are params.yaml's)."""
 
@@ -120,6 +125,8 @@ class HttpParams(Section):
     retries: int = Field(3, ge=0, le=20)
     backoff: float = Field(1.0, ge=0)
     max_backoff: float = Field(60.0, ge=0)
+    total_timeout: float = Field(1800.0, gt=0, le=DAY)  # one file from one source, retries included
+    max_bytes: int = Field(2 * GIB, ge=1, le=TIB)  # a file without a declared size may not pass this
     user_agent: str = Field(
         "scratchgpt/0.1 (educational LLM pipeline; https://github.com/scratchgpt/scratchgpt)", min_length=1
     )
@@ -132,7 +139,8 @@ class FileParams(Section):
     sha256: Sha256 | None = None  # required for the download stage's datasets
     urls: list[Url] = []
     zip_member: RelPath | None = None
-    size: int | None = Field(None, ge=0)
+    size: int | None = Field(None, ge=0, le=TIB)  # exact bytes; also the transfer's cap
+    max_bytes: int | None = Field(None, ge=1, le=TIB)  # the cap when size is unknown (else download.http's)
 
 
 class MediaWikiParams(Section):
