@@ -79,15 +79,20 @@ def write_manifest(directory: str | os.PathLike[str], known: dict[str, str] | No
     return digests
 
 
+def _read_json(path: Path, hint: str = "") -> Any:
+    """The JSON in ``path``; a ModelError naming the file (and ``hint``) when it cannot be read."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: not readable JSON ({e}){hint}") from None
+
+
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, str]:
     """The digests ``manifest.json`` records, by file."""
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         raise ModelError(f"{path} not found: the folder's files are not covered by a digest; {rebuild_hint(path)}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not readable JSON ({e}); {rebuild_hint(path)}") from None
+    data = _read_json(path, f"; {rebuild_hint(path)}")
     digests = data.get("sha256") if isinstance(data, dict) else None
     if not isinstance(digests, dict) or not all(isinstance(v, str) for v in digests.values()):
         raise ModelError(f"{path}: no sha256 mapping of file names to digests; {rebuild_hint(path)}")
@@ -189,10 +194,7 @@ def read_model_config(directory: str | os.PathLike[str]) -> tuple[GPTConfig, dic
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a model directory")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{path}: not readable JSON ({e})") from None
+    data = _read_json(path)
     if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT or not isinstance(data.get("model"), dict):
         found = data.get("format") if isinstance(data, dict) else None
         raise ValueError(f"{path}: not a scratchgpt model config (format {found!r})")
