@@ -23,7 +23,7 @@ from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.files import sha256_file
-from scratchgpt.formats.modeldir import save_model, save_tokenizer
+from scratchgpt.formats.modeldir import rewrite_config, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -370,7 +370,7 @@ def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
     before = snapshot(work, stage)
     config = json.loads((work / paths.BASE / "config.json").read_text())
     config["model"]["drop_rate"] = 0.5  # what -S init.drop_rate=0.5 writes into models/base
-    (work / paths.BASE / "config.json").write_text(json.dumps(config))
+    rewrite_config(work / paths.BASE, config)  # as init does: config.json and its digest in the manifest
     other = run(work, stage)
     assert other.returncode == 0, other.stderr[-3000:]
     assert "resuming from" not in other.stderr
