@@ -1,13 +1,12 @@
 """The report's own figures, drawn to be read at the size the report shows them: an attention
 map of a short prompt and chapter 5's overlay of our loss curves on the book's printed points.
 
-Each ``*_figure`` function returns the matplotlib figure (the tests read its artists) and
-:func:`save` writes it as PNG atomically.
+Each ``*_figure`` function returns the matplotlib figure (the tests read its artists);
+:func:`scratchgpt.plumbing.plots.save` writes it as PNG atomically.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import matplotlib
@@ -16,19 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-
-from scratchgpt.files import atomic_path
-
-DPI = 150
-
-
-def save(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """``fig`` as PNG at ``path`` (replaced atomically), then closed."""
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=DPI)
-    finally:
-        plt.close(fig)
 
 
 def token_label(token: str) -> str:

@@ -14,7 +14,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scratchgpt.files import atomic_path
 
 
-def _save(fig, path: str | os.PathLike[str]) -> None:
+def save(fig, path: str | os.PathLike[str]) -> None:
+    """``fig`` as PNG at ``path`` (replaced atomically), then closed."""
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=150)
@@ -57,7 +58,7 @@ def plot_curves(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    save(fig, path)
 
 
 def plot_losses(
@@ -75,25 +76,3 @@ def plot_losses(
         second_axis=("tokens_seen", "Tokens seen"),
         title=title,
     )
-
-
-def plot_attention(weights, tokens: Sequence[str], path: str | os.PathLike[str], title: str | None = None) -> None:
-    """One heat map per head of causal attention weights (heads, tokens, tokens): row i shows how
-    token i spreads its attention over the tokens up to it."""
-    heads = weights.shape[0]
-    cols = min(heads, 4)
-    rows = (heads + cols - 1) // cols
-    size = max(3.0, 0.45 * len(tokens))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * size + 0.5, rows * size + 0.6), squeeze=False)
-    for head, ax in enumerate(axes.flat):
-        if head >= heads:
-            ax.axis("off")
-            continue
-        ax.imshow(weights[head], cmap="viridis", vmin=0.0, vmax=1.0)
-        ax.set_title(f"head {head + 1}", fontsize=8)
-        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    _save(fig, path)

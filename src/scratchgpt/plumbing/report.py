@@ -30,7 +30,7 @@ from scratchgpt.book import printed
 from scratchgpt.book.model import GPTModel, attention_weights
 from scratchgpt.files import atomic_dir, write_text
 from scratchgpt.formats.modeldir import load_model, load_tokenizer, read_model_config
-from scratchgpt.plumbing import experiments, figures, paths, results
+from scratchgpt.plumbing import experiments, figures, paths, plots, results
 from scratchgpt.plumbing.pipeline import ParamsView
 
 REPORT_DIR = paths.REPORT
@@ -352,7 +352,7 @@ def attention_figure(model_dir: Path, text: str, out: Path) -> str | None:
     heads, layers = weights.shape[0], model.config.n_layers
     tokens = [tokenizer.decode([i]) for i in ids]
     title = f"{model_dir}: layer {layers} of {layers}, mean of its {heads} heads"
-    figures.save(figures.attention_figure(weights.mean(dim=0).numpy(), tokens, title), out)
+    plots.save(figures.attention_figure(weights.mean(dim=0).numpy(), tokens, title), out)
     return (
         f"Attention of the pretrained model's last layer (layer {layers}), averaged over its {heads} heads, "
         f"for “{text}”: row i is how token i spreads its attention over the tokens up to it."

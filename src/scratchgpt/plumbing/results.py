@@ -25,7 +25,7 @@ import yaml
 from scratchgpt.book.printed import CH05_LOSSES
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import write_json
-from scratchgpt.plumbing import figures, paths
+from scratchgpt.plumbing import figures, paths, plots
 
 SNAPSHOTS = paths.METRICS / "experiments"
 EXP_REFS = "refs/exps/"
@@ -169,5 +169,5 @@ def ch05_figure(data: dict[str, Any], out: str | os.PathLike[str]) -> Path:
         )
     except ValueError as e:
         raise ResultsError(f"experiment {name}: {e}") from None
-    figures.save(fig, out)
+    plots.save(fig, out)
     return Path(out)
