@@ -36,7 +36,8 @@ def repo(tmp_path_factory, mirror):
     for dataset in params["download"]["datasets"].values():
         for f in dataset.get("files", []):
             f["urls"] = []
-    params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
+    # a context of 64 holds every Alpaca prompt of the preference data (DPO scores only responses)
+    params["model"].update(context_length=64, emb_dim=16, n_heads=2, n_layers=1)
     params["pretrain"].update(
         corpora=["verdict"],
         max_steps=6,
@@ -54,6 +55,7 @@ def repo(tmp_path_factory, mirror):
     params["instruct"].update(
         max_steps=3, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=4, checkpoint_every=0
     )
+    params["dpo"].update(max_steps=2, batch_size=4, eval_freq=1, eval_iter=1, response_tokens=4, checkpoint_every=0)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
@@ -186,9 +188,12 @@ def test_whole_dag_to_evaluate(repo):
     work, env, _ = repo
     out = sh([sys.executable, "-m", "dvc", "repro"], work, env)
     assert "Running stage 'finetune_instruct'" in out and "Running stage 'evaluate'" in out
+    assert "Running stage 'finetune_dpo'" in out
     assert len(json.loads((work / "data" / "instruct" / "test-responses.json").read_text())) == 110
+    assert len(json.loads((work / "data" / "dpo" / "test-responses.json").read_text())) == 110
     metrics = json.loads((work / "metrics" / "evaluate.json").read_text())
     assert metrics["instruct_responses"] == 110 and 0 <= metrics["classifier_test_accuracy"] <= 1
+    assert metrics["dpo_responses"] == 110 and metrics["dpo_test_loss"] > 0
     assert "Running stage 'report'" in out
     assert "Ours beside the book" in (work / "report" / "index.html").read_text()
     again = sh([sys.executable, "-m", "dvc", "repro"], work, env)
@@ -209,6 +214,8 @@ def test_metrics_and_plots_are_declared_for_dvc(repo):
     assert not [name for name in plots if name.startswith("metrics/")], "no raw per-file charts"
     assert files["metrics/classifier/metrics.json"]["data"]["steps"] == 4
     assert files["metrics/instruct/metrics.json"]["data"]["steps"] == 3
+    assert files["metrics/dpo/metrics.json"]["data"]["dpo_steps"] == 2
+    assert "DPO reward margin" in plots and "plots/dpo/reward-margins.png" in plots
     assert "instruct_rouge_l" in files["metrics/evaluate.json"]["data"]
 
 

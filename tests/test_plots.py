@@ -16,7 +16,7 @@ import yaml
 from scratch_repo import DVC, init_repo, repo_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("pretrain", "classifier", "instruct")  # book order: chapters 5, 6, 7
+STAGES = ("pretrain", "classifier", "instruct", "dpo")  # book order: chapters 5, 6, 7 and 7's DPO
 
 
 def plot_definitions() -> list[tuple[str, dict | None]]:
@@ -89,6 +89,8 @@ def test_the_charts_for_people(repo):
             "plots/classifier/loss.png",
             "plots/classifier/accuracy.png",
             "plots/instruct/loss.png",
+            "plots/dpo/loss.png",
+            "plots/dpo/reward-margins.png",
         ]
     )
     vega = {i: p[0] for i, p in plots.items() if p[0]["type"] == "vega"}
@@ -99,8 +101,8 @@ def test_the_charts_for_people(repo):
             label = words[anchor]
             assert re.fullmatch(r"[A-Za-z][A-Za-z ,:()'-]+", label) and "_" not in label, (plot_id, anchor, label)
 
-    overlays = [i for i in vega if "loss" in i.lower() or "accuracy" in i.lower()]
-    assert len(overlays) == 7
+    overlays = [i for i in vega if "loss" in i.lower() or "accuracy" in i.lower() or "margin" in i.lower()]
+    assert len(overlays) == 10
     for plot_id in overlays:
         plot = vega[plot_id]
         rows = plot["anchor_definitions"]["<DVC_METRIC_DATA>"]
@@ -115,6 +117,12 @@ def test_the_charts_for_people(repo):
         "Classifier loss by examples seen": "examples_seen",
         "Instruction loss by tokens seen": "tokens_seen",
     }
+
+    rewards = vega["DPO rewards"]
+    fields = {r["field"] for r in rewards["anchor_definitions"]["<DVC_METRIC_DATA>"]}
+    assert fields == {"val_chosen_reward", "val_rejected_reward"}
+    assert rewards["content"]["encoding"]["color"]["field"] == "response"
+    assert rewards["content"]["encoding"]["strokeDash"]["field"] == "rev"
 
     perplexity = [i for i in vega if "perplexity" in i.lower()]
     assert perplexity == ["Pretraining perplexity", "Instruction perplexity"]

@@ -28,6 +28,7 @@ TARGETS = {
     "book-ch05": ("pretrain",),
     "book-ch06": ("finetune_classifier",),
     "book-ch07": ("finetune_instruct",),
+    "book-ch07-dpo": ("finetune_dpo",),
     "book-appE": ("finetune_classifier",),
 }
 
@@ -76,6 +77,8 @@ def test_each_experiment_runs_only_what_it_reproduces():
     assert "finetune_instruct" not in runs["book-ch06"] and "evaluate" not in runs["book-ch06"]
     assert "finetune_classifier" not in runs["book-ch07"] and "evaluate" not in runs["book-ch07"]
     assert "init" in runs["book-ch06"]  # init.source is what the classifier starts from
+    assert {"init", "finetune_instruct", "finetune_dpo"} <= set(runs["book-ch07-dpo"])
+    assert not {"finetune_classifier", "evaluate"} & set(runs["book-ch07-dpo"])
     unread = [
         f"{name}: {key} is read by none of {', '.join(stages)}"
         for name, stages in runs.items()
@@ -85,9 +88,34 @@ def test_each_experiment_runs_only_what_it_reproduces():
     assert not unread, "\n".join(unread)
 
 
+def test_an_experiment_extends_another(tmp_path):
+    dpo, ch07 = load("book-ch07-dpo", FOLDER), load("book-ch07", FOLDER)
+    assert dpo.params.items() >= ch07.params.items()  # chapter 7's run, then DPO's keys
+    assert dpo.params["dpo.lr"] == 5e-6 and "dpo.lr" not in ch07.params
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    for name in ("a", "b"):
+        other = "b" if name == "a" else "a"
+        (folder / f"{name}.yaml").write_text(
+            f"description: x\ntime: t\nstages: [pretrain]\nextends: {other}\nparams: {{pretrain.lr: 0.5}}\n"
+        )
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    with pytest.raises(ParamsError, match="extends: a → b → a is a cycle"):
+        load("a", folder)
+
+
 def test_upstream_follows_outputs_to_deps():
     everything = upstream(("report",), ROOT)
-    assert {"pretrain", "init", "finetune_classifier", "finetune_instruct", "evaluate", "report"} <= set(everything)
+    assert {
+        "pretrain",
+        "init",
+        "finetune_classifier",
+        "finetune_instruct",
+        "finetune_dpo",
+        "evaluate",
+        "report",
+    } <= set(everything)
     assert upstream(("init",), ROOT)[-2:] == ["pretrain", "init"]
 
 

@@ -79,7 +79,7 @@ def test_repo_params_are_valid():
             "prepare.corpora.verdict.dataset",
             "verdcit",
             "prepare.corpora.verdict.dataset: unknown dataset 'verdcit', "
-            "expected one of: gpt2, instructions, spam, verdict, wikipedia",
+            "expected one of: gpt2, instructions, preferences, spam, verdict, wikipedia",
         ),
         ("prepare.bpe_dataset", "GPT2", "prepare.bpe_dataset: must be lowercase letters"),
         ("prepare.corpora", [], "prepare.corpora: must be a mapping, got a list"),
@@ -319,7 +319,7 @@ def test_the_default_comparison_can_fail():
     ]
 
 
-TRAINING_SECTIONS = ("pretrain", "classifier", "instruct")
+TRAINING_SECTIONS = ("pretrain", "classifier", "instruct", "dpo")
 
 
 def defaulted(model: type[BaseModel], key: str) -> list[str]:
@@ -376,6 +376,8 @@ def test_training_keys_and_bounds_come_from_train_config():
         ({"classifier.max_length": 100000}, "classifier.max_length: must be <= model.context_length (128, "),
         ({"classifier.max_length": 2**20 + 1}, "classifier.max_length: must be <= 1048576"),
         ({"instruct.allowed_max_length": 2**20 + 1}, "instruct.allowed_max_length: must be <= 1048576"),
+        ({"dpo.allowed_max_length": 2**20 + 1}, "dpo.allowed_max_length: must be <= 1048576"),
+        ({"dpo.beta": 0}, "dpo.beta: must be > 0"),
         ({"pretrain.stride": 129}, "pretrain.stride: must be <= model.context_length (128), got 129"),
         ({"pretrain.max_length": 129}, "pretrain.max_length: must be <= model.context_length (128), got 129"),
         ({"model.context_length": 2**20 + 1}, "model.context_length: must be <= 1048576"),
@@ -388,6 +390,24 @@ def test_lengths_are_bounded_by_the_context_they_feed(base, changes, message):
         data = with_change(data, key, value)
     found = problems(data)
     assert any(p.startswith(message) for p in found), found
+
+
+def test_dpo_adapters_need_an_instruction_model_with_its_own_weights(base):
+    data = base
+    for key, value in {"instruct.method": "lora", "instruct.lora.save": "adapters", "dpo.method": "lora"}.items():
+        data = with_change(data, key, value)
+    validate(data)  # instruct's adapters under a merged DPO model: fine
+    found = problems(with_change(data, "dpo.lora.save", "adapters"))
+    assert found == [
+        "dpo.lora.save: adapters must sit beside a model with its own weights, but models/instruct holds adapters "
+        "too (instruct.lora.save: adapters); save one of them merged"
+    ]
+
+
+def test_the_preference_data_is_required(base):
+    data = {**base, "download": {**base["download"], "datasets": dict(base["download"]["datasets"])}}
+    del data["download"]["datasets"]["preferences"]
+    assert "download.datasets.preferences: required key is missing (stage finetune_dpo reads it)" in problems(data)
 
 
 def test_classifier_length_of_another_source_is_left_to_the_stage(base):

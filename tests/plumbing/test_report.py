@@ -140,6 +140,59 @@ def test_snapshot_is_the_like_for_like_row(workdir):
     assert next(r for r in rows if r.run == "experiment book-ch05").note.startswith("0 of the book's 18")
 
 
+def test_preference_tuning_section(workdir):
+    write_json(
+        paths.METRICS / "dpo" / "metrics.json",
+        {
+            "dpo_initial_train_loss": 0.6931471805599453,
+            "dpo_initial_val_loss": 0.6931471805599453,
+            "dpo_initial_val_reward_margin": 0.0,
+            "dpo_val_loss": 0.61,
+            "dpo_val_chosen_reward": 0.25,
+            "dpo_val_rejected_reward": -0.5,
+            "dpo_val_reward_margin": 0.75,
+            "dpo_val_reward_accuracy": 0.8,
+        },
+    )
+    write_json(
+        paths.METRICS / "evaluate.json",
+        {"instruct_test_loss": 3.5, "instruct_rouge_l": 0.25, "dpo_test_loss": 3.75, "dpo_rouge_l": 0.5},
+    )
+    curves = paths.METRICS / "dpo" / "plots" / "metrics"
+    curves.mkdir(parents=True)
+    for key, value in {
+        "train_loss": 0.6925,
+        "val_loss": 0.693,
+        "train_reward_margin": 0.02,
+        "val_reward_margin": 0.004,
+    }.items():
+        (curves / f"{key}.tsv").write_text(f"step\t{key}\n0\t{value}\n5\t0.1\n")
+    responses = [
+        {"instruction": "Name a cat.", "input": "", "output": "Tom.", "model_response": "Felix, <the> cat."},
+        {"instruction": "Name a color.", "input": "", "output": "Blue.", "model_response": "Green."},
+    ]
+    write_json(paths.DPO_DATA / "test-responses.json", responses)
+    page = report.build(settings=settings_of(PARAMS), samples=2).read_text()
+    assert "<h2>Preference tuning (DPO)</h2>" in page
+    # the book's first evaluation beside ours, read from the workspace's curves
+    rows = report.comparison(report.collect(), settings_of(PARAMS))
+    row = next(r for r in rows if r.what.startswith("Ch. 7 preference tuning") and r.run.startswith("default"))
+    assert row.book == "0.692 / 0.693, margins 0.014 / 0.006"
+    assert row.ours == "0.693 / 0.693, margins 0.020 / 0.004 (before: 0.693 / 0.693)"
+    validation, test = report.dpo_tables(report.collect())
+    assert ("DPO loss", "0.693", "0.610") in validation
+    assert ("reward margin (chosen − rejected)", "0.000", "0.750") in validation
+    assert test == [("test loss", "3.500", "3.750", "+0.250"), ("ROUGE-L F1", "0.250", "0.500", "+0.250")]
+    # both models' answers to the same entries, matched by instruction, not by position
+    pairs = report.side_by_side(report.collect(), 2)
+    assert [(p["model_response"], p["dpo_response"]) for p in pairs] == [
+        ("Red & blue.", "Green."),
+        ("###:\n###:", "Felix, <the> cat."),
+    ]
+    assert "Felix, &lt;the&gt; cat." in page
+    assert "## Preference tuning (DPO)" in (workdir / "report" / "summary.md").read_text()
+
+
 def test_report_without_models_or_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "experiments", "experiments")

@@ -28,6 +28,9 @@ ENTRIES = [
     {"instruction": "Add the numbers.", "input": "2 and 3", "output": "The sum is 5.", "model_response": "It is 7."},
 ]
 
+# the DPO model's answers to the same entries
+DPO_ENTRIES = [{**e, "model_response": e["output"]} for e in ENTRIES]
+
 
 @pytest.fixture
 def stage_dir(tmp_path, monkeypatch, mirror):
@@ -49,6 +52,9 @@ def stage_dir(tmp_path, monkeypatch, mirror):
         paths.INSTRUCT_DATA / "test.json", [{k: e[k] for k in ("instruction", "input", "output")} for e in ENTRIES]
     )
     write_json(paths.INSTRUCT_DATA / "test-responses.json", ENTRIES)
+    torch.manual_seed(1)
+    save_model(GPTModel(CFG.replace(tie_weights=True)), paths.DPO, {"tokenizer": save_tokenizer(tok, paths.DPO)})
+    write_json(paths.DPO_DATA / "test-responses.json", DPO_ENTRIES)
     return tmp_path
 
 
@@ -65,26 +71,36 @@ def test_metrics_without_a_judge(stage_dir, caplog, run_stage):
     assert metrics["instruct_rouge_l"] == pytest.approx((1.0 + rouge_l_f1("The sum is 5.", "It is 7.")) / 2)
     assert metrics["instruct_responses"] == 2 and metrics["instruct_test_perplexity"] > 1
     assert 0 <= metrics["classifier_test_accuracy"] <= 1
-    assert "judge_score" not in metrics and "skipping the judge" in caplog.text
+    assert "instruct_judge_score" not in metrics and "skipping the judge" in caplog.text
     assert json.loads((paths.METRICS / "evaluate.json").read_text()) == metrics
     per_item = json.loads((paths.DATA / "evaluate" / "instruct-scores.json").read_text())
     assert [x["exact_match"] for x in per_item] == [True, False]
+    # the DPO model, scored the same way on the same entries
+    assert metrics["dpo_exact_match"] == 1.0 and metrics["dpo_rouge_l"] == 1.0 and metrics["dpo_responses"] == 2
+    assert metrics["dpo_test_loss"] != metrics["instruct_test_loss"]  # another model
+    assert [x["exact_match"] for x in json.loads((paths.EVALUATE_DATA / "dpo-scores.json").read_text())] == [True] * 2
 
 
 def test_metrics_with_a_judge(stage_dir, run_stage):
     fake = FakeOllama()
     fake.thread.start()
     try:
-        fake.script(chat("90"), chat("not sure"))
+        fake.script(chat("90"), chat("not sure"), chat("70"), chat("80"))
         metrics = run_stage("evaluate", params(judge_url=fake.url, judge_model="llama3"))
     finally:
         fake.httpd.shutdown()
         fake.httpd.server_close()
-    assert metrics["judge_score"] == 90 and metrics["judge_scored"] == 1 and metrics["judge_unscored"] == 1
+    assert (
+        metrics["instruct_judge_score"] == 90
+        and metrics["instruct_judge_scored"] == 1
+        and metrics["instruct_judge_unscored"] == 1
+    )
     assert fake.bodies[0]["model"] == "llama3"
     assert "score the model response `Blue.`" in fake.bodies[0]["messages"][0]["content"]
     per_item = json.loads((paths.DATA / "evaluate" / "instruct-scores.json").read_text())
     assert [x["judge_score"] for x in per_item] == [90, None]
+    assert metrics["dpo_judge_score"] == 75 and metrics["dpo_judge_scored"] == 2
+    assert "score the model response `The sum is 5.`" in fake.bodies[3]["messages"][0]["content"]
 
 
 def test_responses_without_model_response_are_named(stage_dir, run_stage):
@@ -106,10 +122,15 @@ def test_openai_judge_with_an_api_key_that_no_output_holds(stage_dir, run_stage,
     with FakeOpenAI() as fake:
         fake.script(Answer(b'{"error": {"message": "bad key ' + KEY.encode() + b'"}}', status=500), completion("75"))
         fake.answers.append(completion(f"{KEY}"))  # a reply echoing the key: unscored, logged masked
+        fake.answers += [completion("60"), completion("50")]  # the DPO model's two responses
         metrics = run_stage(
             "evaluate", p.model_copy(update={"evaluate": p.evaluate.model_copy(update={"judge_url": fake.url})})
         )
-    assert metrics["judge_score"] == 75 and metrics["judge_scored"] == 1 and metrics["judge_unscored"] == 1
+    assert (
+        metrics["instruct_judge_score"] == 75
+        and metrics["instruct_judge_scored"] == 1
+        and metrics["instruct_judge_unscored"] == 1
+    )
     assert {h["Authorization"] for h in fake.headers} == {f"Bearer {KEY}"}
     assert fake.bodies[0]["model"] == "gpt-4o-mini" and fake.bodies[0]["max_tokens"] == 16
     written = {f: f.read_bytes() for f in Path(".").rglob("*") if f.is_file() and not f.is_symlink()}

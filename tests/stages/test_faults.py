@@ -19,10 +19,11 @@ import pytest
 import torch
 import yaml
 
+from scratchgpt.book.instruct import load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
-from scratchgpt.files import sha256_file
+from scratchgpt.files import sha256_file, write_json
 from scratchgpt.formats.modeldir import rewrite_config, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 
@@ -99,6 +100,7 @@ STAGES = {
     "finetune_instruct": dict(
         model_dir=paths.INSTRUCT, metrics=paths.METRICS / "instruct", plots=paths.PLOTS / "instruct"
     ),
+    "finetune_dpo": dict(model_dir=paths.DPO, metrics=paths.METRICS / "dpo", plots=paths.PLOTS / "dpo"),
 }
 
 
@@ -118,6 +120,7 @@ def tiny_params() -> dict:
     )
     params["classifier"].update(epochs=2, max_steps=10, batch_size=4, max_length=24, **common)
     params["instruct"].update(max_steps=10, batch_size=4, response_tokens=3, **common)
+    params["dpo"].update(max_steps=10, batch_size=4, response_tokens=3, lr=1e-3, **common)
     return params
 
 
@@ -131,6 +134,7 @@ def inputs(tmp_path_factory, mirror):
         ("gpt2", "vocab.bpe"),
         ("spam", "SMSSpamCollection"),
         ("instructions", "instruction-data.json"),
+        ("preferences", "instruction-data-with-preference.json"),
         ("verdict", "the-verdict.txt"),
     ):
         src = mirror / ("gpt2/" + name if dataset == "gpt2" else name)
@@ -141,6 +145,12 @@ def inputs(tmp_path_factory, mirror):
     save_model(
         GPTModel(TINY.replace(drop_rate=0.0)), root / paths.BASE, {"tokenizer": save_tokenizer(tok, root / paths.BASE)}
     )
+    # finetune_dpo's input: an instruction model (a context that holds the prompts) and chapter 7's test split
+    meta = {"tokenizer": save_tokenizer(tok, root / paths.INSTRUCT), "instruct": {"format": "alpaca"}}
+    save_model(GPTModel(TINY.replace(drop_rate=0.0, context_length=128)), root / paths.INSTRUCT, meta)
+    (root / paths.INSTRUCT_DATA).mkdir(parents=True)
+    test = split_entries(load_entries(root / paths.raw("instructions") / "instruction-data.json"))[2]
+    write_json(root / paths.INSTRUCT_DATA / "test.json", test)
     (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
     (root / "runner.py").write_text(RUNNER)
     shutil.copy(ROOT / "dvc.yaml", root / "dvc.yaml")
@@ -221,8 +231,18 @@ def test_killed_stage_resumes_to_the_same_result(inputs, uninterrupted, tmp_path
 # ---------------------------------------------------------------------------------------------
 # Nothing mixed: a run that fails or is interrupted leaves the previous outputs as they were
 
-SECTION = {"pretrain": "pretrain", "finetune_classifier": "classifier", "finetune_instruct": "instruct"}
-DATA = {"pretrain": [], "finetune_classifier": [paths.SPAM], "finetune_instruct": [paths.INSTRUCT_DATA]}
+SECTION = {
+    "pretrain": "pretrain",
+    "finetune_classifier": "classifier",
+    "finetune_instruct": "instruct",
+    "finetune_dpo": "dpo",
+}
+DATA = {
+    "pretrain": [],
+    "finetune_classifier": [paths.SPAM],
+    "finetune_instruct": [paths.INSTRUCT_DATA],
+    "finetune_dpo": [paths.DPO_DATA],
+}
 
 
 def copy_of(work: Path, tmp_path: Path) -> Path:
@@ -388,6 +408,20 @@ def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
     assert other.returncode == 0, other.stderr[-3000:]
     assert "resuming from" not in other.stderr
     assert len(json.loads((work / paths.INSTRUCT_DATA / "train.json").read_text())) == 255
+
+
+def test_dpo_from_an_other_instruction_model_is_not_resumed(finished, tmp_path):
+    stage = "finetune_dpo"
+    work = copy_of(finished[stage], tmp_path)
+    same = run(work, stage)
+    assert same.returncode == 0 and "resuming from" in same.stderr
+    config = json.loads((work / paths.INSTRUCT / "config.json").read_text())
+    config["model"]["drop_rate"] = 0.25  # the policy and the reference start from another model
+    rewrite_config(work / paths.INSTRUCT, config)
+    other = run(work, stage)
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "resuming from" not in other.stderr
+    assert len(resume_dirs(work, stage)) == 2
 
 
 def test_experiments_never_resume_each_other_and_old_resume_folders_go(finished, tmp_path):

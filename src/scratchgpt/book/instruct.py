@@ -42,8 +42,9 @@ class EntryError(PipelineError, ValueError):
     """An instruction entry that is malformed; the message names its index and key."""
 
 
-def load_entries(path: str | os.PathLike[str]) -> list[dict[str, str]]:
-    """The entries of an instruction JSON file, each checked to have string instruction, input, output."""
+def load_entries(path: str | os.PathLike[str], keys: Sequence[str] = KEYS) -> list[dict[str, str]]:
+    """The entries of an instruction JSON file, each checked to have string ``keys`` (instruction,
+    input, output; a preference file adds chosen and rejected)."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -54,7 +55,7 @@ def load_entries(path: str | os.PathLike[str]) -> list[dict[str, str]]:
     for i, entry in enumerate(data):
         if not isinstance(entry, dict):
             raise EntryError(f"{path}: entry {i}: expected an object, got {type(entry).__name__}")
-        for key in KEYS:
+        for key in keys:
             if key not in entry:
                 raise EntryError(f"{path}: entry {i}: missing key {key!r}")
             if not isinstance(entry[key], str):

@@ -40,3 +40,9 @@ CH07_LOSSES_BEFORE: tuple[float, float] = (3.826, 3.762)
 CH07_LOSSES_AFTER: tuple[float, float] = (0.299, 0.657)
 CH07_RUN = "GPT-2 medium (355M) from OpenAI, 2 epochs of batch 8, lr 5e-5"
 CH07_JUDGE = "about 50 (GPT-2 medium judged by Llama 3 8B)"
+
+# Chapter 7's DPO bonus: (train loss, validation loss, train reward margin, validation reward
+# margin) at the first evaluation, after one optimizer step. Before it the policy is the
+# reference: loss ln 2 = 0.693, margins 0.
+CH07_DPO_FIRST_STEP: tuple[float, float, float, float] = (0.692, 0.693, 0.014, 0.006)
+CH07_DPO_RUN = "GPT-2 medium (355M) after chapter 7's finetuning, DPO beta 0.1, 1 epoch of batch 8, lr 5e-6"

@@ -238,6 +238,7 @@ class CheckpointStore(Protocol):
 
 LossFn = Callable[[torch.nn.Module, Batch], torch.Tensor]
 Measure = Callable[[torch.nn.Module, Batch], tuple[Sequence[float], int]]
+Measures = tuple[Sequence[str], Measure]  # what an evaluation measures: names, and sums per batch
 EpochEnd = Callable[[torch.nn.Module, "Evaluator"], dict[str, Any]]
 
 
@@ -309,12 +310,15 @@ def train(
     hooks: Hooks | None = None,
     dist_info: Dist | None = None,
     collate_fn: CollateFn | None = None,
+    measures: Measures | None = None,
 ) -> Progress:
     """Train ``model`` (built after ``seed_everything``) on batches of ``train_data`` samples.
 
     Only parameters with ``requires_grad`` are optimized. After optimizer step s (0-based) with
     s % eval_freq == 0, the loss over the first ``eval_iter`` batches of a freshly shuffled
-    training pass and of the validation data is logged (the book's evaluate_model);
+    training pass and of the validation data is logged (the book's evaluate_model); with
+    ``measures`` (names, measure) the evaluation logs each name's per-batch mean instead, as
+    train_<name> and val_<name>, the first name being "loss" (chapter 7's DPO: rewards too);
     ``epoch_end(model, evaluator)`` adds what each finished epoch reports (a text sample,
     accuracies). A state is saved as the module's docstring says (``checkpoint_share``).
     """
@@ -330,6 +334,7 @@ def train(
         hooks or Hooks(),
         dist_info or Dist(),
         collate_fn,
+        measures,
     )
     progress = run.restore()
     with run.timed("evaluation"):
@@ -397,7 +402,11 @@ class _Run:
         hooks: Hooks,
         dist_info: Dist,
         collate_fn: CollateFn | None,
+        measures: Measures | None = None,
     ):
+        if measures is not None and (not measures[0] or measures[0][0] != "loss"):
+            raise ValueError(f"measures: the first name must be 'loss', got {list(measures[0])}")
+        self.measures = measures
         self.cfg, self.loss_fn, self.device, self.checkpoints = cfg, loss_fn, device, checkpoints
         self.epoch_end, self.hooks, self.dist, self.collate_fn = epoch_end, hooks, dist_info, collate_fn
         self.train_data = train_data
@@ -495,8 +504,15 @@ class _Run:
         """The book's evaluate_model: training and validation loss over eval_iter batches."""
         progress, n = self.progress, self.cfg.eval_iter
         self.core.eval()
-        train_loss, val_loss = self.evaluator.loss("train", n), self.evaluator.loss("val", n)
+        values: dict[str, float] = {}
+        for split in ("train", "val"):
+            if self.measures is None:
+                values[f"{split}_loss"] = self.evaluator.loss(split, n)
+            else:
+                names, measure = self.measures
+                values |= {f"{split}_{k}": v for k, v in zip(names, self.evaluator.measure(split, n, measure))}
         self.core.train()
+        train_loss, val_loss = values["train_loss"], values["val_loss"]
         if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
             raise self.diverged(f"the evaluation losses are {train_loss} (training) and {val_loss} (validation)")
         point = {
@@ -505,8 +521,7 @@ class _Run:
             "tokens_seen": progress.tokens_seen,
             "examples_seen": progress.examples_seen,
             "lr": lr,
-            "train_loss": train_loss,
-            "val_loss": val_loss,
+            **values,
         }
         progress.history.append(point)
         if self.dist.is_main:

@@ -3,6 +3,7 @@
     description: Chapter 5 as the book runs it ...     # one paragraph; its first sentence is the summary
     time: about N minutes on 2 CPU cores               # the measured time, stated here only
     stages: [pretrain]                                 # the dvc.yaml stages it reproduces
+    extends: book-ch07                                 # optional: that experiment's params first
     params:                                            # dotted params.yaml keys → the book's values
       model.context_length: 256
 
@@ -43,6 +44,7 @@ class ExperimentFile(BaseModel):
     description: str = Field(min_length=1)
     time: str = Field(min_length=1)
     stages: list[str] = Field(min_length=1)
+    extends: str | None = None  # another experiment whose params come first (this file's win)
     params: dict[str, Any] = Field(min_length=1)
 
 
@@ -66,9 +68,9 @@ def names(folder: Path = EXPERIMENTS_DIR) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
-def load(name: str, folder: Path = EXPERIMENTS_DIR) -> Experiment:
+def load(name: str, folder: Path = EXPERIMENTS_DIR, _seen: tuple[str, ...] = ()) -> Experiment:
     """experiments/<name>.yaml, its shape checked and its stages those of the dvc.yaml beside
-    the folder."""
+    the folder; with ``extends``, the params of that experiment, then its own."""
     path = folder / f"{name}.yaml"
     if not path.is_file():
         raise ParamsError(str(path), [f"no such experiment; expected one of: {', '.join(names(folder))}"])
@@ -84,7 +86,12 @@ def load(name: str, folder: Path = EXPERIMENTS_DIR) -> Experiment:
     wrong = [s for s in parsed.stages if s not in known]
     if wrong:
         raise ParamsError(str(path), [f"stages: {', '.join(wrong)} not in {dvc_yaml}; stages: {', '.join(known)}"])
-    return Experiment(name, path, parsed.description.strip(), parsed.time.strip(), tuple(parsed.stages), parsed.params)
+    params = parsed.params
+    if parsed.extends is not None:
+        if parsed.extends in (*_seen, name):
+            raise ParamsError(str(path), [f"extends: {' → '.join((*_seen, name, parsed.extends))} is a cycle"])
+        params = {**load(parsed.extends, folder, (*_seen, name)).params, **params}
+    return Experiment(name, path, parsed.description.strip(), parsed.time.strip(), tuple(parsed.stages), params)
 
 
 def overrides(name: str, folder: Path = EXPERIMENTS_DIR) -> dict[str, Any]:

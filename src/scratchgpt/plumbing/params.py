@@ -325,6 +325,21 @@ class InstructParams(FinetuneParams):
 
 
 # ---------------------------------------------------------------------------------------------
+# dpo
+
+
+class DPOParams(FinetuneParams):
+    """Chapter 7's bonus: preference tuning of the instruction model with DPO. The preference
+    file is split with the instruct section's keys, so the test entries are chapter 7's."""
+
+    beta: float = Field(gt=0)
+    allowed_max_length: int = Field(ge=2, le=MAX_CONTEXT_LENGTH)  # then cut to the model's context
+    mask_prompt: bool
+    response_tokens: int = Field(ge=1)
+    response_batch: int = Field(ge=1)
+
+
+# ---------------------------------------------------------------------------------------------
 # evaluate
 
 
@@ -365,6 +380,7 @@ class Params(Section):
     init: InitParams
     classifier: ClassifierParams
     instruct: InstructParams
+    dpo: DPOParams
     evaluate: EvaluateParams
     report: ReportParams
 
@@ -398,7 +414,11 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
                         f"{where}.files[{i}].name: file name {base!r} is already used by files[{seen[base]}]"
                     )
                 seen[base] = i
-        for needed, stage in (("spam", "finetune_classifier"), ("instructions", "finetune_instruct")):
+        for needed, stage in (
+            ("spam", "finetune_classifier"),
+            ("instructions", "finetune_instruct"),
+            ("preferences", "finetune_dpo"),
+        ):
             if needed not in datasets:
                 problems.append(f"download.datasets.{needed}: required key is missing (stage {stage} reads it)")
     if have("download", "prepare"):
@@ -416,7 +436,7 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
         model = sections["model"]
         if model.emb_dim % model.n_heads:
             problems.append(f"model.emb_dim: must be divisible by model.n_heads ({model.n_heads}), got {model.emb_dim}")
-    for name in ("pretrain", "classifier", "instruct"):
+    for name in ("pretrain", "classifier", "instruct", "dpo"):
         section = sections.get(name)
         if section is not None and section.cosine and section.min_lr > section.lr:
             problems.append(f"{name}.min_lr: must be <= {name}.lr ({section.lr:g}), got {section.min_lr:g}")
@@ -433,6 +453,18 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
             problems.append(
                 "instruct.train_frac + instruct.test_frac: must be < 1 to leave a validation split, "
                 f"got {ins.train_frac + ins.test_frac:g}"
+            )
+    if have("instruct", "dpo"):
+        ins, dpo = sections["instruct"], sections["dpo"]
+        if (
+            dpo.method == "lora"
+            and dpo.lora.save == "adapters"
+            and ins.method == "lora"
+            and ins.lora.save == "adapters"
+        ):
+            problems.append(
+                "dpo.lora.save: adapters must sit beside a model with its own weights, but models/instruct holds "
+                "adapters too (instruct.lora.save: adapters); save one of them merged"
             )
     if have("model", "pretrain"):
         model, pretrain = sections["model"], sections["pretrain"]

@@ -16,6 +16,8 @@ SPAM = DATA / "spam"  # finetune_classifier: train/validation/test CSVs
 CLASSIFIER = MODELS / "classifier"
 INSTRUCT_DATA = DATA / "instruct"  # finetune_instruct: train/val/test JSON and test responses
 INSTRUCT = MODELS / "instruct"
+DPO_DATA = DATA / "dpo"  # finetune_dpo: the preference splits and the test responses
+DPO = MODELS / "dpo"
 EVALUATE_DATA = DATA / "evaluate"  # evaluate: per-response scores
 REPORT = Path("report")
 
@@ -38,7 +40,13 @@ def shards(corpus: str) -> Path:
 
 def rebuild_hint(path: Path) -> str:
     """What to run to rebuild the artifact holding ``path``, for error messages."""
-    producers = {PRETRAINED: "pretrain", BASE: "init", CLASSIFIER: "finetune_classifier", INSTRUCT: "finetune_instruct"}
+    producers = {
+        PRETRAINED: "pretrain",
+        BASE: "init",
+        CLASSIFIER: "finetune_classifier",
+        INSTRUCT: "finetune_instruct",
+        DPO: "finetune_dpo",
+    }
     path = Path(path)
     for folder, stage in producers.items():
         if path == folder or folder in path.parents:

@@ -28,6 +28,8 @@ LABELS = {
     "val_loss": "Validation loss",
     "train_accuracy": "Training accuracy",
     "val_accuracy": "Validation accuracy",
+    "train_reward_margin": "Training reward margins",
+    "val_reward_margin": "Validation reward margins",
 }
 
 

@@ -39,12 +39,15 @@ FIGURES = [
     ("Spam classifier loss", paths.PLOTS / "classifier" / "loss.png"),
     ("Spam classifier accuracy", paths.PLOTS / "classifier" / "accuracy.png"),
     ("Instruction finetuning loss", paths.PLOTS / "instruct" / "loss.png"),
+    ("Preference tuning (DPO) loss", paths.PLOTS / "dpo" / "loss.png"),
+    ("Preference tuning (DPO) reward margins", paths.PLOTS / "dpo" / "reward-margins.png"),
 ]
 METRIC_FILES = {
     "pretrain": paths.METRICS / "pretrain" / "metrics.json",
     "init": paths.METRICS / "init.json",
     "classifier": paths.METRICS / "classifier" / "metrics.json",
     "instruct": paths.METRICS / "instruct" / "metrics.json",
+    "dpo": paths.METRICS / "dpo" / "metrics.json",
     "evaluate": paths.METRICS / "evaluate.json",
 }
 CH05_FIGURE = "book-ch05-loss.png"  # in the report folder, when book-ch05 has been snapshotted
@@ -68,6 +71,7 @@ def collect(experiment_names: Sequence[str] = ()) -> dict[str, Any]:
     data["pretrain_samples"] = _read_json(paths.METRICS / "pretrain" / "samples.json") or []
     data["instruct_samples"] = _read_json(paths.METRICS / "instruct" / "samples.json") or []
     data["responses"] = _read_json(paths.INSTRUCT_DATA / "test-responses.json") or []
+    data["dpo_responses"] = _read_json(paths.DPO_DATA / "test-responses.json") or []
     data["experiments"] = {name: results.load_snapshot(name) for name in experiment_names}
     return data
 
@@ -220,6 +224,20 @@ def _ch07(run: Run) -> tuple[str, str, str]:
     return book, ours, "finetuned_val_loss: the whole validation split after the last step"
 
 
+def _dpo(run: Run) -> tuple[str, str, str]:
+    train, val, train_margin, val_margin = printed.CH07_DPO_FIRST_STEP
+    book = f"{train:.3f} / {val:.3f}, margins {train_margin:.3f} / {val_margin:.3f}"
+    first = [
+        _at(run.curve("dpo", key), 0) for key in ("train_loss", "val_loss", "train_reward_margin", "val_reward_margin")
+    ]
+    m = run.metrics("dpo")
+    start = f"before: {_fmt(m.get('dpo_initial_train_loss'))} / {_fmt(m.get('dpo_initial_val_loss'))}"
+    if None in first:
+        return book, f"{start}; no curve at step 0", "the curves of finetune_dpo start at step 0"
+    ours = f"{first[0]:.3f} / {first[1]:.3f}, margins {first[2]:.3f} / {first[3]:.3f} ({start})"
+    return book, ours, "after the first optimizer step; before it the policy is the reference (ln 2 = 0.693, margins 0)"
+
+
 @dataclasses.dataclass(frozen=True)
 class Chapter:
     what: str
@@ -243,11 +261,32 @@ CHAPTERS = (
         printed.CH07_RUN,
         _ch07,
     ),
+    Chapter(
+        "Ch. 7 preference tuning (DPO): train / val loss and reward margins after the first step",
+        "book-ch07-dpo",
+        "dpo",
+        None,
+        printed.CH07_DPO_RUN,
+        _dpo,
+    ),
 )
 
 
-def default_run(data: dict[str, Any], settings: Settings) -> Run:
-    return Run("default run (params.yaml)", settings, lambda stage: data.get(stage) or {}, lambda stage, key: [])
+def workspace_curve(stage: str, key: str) -> list[tuple[float, float]]:
+    """[(step, value)] of the DVCLive curve ``key`` of ``stage`` in the workspace ([] if none)."""
+    path = paths.METRICS / stage / "plots" / "metrics" / f"{key}.tsv"
+    if not path.is_file():
+        return []
+    return [(step, value) for step, value in results.read_tsv(path.read_text(encoding="utf-8"), str(path))]
+
+
+def default_run(data: dict[str, Any], settings: Settings, curve: Callable[[str, str], list] | None = None) -> Run:
+    return Run(
+        "default run (params.yaml)",
+        settings,
+        lambda stage: data.get(stage) or {},
+        curve or (lambda stage, key: []),
+    )
 
 
 def snapshot_run(snap: dict[str, Any]) -> Run:
@@ -277,7 +316,7 @@ def comparison(data: dict[str, Any], settings: Settings) -> list[Row]:
     rows = []
     for chapter in CHAPTERS:
         book = book_settings(chapter.experiment)
-        rows.append(chapter_row(chapter, default_run(data, settings), book, chapter.model_dir))
+        rows.append(chapter_row(chapter, default_run(data, settings, workspace_curve), book, chapter.model_dir))
         snap = data["experiments"].get(chapter.experiment)
         if snap is not None:
             rows.append(chapter_row(chapter, snapshot_run(snap), book, None))
@@ -295,7 +334,7 @@ def comparison(data: dict[str, Any], settings: Settings) -> list[Row]:
                     f"run `scratchgpt experiments run {chapter.experiment}` (it snapshots the results)",
                 )
             )
-    judge = (data.get("evaluate") or {}).get("judge_score")
+    judge = (data.get("evaluate") or {}).get("instruct_judge_score")
     rows.append(
         Row(
             "Ch. 7 judge score (0–100)",
@@ -335,6 +374,57 @@ def answers_note(responses: Sequence[dict[str, str]]) -> str | None:
             "small for that. `scratchgpt experiments run book-ch07` (GPT-2 medium, as the book) gives real answers."
         )
     return note
+
+
+# ---------------------------------------------------------------------------------------------
+# preference tuning
+
+
+DPO_VALIDATION = (  # (what, key before, key after) in metrics/dpo/metrics.json
+    ("DPO loss", "dpo_initial_val_loss", "dpo_val_loss"),
+    ("reward margin (chosen − rejected)", "dpo_initial_val_reward_margin", "dpo_val_reward_margin"),
+    ("chosen reward", None, "dpo_val_chosen_reward"),
+    ("rejected reward", None, "dpo_val_rejected_reward"),
+    ("reward accuracy (chosen gains more)", None, "dpo_val_reward_accuracy"),
+)
+DPO_TEST = (  # (what, key in metrics/evaluate.json after instruct_ / dpo_)
+    ("test loss", "test_loss"),
+    ("test perplexity", "test_perplexity"),
+    ("ROUGE-L F1", "rouge_l"),
+    ("exact match", "exact_match"),
+    ("judge score (0–100)", "judge_score"),
+)
+
+
+def dpo_tables(data: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    """(validation pairs: what, before, after) and (test split: what, instruction model, DPO model,
+    change); empty where finetune_dpo or evaluate has not run."""
+    m, ev = data.get("dpo") or {}, data.get("evaluate") or {}
+    validation = []
+    if m:
+        for what, before, after in DPO_VALIDATION:
+            validation.append((what, _fmt(m.get(before)) if before else "—", _fmt(m.get(after))))
+    test = []
+    for what, key in DPO_TEST:
+        a, b = ev.get(f"instruct_{key}"), ev.get(f"dpo_{key}")
+        if a is None and b is None:
+            continue
+        change = f"{b - a:+.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "—"
+        test.append((what, _fmt(a), _fmt(b), change))
+    return validation, test
+
+
+def side_by_side(data: dict[str, Any], n: int) -> list[dict[str, str]]:
+    """The first ``n`` test entries with both models' responses (the same entries: chapter 7's)."""
+    dpo = {(e["instruction"], e["input"]): e["model_response"] for e in data.get("dpo_responses") or []}
+    out = []
+    for entry in data["responses"]:
+        key = (entry["instruction"], entry["input"])
+        if key in dpo:
+            out.append({**entry, "dpo_response": dpo[key]})
+        if len(out) == n:
+            break
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,8 +571,47 @@ def render_html(data: dict[str, Any], rows: list[Row], figures_: list[tuple[str,
             + f"<br><b>Reference:</b> {html.escape(entry['output'])}"
             f"<br><b>Model</b> (verbatim):<pre>{html.escape(entry['model_response']) or '(empty)'}</pre></div>"
         )
+    parts += _dpo_html(data, samples)
     parts += ["<h2>Every metric</h2>", _table(["stage", "metric", "value"], metric_rows(data), {2}), "</body></html>"]
     return "\n".join(parts)
+
+
+DPO_INTRO = (
+    "finetune_dpo aligns the instruction model with Direct Preference Optimization on the same instructions, "
+    "each with a chosen and a rejected response; a frozen copy of the instruction model is the reference. A "
+    "reward is how much more log-probability (mean per response token) the tuned model gives a response than "
+    "the reference does; before the first update every reward is 0 and the loss ln 2 = 0.693."
+)
+
+
+def _dpo_html(data: dict[str, Any], samples: int) -> list[str]:
+    validation, test = dpo_tables(data)
+    if not validation and not test:
+        return []
+    parts = ["<h2>Preference tuning (DPO)</h2>", f"<p class=note>{_inline(DPO_INTRO)}</p>"]
+    if validation:
+        parts += [
+            "<p><b>Validation pairs</b> (before: the first evaluation batches; after: the whole split)</p>",
+            _table(["", "before", "after"], validation, {1, 2}),
+        ]
+    if test:
+        parts += [
+            "<p><b>Chapter 7's test split</b> (the same 110 entries; <code>dvc metrics diff</code> shows the same "
+            "numbers between runs)</p>",
+            _table(["", "instruction model", "DPO model", "change"], test, {1, 2, 3}),
+        ]
+    pairs = side_by_side(data, samples)
+    if pairs:
+        parts.append(f"<p>The first {len(pairs)} test responses of both models, verbatim:</p>")
+    for entry in pairs:
+        parts.append(
+            f"<div class=answer><b>Instruction:</b> {html.escape(entry['instruction'])}"
+            + (f"<br><b>Input:</b> {html.escape(entry['input'])}" if entry["input"] else "")
+            + f"<br><b>Reference:</b> {html.escape(entry['output'])}"
+            f"<br><b>Instruction model:</b><pre>{html.escape(entry['model_response']) or '(empty)'}</pre>"
+            f"<b>DPO model:</b><pre>{html.escape(entry['dpo_response']) or '(empty)'}</pre></div>"
+        )
+    return parts
 
 
 def _cell(text: str) -> str:
@@ -506,6 +635,19 @@ def render_markdown(data: dict[str, Any], rows: list[Row]) -> str:
     note = answers_note(data["responses"])
     if note:
         lines += ["", note]
+    validation, test = dpo_tables(data)
+    if validation or test:
+        lines += ["", "## Preference tuning (DPO)", "", DPO_INTRO]
+    if validation:
+        lines += ["", "| validation pairs | before | after |", "| --- | ---: | ---: |"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in validation]
+    if test:
+        lines += [
+            "",
+            "| chapter 7's test split | instruction model | DPO model | change |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in test]
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""What the three training stages (pretrain, finetune_classifier, finetune_instruct) share around
+"""What the training stages (pretrain, finetune_classifier, finetune_instruct, finetune_dpo) share around
 the book's loop: this process's place in a ``torchrun`` job and its device, the run's
 fingerprint and resume folder, DVCLive on rank 0, and the untracked memory figure.
 
@@ -29,6 +29,7 @@ from scratchgpt.book.train import (
     Dist,
     EpochEnd,
     LossFn,
+    Measures,
     Progress,
     TrainConfig,
     init_distributed,
@@ -52,7 +53,7 @@ VAL_PERPLEXITY = {"val_perplexity": lambda point: perplexity(point["val_loss"])}
 @dataclass
 class TrainingRun:
     """One training stage's run: ``section`` names its params (``pretrain``, ``classifier``,
-    ``instruct``); its metrics go to ``metrics/<metrics>/``."""
+    ``instruct``, ``dpo``); its metrics go to ``metrics/<metrics>/``."""
 
     st: Stage
     section: str
@@ -88,6 +89,7 @@ class TrainingRun:
         echo: Callable[[dict[str, Any]], str] | None = None,
         epoch_end: EpochEnd | None = None,
         collate_fn: CollateFn | None = None,
+        measures: Measures | None = None,
         fingerprint_exclude: Sequence[str] = (),
     ) -> Progress:
         """Train with the section's settings, resuming from this run's checkpoint when there is
@@ -112,6 +114,7 @@ class TrainingRun:
                 hooks=self.logger.hooks() if self.logger else None,
                 dist_info=self.dist,
                 collate_fn=collate_fn,
+                measures=measures,
             )
 
     def finish(self, summary: dict[str, Any], memory: bool = True) -> None:

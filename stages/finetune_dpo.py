@@ -1,0 +1,197 @@
+"""Stage finetune_dpo (chapter 7's bonus): models/instruct aligned with Direct Preference
+Optimization on the preference data.
+
+Splits instruction-data-with-preference.json as chapter 7 splits its data (instruct's keys: the
+same test entries, checked against data/instruct/test.json) into data/dpo/ (train, val, test),
+trains models/dpo/ against a frozen copy of models/instruct, answers the test split
+(data/dpo/test-responses.json), and writes DVCLive metrics and curves under metrics/dpo/ (DPO
+loss, chosen and rejected rewards, reward margin and accuracy), a response after the epoch
+(samples.json), and the book's figures plots/dpo/loss.png and plots/dpo/reward-margins.png.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils.data import Subset
+
+from scratchgpt.book import lora
+from scratchgpt.book.dpo import MEASURES, PREFERENCE_KEYS, Collate, Objective, PreferenceDataset
+from scratchgpt.book.generate import generate
+from scratchgpt.book.instruct import (
+    SPLITS,
+    EntryError,
+    format_input,
+    generate_responses,
+    load_entries,
+    split_entries,
+)
+from scratchgpt.book.train import Evaluator, seed_everything
+from scratchgpt.files import atomic_dir, write_json
+from scratchgpt.formats.modeldir import load_model, load_tokenizer, save_finetuned, save_tokenizer
+from scratchgpt.plumbing import paths, stage, training
+from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.plots import plot_curves, plot_losses
+
+log = logging.getLogger("finetune_dpo")
+
+PREFERENCE_FILE = "instruction-data-with-preference.json"
+CURVES = [f"{split}_{name}" for name in MEASURES for split in ("train", "val")]
+
+
+def margin(split: str) -> Callable[[dict[str, Any]], float]:
+    """The reward margin of ``split`` in an evaluation point: chosen minus rejected reward."""
+    return lambda point: point[f"{split}_chosen_reward"] - point[f"{split}_rejected_reward"]
+
+
+MARGINS = {f"{split}_reward_margin": margin(split) for split in ("train", "val")}
+
+
+def same_test_split(test: list[dict[str, str]], instruct_test: list[dict[str, str]], where: str) -> None:
+    """The preference test entries must be chapter 7's (same instruction, input and output)."""
+    keys = ("instruction", "input", "output")
+    ours, theirs = [[tuple(e[k] for k in keys) for e in part] for part in (test, instruct_test)]
+    if ours != theirs:
+        first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+        raise EntryError(
+            f"{where}: the preference test split is not chapter 7's ({len(ours)} against {len(theirs)} entries in "
+            f"{paths.INSTRUCT_DATA / 'test.json'}, first difference at test entry {first}); both files must list "
+            "the same instructions in the same order"
+        )
+
+
+def main(st: stage.Stage) -> dict[str, Any]:
+    run = training.start(st, "dpo")
+    p, split = run.params, st.params.instruct
+    raw = paths.raw("preferences")
+    verify_dataset("preferences", st.params.download.datasets["preferences"], raw)
+    entries = load_entries(raw / PREFERENCE_FILE, PREFERENCE_KEYS)
+    try:
+        cut = split_entries(entries, split.train_frac, split.test_frac, split.shuffle, split.split_seed)
+    except EntryError as e:
+        raise EntryError(f"{raw / PREFERENCE_FILE}: {e}") from None
+    parts = dict(zip(SPLITS, cut))
+    same_test_split(parts["test"], load_entries(paths.INSTRUCT_DATA / "test.json"), str(raw / PREFERENCE_FILE))
+    data_dir = st.out(paths.DPO_DATA)
+    if run.is_main:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        for name, part in parts.items():
+            write_json(data_dir / f"{name}.json", part)
+        log.info("preference data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
+
+    tokenizer = load_tokenizer(paths.INSTRUCT)
+    policy = load_model(paths.INSTRUCT, device=run.device)
+    reference = load_model(paths.INSTRUCT, device=run.device)  # frozen by the objective
+    collate = Collate(
+        allowed_max_length=min(p.allowed_max_length, policy.config.context_length), mask_prompt=p.mask_prompt
+    )
+    data = {}
+    for name in ("train", "val"):  # test: answered below
+        pairs = PreferenceDataset(parts[name], tokenizer)
+        keep = [i for i, item in enumerate(pairs.items) if collate.has_response(item)]
+        if len(keep) < len(pairs) and run.is_main:
+            log.warning(
+                "%s: %d of %d pairs keep no response token within %d tokens and are left out",
+                name,
+                len(pairs) - len(keep),
+                len(pairs),
+                collate.allowed_max_length,
+            )
+        data[name] = Subset(pairs, keep)
+    lora.setup(policy, p)  # method lora: everything frozen, adapters train
+    objective = Objective(reference, p.beta)
+    measures = (MEASURES, objective.measure)
+    evaluator = Evaluator(policy, data, p.batch_size, objective.loss, run.device, collate)
+    n_trainable = policy.num_parameters(trainable_only=True)
+
+    def measured(split_name: str, n_batches: int | None, draw: bool = True) -> dict[str, float]:
+        values = dict(zip(MEASURES, evaluator.measure(split_name, n_batches, objective.measure, draw)))
+        return {**values, "reward_margin": values["chosen_reward"] - values["rejected_reward"]}
+
+    seed_everything(p.seed)  # the book measures the starting point after seeding, then seeds again
+    policy.eval()
+    start = {name: measured(name, p.eval_iter) for name in ("train", "val")}
+    seed_everything(p.seed)
+    if run.is_main:
+        log.info(
+            "before DPO: training loss %.3f, validation loss %.3f, reward margins %.3f and %.3f",
+            start["train"]["loss"],
+            start["val"]["loss"],
+            start["train"]["reward_margin"],
+            start["val"]["reward_margin"],
+        )
+    sample_prompt = format_input(parts["val"][2 if len(parts["val"]) > 2 else 0])  # the book's start_context
+
+    def epoch_end(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
+        ids = tokenizer.encode(sample_prompt, allow_special=False)
+        new = generate(m, [ids], 50, eos_id=None)[0]  # the book's generate_text_simple: 50 greedy tokens
+        return {"text": tokenizer.decode(new)}
+
+    progress = run.fit(
+        policy,
+        data["train"],
+        data["val"],
+        loss_fn=objective.loss,
+        curves=[*CURVES, "tokens_seen", "lr"],
+        epochs_file="samples.json",
+        derived=MARGINS,
+        echo=lambda e: f"epoch {e['epoch']} response to the third validation prompt: {e['text']!r}",
+        epoch_end=epoch_end,
+        collate_fn=collate,
+        measures=measures,
+        fingerprint_exclude=("response_tokens", "response_batch"),
+    )
+    summary: dict[str, Any] = {}
+    if run.is_main:
+        responses = generate_responses(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        write_json(
+            data_dir / "test-responses.json",
+            [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)],
+        )
+        final = measured("val", None, draw=False)
+        summary = {
+            "dpo_initial_train_loss": start["train"]["loss"],
+            "dpo_initial_val_loss": start["val"]["loss"],
+            "dpo_initial_val_reward_margin": start["val"]["reward_margin"],
+            **{f"dpo_val_{k}": v for k, v in final.items()},
+            "dpo_steps": progress.step,
+            "dpo_pairs": len(data["train"]),
+            "dpo_tokens_seen": progress.tokens_seen,
+            "dpo_trainable_parameters": n_trainable,
+        }
+        run.finish(summary)
+        history = [{**point, **{k: f(point) for k, f in MARGINS.items()}} for point in progress.history]
+        plot_losses(history, st.out(paths.PLOTS / "dpo" / "loss.png"), title="preference tuning (DPO): loss")
+        plot_curves(
+            history,
+            list(MARGINS),
+            st.out(paths.PLOTS / "dpo" / "reward-margins.png"),
+            ylabel="Reward margins",
+            second_axis=("tokens_seen", "Tokens seen"),
+            title="preference tuning (DPO): reward margins",
+        )
+        with atomic_dir(st.out(paths.DPO)) as staging:
+            meta = {
+                "tokenizer": save_tokenizer(tokenizer, staging),
+                "instruct": {"format": "alpaca"},
+                "dpo": {"beta": p.beta},
+            }
+            save_finetuned(policy, staging, p, paths.INSTRUCT, meta, lands_at=paths.DPO)
+        log.info(
+            "validation DPO loss %.3f → %.3f, reward margin %.3f, accuracy %.3f; %d test responses in %s",
+            start["val"]["loss"],
+            final["loss"],
+            final["reward_margin"],
+            final["reward_accuracy"],
+            len(responses),
+            paths.DPO_DATA / "test-responses.json",
+        )
+    run.dist.barrier()
+    return summary
+
+
+if __name__ == "__main__":
+    stage.run(main)
