@@ -161,6 +161,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
             "dpo_pairs": len(data["train"]),
             "dpo_tokens_seen": progress.tokens_seen,
             "dpo_trainable_parameters": n_trainable,
+            "dpo_parameters": policy.num_parameters(),
         }
         run.finish(summary)
         history = [{**point, **{k: f(point) for k, f in MARGINS.items()}} for point in progress.history]

@@ -152,6 +152,8 @@ def test_preference_tuning_section(workdir):
             "dpo_val_rejected_reward": -0.5,
             "dpo_val_reward_margin": 0.75,
             "dpo_val_reward_accuracy": 0.8,
+            "dpo_steps": 116,
+            "dpo_parameters": 11_451_456,
         },
     )
     write_json(
@@ -179,6 +181,7 @@ def test_preference_tuning_section(workdir):
     row = next(r for r in rows if r.what.startswith("Ch. 7 preference tuning") and r.run.startswith("default"))
     assert row.book == "0.692 / 0.693, margins 0.014 / 0.006"
     assert row.ours == "0.693 / 0.693, margins 0.020 / 0.004 (before: 0.693 / 0.693)"
+    assert row.like == "no" and row.why.startswith("ours: 116 steps, 11.5M parameters; the book: GPT-2 medium")
     validation, test = report.dpo_tables(report.collect())
     assert ("DPO loss", "0.693", "0.610") in validation
     assert ("reward margin (chosen − rejected)", "0.000", "0.750") in validation
@@ -190,6 +193,7 @@ def test_preference_tuning_section(workdir):
         ("###:\n###:", "Felix, <the> cat."),
     ]
     assert "Felix, &lt;the&gt; cat." in page
+    assert "0 of 2 DPO test responses hold no word (0 are empty)." in page
     assert "## Preference tuning (DPO)" in (workdir / "report" / "summary.md").read_text()
 
 

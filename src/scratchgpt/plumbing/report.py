@@ -160,11 +160,12 @@ class Row:
     note: str = ""
 
 
-def _parameters(metrics: dict[str, Any], model_dir: Path | None = None) -> int | None:
-    """The model's parameter count: the metrics' ``parameters``, else counted from the model
-    directory's config.json."""
-    if isinstance(metrics.get("parameters"), int):
-        return metrics["parameters"]
+def _parameters(metrics: dict[str, Any], model_dir: Path | None = None, prefix: str = "") -> int | None:
+    """The model's parameter count: the metrics' ``parameters`` (``<prefix>trainable_parameters``
+    for a stage whose keys carry a prefix and that trains every weight), else counted from the
+    model directory's config.json."""
+    if isinstance(metrics.get(f"{prefix}parameters"), int):
+        return metrics[f"{prefix}parameters"]
     if model_dir is not None and (model_dir / "config.json").is_file():
         config, _ = read_model_config(model_dir)
         with torch.device("meta"):
@@ -172,11 +173,11 @@ def _parameters(metrics: dict[str, Any], model_dir: Path | None = None) -> int |
     return None
 
 
-def _facts(metrics: dict[str, Any], model_dir: Path | None = None) -> str:
+def _facts(metrics: dict[str, Any], model_dir: Path | None = None, prefix: str = "") -> str:
     parts = []
-    if metrics.get("steps") is not None:
-        parts.append(f"{metrics['steps']:,} steps")
-    n = _parameters(metrics, model_dir)
+    if metrics.get(f"{prefix}steps") is not None:
+        parts.append(f"{metrics[f'{prefix}steps']:,} steps")
+    n = _parameters(metrics, model_dir, prefix)
     if n is not None:
         parts.append(f"{n / 1e6:.1f}M parameters")
     return ", ".join(parts) or "no metrics yet"
@@ -246,6 +247,7 @@ class Chapter:
     model_dir: Path | None
     book_run: str
     values: Callable[[Run], tuple[str, str, str]]  # (the book, ours, note)
+    prefix: str = ""  # of the stage's metrics keys (finetune_dpo's: dpo_)
 
 
 CHAPTERS = (
@@ -268,6 +270,7 @@ CHAPTERS = (
         None,
         printed.CH07_DPO_RUN,
         _dpo,
+        prefix="dpo_",
     ),
 )
 
@@ -303,7 +306,7 @@ def chapter_row(chapter: Chapter, run: Run, book: dict[str, Any], model_dir: Pat
     book_value, ours, note = chapter.values(run)
     if differ:
         like = "no"
-        why = f"ours: {_facts(run.metrics(chapter.stage), model_dir)}; the book: {chapter.book_run}"
+        why = f"ours: {_facts(run.metrics(chapter.stage), model_dir, chapter.prefix)}; the book: {chapter.book_run}"
     else:
         like, why = "yes", f"every setting of experiments/{chapter.experiment}.yaml"
     lines = [f"{key}: {_show(ours_)} (book: {_show(theirs)})" for key, ours_, theirs in differ]
@@ -412,6 +415,16 @@ def dpo_tables(data: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[t
         change = f"{b - a:+.3f}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else "—"
         test.append((what, _fmt(a), _fmt(b), change))
     return validation, test
+
+
+def dpo_answers_note(data: dict[str, Any]) -> str | None:
+    """How many of the DPO model's test responses say anything; None when there are none."""
+    responses = data.get("dpo_responses") or []
+    if not responses:
+        return None
+    wordless = sum(1 for e in responses if not has_words(e["model_response"]))
+    empty = sum(1 for e in responses if not e["model_response"].strip())
+    return f"{wordless} of {len(responses)} DPO test responses hold no word ({empty} are empty)."
 
 
 def side_by_side(data: dict[str, Any], n: int) -> list[dict[str, str]]:
@@ -601,8 +614,9 @@ def _dpo_html(data: dict[str, Any], samples: int) -> list[str]:
             _table(["", "instruction model", "DPO model", "change"], test, {1, 2, 3}),
         ]
     pairs = side_by_side(data, samples)
+    note = dpo_answers_note(data)
     if pairs:
-        parts.append(f"<p>The first {len(pairs)} test responses of both models, verbatim:</p>")
+        parts.append(f"<p>{note} The first {len(pairs)} test responses of both models, verbatim:</p>")
     for entry in pairs:
         parts.append(
             f"<div class=answer><b>Instruction:</b> {html.escape(entry['instruction'])}"
@@ -648,6 +662,8 @@ def render_markdown(data: dict[str, Any], rows: list[Row]) -> str:
             "| --- | ---: | ---: | ---: |",
         ]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in test]
+    if dpo_answers_note(data):
+        lines += ["", dpo_answers_note(data)]
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"
