@@ -29,7 +29,7 @@ from scratchgpt.book.instruct import (
     load_entries,
     split_entries,
 )
-from scratchgpt.book.train import Evaluator, seed_everything
+from scratchgpt.book.train import Evaluator, TooLittleData, seed_everything
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.modeldir import load_model, load_tokenizer, save_finetuned, save_tokenizer
 from scratchgpt.plumbing import paths, stage, training
@@ -92,6 +92,11 @@ def main(st: stage.Stage) -> dict[str, Any]:
     for name in ("train", "val"):  # test: answered below
         pairs = PreferenceDataset(parts[name], tokenizer)
         keep = [i for i, item in enumerate(pairs.items) if collate.has_response(item)]
+        if not keep:
+            raise TooLittleData(
+                f"{name}: none of the {len(pairs)} pairs keeps a response token within {collate.allowed_max_length} "
+                "tokens; raise dpo.allowed_max_length or the model's context, or set dpo.mask_prompt: false"
+            )
         if len(keep) < len(pairs) and run.is_main:
             log.warning(
                 "%s: %d of %d pairs keep no response token within %d tokens and are left out",

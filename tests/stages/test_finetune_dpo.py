@@ -5,6 +5,7 @@ model and the responses to the test split."""
 import csv
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -14,12 +15,26 @@ import torch
 from scratchgpt.book.instruct import EntryError, load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.book.train import TooLittleData
 from scratchgpt.files import write_json
 from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def instruction_model(mirror, context_length):
+    """A tiny models/instruct (random weights) with the GPT-2 tokenizer and the Alpaca format."""
+    if paths.INSTRUCT.exists():
+        shutil.rmtree(paths.INSTRUCT)
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50257, context_length=context_length, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    meta = {
+        "tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.INSTRUCT),
+        "instruct": {"format": "alpaca"},
+    }
+    save_model(GPTModel(cfg), paths.INSTRUCT, meta)
 
 
 @pytest.fixture
@@ -31,13 +46,7 @@ def stage_dir(tmp_path, monkeypatch, mirror):
     _, _, test = split_entries(load_entries(mirror / "instruction-data.json"))
     paths.INSTRUCT_DATA.mkdir(parents=True)
     write_json(paths.INSTRUCT_DATA / "test.json", test)
-    torch.manual_seed(0)
-    cfg = GPTConfig(
-        vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0, tie_weights=True
-    )
-    tok = GPT2Tokenizer(mirror / "gpt2")
-    meta = {"tokenizer": save_tokenizer(tok, paths.INSTRUCT), "instruct": {"format": "alpaca"}}
-    save_model(GPTModel(cfg), paths.INSTRUCT, meta)
+    instruction_model(mirror, context_length=64)
     return tmp_path
 
 
@@ -127,3 +136,22 @@ def test_a_preference_file_that_is_not_chapter_7s_is_refused(stage_dir, run_stag
     with pytest.raises(EntryError, match=r"not chapter 7's .* first difference at test entry 5"):
         run_stage("finetune_dpo", params)
     assert not paths.DPO.exists()
+
+
+def test_pairs_without_a_response_token_in_the_context_are_left_out(stage_dir, run_stage, mirror, caplog):
+    instruction_model(mirror, context_length=44)
+    caplog.set_level("WARNING")
+    summary = run_stage("finetune_dpo", tiny())
+    left_out = re.search(
+        r"train: (\d+) of 935 pairs keep no response token within 44 tokens and are left out", caplog.text
+    )
+    assert left_out, caplog.text
+    assert summary["dpo_pairs"] == 935 - int(left_out.group(1)) > 0
+    assert summary["dpo_initial_val_loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_no_pair_within_the_context_is_a_clear_error(stage_dir, run_stage, mirror):
+    instruction_model(mirror, context_length=24)
+    with pytest.raises(TooLittleData, match=r"train: none of the 935 pairs keeps a response token within 24 tokens"):
+        run_stage("finetune_dpo", tiny())
+    assert not paths.DPO.exists() and not paths.DPO_DATA.exists()
