@@ -15,17 +15,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch.utils.data import Subset
 
 from scratchgpt.book import lora
 from scratchgpt.book.dpo import MEASURES, PREFERENCE_KEYS, Collate, Objective, PreferenceDataset
-from scratchgpt.book.generate import generate
 from scratchgpt.book.instruct import (
     SPLITS,
     EntryError,
+    answer,
+    epoch_sample,
     format_input,
-    generate_responses,
     load_entries,
     split_entries,
 )
@@ -76,11 +75,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
     parts = dict(zip(SPLITS, cut))
     same_test_split(parts["test"], load_entries(paths.INSTRUCT_DATA / "test.json"), str(raw / PREFERENCE_FILE))
     data_dir = st.out(paths.DPO_DATA)
-    if run.is_main:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for name, part in parts.items():
-            write_json(data_dir / f"{name}.json", part)
-        log.info("preference data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
+    run.write_splits(data_dir, parts, "preference data")
 
     tokenizer = load_tokenizer(paths.INSTRUCT)
     policy = load_model(paths.INSTRUCT, device=run.device)
@@ -130,11 +125,6 @@ def main(st: stage.Stage) -> dict[str, Any]:
         )
     sample_prompt = format_input(parts["val"][2 if len(parts["val"]) > 2 else 0])  # the book's start_context
 
-    def epoch_end(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
-        ids = tokenizer.encode(sample_prompt, allow_special=False)
-        new = generate(m, [ids], 50, eos_id=None)[0]  # the book's generate_text_simple: 50 greedy tokens
-        return {"text": tokenizer.decode(new)}
-
     progress = run.fit(
         policy,
         data["train"],
@@ -144,18 +134,15 @@ def main(st: stage.Stage) -> dict[str, Any]:
         epochs_file="samples.json",
         derived=MARGINS,
         echo=lambda e: f"epoch {e['epoch']} response to the third validation prompt: {e['text']!r}",
-        epoch_end=epoch_end,
+        epoch_end=epoch_sample(tokenizer, sample_prompt),
         collate_fn=collate,
         measures=measures,
         fingerprint_exclude=("response_tokens", "response_batch"),
     )
     summary: dict[str, Any] = {}
     if run.is_main:
-        responses = generate_responses(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
-        write_json(
-            data_dir / "test-responses.json",
-            [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)],
-        )
+        responses = answer(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        write_json(data_dir / "test-responses.json", responses)
         final = measured("val", None, draw=False)
         summary = {
             "dpo_initial_train_loss": start["train"]["loss"],

@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch
-
 from scratchgpt.book import lora
-from scratchgpt.book.generate import generate
 from scratchgpt.book.instruct import (
     SPLITS,
     Collate,
     EntryError,
     InstructionDataset,
+    answer,
+    epoch_sample,
     format_input,
-    generate_responses,
     load_entries,
     split_entries,
 )
@@ -52,11 +50,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
     except EntryError as e:
         raise EntryError(f"{raw / 'instruction-data.json'}: {e}") from None
     data_dir = st.out(paths.INSTRUCT_DATA)
-    if run.is_main:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for name, part in parts.items():
-            write_json(data_dir / f"{name}.json", part)
-        log.info("instruction data: %s", ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
+    run.write_splits(data_dir, parts, "instruction data")
     tokenizer = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE, device=run.device)
     collate_fn = Collate(
@@ -77,11 +71,6 @@ def main(st: stage.Stage) -> dict[str, Any]:
         log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
     sample_prompt = format_input(parts["val"][0])
 
-    def epoch_end(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
-        ids = tokenizer.encode(sample_prompt, allow_special=False)
-        new = generate(m, [ids], 50, eos_id=None)[0]  # the book's generate_text_simple: 50 greedy tokens
-        return {"text": tokenizer.decode(new)}
-
     progress = run.fit(
         model,
         data["train"],
@@ -91,17 +80,14 @@ def main(st: stage.Stage) -> dict[str, Any]:
         epochs_file="samples.json",
         derived=training.VAL_PERPLEXITY,
         echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
-        epoch_end=epoch_end,
+        epoch_end=epoch_sample(tokenizer, sample_prompt),
         collate_fn=collate_fn,
         fingerprint_exclude=("response_tokens", "response_batch"),
     )
     summary: dict[str, Any] = {}
     if run.is_main:
-        responses = generate_responses(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
-        write_json(
-            data_dir / "test-responses.json",
-            [{**entry, "model_response": r} for entry, r in zip(parts["test"], responses)],
-        )
+        responses = answer(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        write_json(data_dir / "test-responses.json", responses)
         final_val = evaluator.loss("val", None, draw=False)
         summary = {
             **start,

@@ -443,45 +443,38 @@ def test_experiments_never_resume_each_other_and_old_resume_folders_go(finished,
     assert f"resuming from {interrupted} at step" in again.stderr
 
 
-def test_a_finetuning_stage_under_torchrun(finished, tmp_path):
-    """Two processes (DDP, gloo on the CPU): rank 0 writes the data splits where rank 1 reads
-    them, trains with it, and alone commits the outputs."""
-    stage = "finetune_classifier"
-    work = copy_of(finished[stage], tmp_path)
-    set_params(work, {"classifier.batch_size": 2})
-    shutil.rmtree(work / paths.SPAM)  # as DVC removes a stage's outputs before running it
-    env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"stages/{stage}.py"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+def _classifier_under_ddp(work: Path) -> None:
     summary = json.loads((work / paths.METRICS / "classifier" / "metrics.json").read_text())
     assert summary["steps"] == 10 and summary["examples_seen"] == 10 * 2 * 2
-    assert untracked(work) == [] and not (work / ".scratchgpt" / "staging" / stage).exists()
 
 
-def test_dpo_under_torchrun(finished, tmp_path):
-    """Two processes: the policy under DDP (one forward over both sides of each pair per step),
-    the frozen reference on each rank, rank 0 alone writing the outputs."""
-    stage = "finetune_dpo"
-    work = copy_of(finished[stage], tmp_path)
-    set_params(work, {"dpo.batch_size": 2})
-    env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"stages/{stage}.py"],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+def _dpo_under_ddp(work: Path) -> None:
     summary = json.loads((work / paths.METRICS / "dpo" / "metrics.json").read_text())
     assert summary["dpo_steps"] == 10 and summary["dpo_val_reward_margin"] != 0
     assert len(json.loads((work / paths.DPO_DATA / "test-responses.json").read_text())) == 110
+
+
+@pytest.mark.parametrize(
+    "stage, check",
+    [("finetune_classifier", _classifier_under_ddp), ("finetune_dpo", _dpo_under_ddp)],
+)
+def test_a_finetuning_stage_under_torchrun(finished, tmp_path, stage, check):
+    """Two processes (DDP, gloo on the CPU): rank 0 writes the data splits where rank 1 reads
+    them (the classifier), trains with it (DPO: the policy under DDP, one forward over both sides
+    of each pair per step, the frozen reference on each rank), and alone commits the outputs."""
+    work = copy_of(finished[stage], tmp_path)
+    set_params(work, {f"{SECTION[stage]}.batch_size": 2})
+    for folder in DATA[stage]:
+        shutil.rmtree(work / folder)  # as DVC removes a stage's outputs before running it
+    env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", f"stages/{stage}.py"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    check(work)
     assert untracked(work) == [] and not (work / ".scratchgpt" / "staging" / stage).exists()

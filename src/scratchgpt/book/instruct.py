@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,26 @@ class Collate:
 def extract_response(text: str) -> str:
     """The response part of a generated continuation (the book strips "### Response:")."""
     return text.replace("### Response:", "").strip()
+
+
+def epoch_sample(tokenizer: Any, prompt: str, max_new_tokens: int = 50) -> Callable[..., dict[str, str]]:
+    """What the training loop calls after each epoch: the book's generate_and_print_sample, the
+    text of ``max_new_tokens`` greedy tokens after ``prompt`` (no stop at end-of-text)."""
+
+    def sample(model: torch.nn.Module, *_: Any) -> dict[str, str]:
+        ids = tokenizer.encode(prompt, allow_special=False)
+        return {"text": tokenizer.decode(generate(model, [ids], max_new_tokens, eos_id=None)[0])}
+
+    return sample
+
+
+def answer(
+    model: torch.nn.Module, tokenizer: Any, entries: Sequence[dict[str, str]], max_new_tokens: int, batch_size: int = 8
+) -> list[dict[str, str]]:
+    """``entries``, each with the model's greedy response as ``model_response`` (the book's
+    instruction-data-with-response.json)."""
+    responses = generate_responses(model, tokenizer, entries, max_new_tokens, batch_size)
+    return [{**entry, "model_response": r} for entry, r in zip(entries, responses)]
 
 
 @torch.no_grad()

@@ -117,6 +117,16 @@ class TrainingRun:
                 measures=measures,
             )
 
+    def write_splits(self, folder: Path, parts: dict[str, list[Any]], what: str) -> None:
+        """Rank 0: each split as ``<folder>/<name>.json`` (``folder`` as :meth:`Stage.out` gives it)
+        and a line counting them."""
+        if not self.is_main:
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, part in parts.items():
+            write_json(folder / f"{name}.json", part)
+        log.info("%s: %s", what, ", ".join(f"{k} {len(v):,}" for k, v in parts.items()))
+
     def finish(self, summary: dict[str, Any], memory: bool = True) -> None:
         """Rank 0: the DVCLive summary; with ``memory`` the peak memory beside the metrics, in a
         file git and DVC do not track (it varies from run to run)."""
