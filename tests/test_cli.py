@@ -380,6 +380,11 @@ def test_experiments_list_and_show(monkeypatch, capsys):
             rf"^  {re.escape(key)}\s+{re.escape(describe_value(old))} → {re.escape(describe_value(new))}$", out, re.M
         )
     assert "run:     dvc exp run -n book-ch05 -S model.context_length=256" in out and out.rstrip().endswith(" pretrain")
+    assert "extends:" not in out
+    assert cli(["experiments", "show", "book-ch07-dpo"]) == 0
+    out = capsys.readouterr().out
+    assert "extends: book-ch07 (its params first, then this file's)\nstages:  finetune_dpo\n" in out
+    assert "  instruct.lr" in out and "  dpo.eval_freq" in out  # book-ch07's keys, then its own
     assert cli(["experiments", "show", "book-ch99"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no such experiment; expected one of: book-appE" in err

@@ -471,6 +471,8 @@ def experiments_command(args: argparse.Namespace) -> int:
         print(f"{experiment.name} ({experiment.path})\n")
         print(textwrap.fill(experiment.description, width=100) + "\n")
         print(wrap.fill(f"time:    {experiment.time}"))
+        if experiment.extends:
+            print(f"extends: {experiment.extends} (its params first, then this file's)")
         print(f"stages:  {' '.join(experiment.stages)}")
         print(wrap.fill(f"         and, where their inputs changed, upstream: {', '.join(upstream) or 'none'}"))
         print("params:  params.yaml → this experiment")

@@ -91,7 +91,8 @@ def test_each_experiment_runs_only_what_it_reproduces():
 def test_an_experiment_extends_another(tmp_path):
     dpo, ch07 = load("book-ch07-dpo", FOLDER), load("book-ch07", FOLDER)
     assert dpo.params.items() >= ch07.params.items()  # chapter 7's run, then DPO's keys
-    assert dpo.params["dpo.lr"] == 5e-6 and "dpo.lr" not in ch07.params
+    assert dpo.params["dpo.eval_freq"] == 5 and "dpo.eval_freq" not in ch07.params
+    assert dpo.extends == "book-ch07" and ch07.extends is None
     folder = tmp_path / "experiments"
     folder.mkdir()
     for name in ("a", "b"):

@@ -56,6 +56,7 @@ class Experiment:
     time: str
     stages: tuple[str, ...]
     params: dict[str, Any]
+    extends: str | None = None
 
     @property
     def summary(self) -> str:
@@ -91,7 +92,9 @@ def load(name: str, folder: Path = EXPERIMENTS_DIR, _seen: tuple[str, ...] = ())
         if parsed.extends in (*_seen, name):
             raise ParamsError(str(path), [f"extends: {' → '.join((*_seen, name, parsed.extends))} is a cycle"])
         params = {**load(parsed.extends, folder, (*_seen, name)).params, **params}
-    return Experiment(name, path, parsed.description.strip(), parsed.time.strip(), tuple(parsed.stages), params)
+    return Experiment(
+        name, path, parsed.description.strip(), parsed.time.strip(), tuple(parsed.stages), params, parsed.extends
+    )
 
 
 def overrides(name: str, folder: Path = EXPERIMENTS_DIR) -> dict[str, Any]:
