@@ -1,0 +1,334 @@
+"""Wikipedia articles from Wikimedia's multistream dumps, extracted in parallel into JSONL shards.
+
+A dump ``<wiki>-<date>-pages-articles-multistream.xml.bz2`` is a series of independent bz2
+streams: the first holds the XML header (``<mediawiki>`` and ``<siteinfo>``), each of the next
+holds up to 100 ``<page>`` elements, the last closes ``</mediawiki>``. Its index
+``...-multistream-index.txt.bz2`` lists ``offset:pageid:title`` per page, the offset being that
+of the page's stream; so any stream can be read on its own (seek, read up to the next offset,
+decompress), and the work splits across processes by stream, with memory bounded by one shard
+whatever the dump's size.
+
+- **Reading**: mwxml (mediawiki-utilities' streaming dump reader, maintained, typed pages and
+  revisions, namespaces from siteinfo) parses each stream behind the dump's own header.
+- **Cleaning**: mwparserfromhell (the wikitext parser pywikibot and most bots use: a real parse
+  tree, not regular expressions) drops templates, tables, references, galleries, comments, files
+  and categories, keeps a link's text and each heading as a line of its own.
+- **Which pages**: namespace 0, no redirects, no disambiguation pages, at least ``min_chars``
+  characters of text after cleaning.
+- **Output**: shards ``articles-NNNNN.jsonl.gz`` (``title``, ``pageid``, ``revid``, ``url``,
+  ``text``; gzip without a timestamp, so the bytes depend on the dump alone), each written
+  atomically: a rerun keeps the complete shards and extracts the rest. ``manifest.json`` last:
+  counts, each shard's sha256, the dump's checksum.
+- **A sample**: ``max_articles`` / ``max_bytes`` keep the first articles in dump order, the same
+  ones every time and for any number of workers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import multiprocessing
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import mwparserfromhell
+import mwxml
+
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import atomic_path, sha256_file, write_json
+
+SHARD = "articles-{:05d}.jsonl.gz"
+SAMPLE = ".sample.jsonl.gz"  # the shard a sample ends in, cut (its full version is not kept)
+MANIFEST = "manifest.json"
+FORMAT = 1
+# Tags whose whole content goes: references, tables, galleries, math and code blocks.
+DROPPED_TAGS = {"ref", "references", "table", "gallery", "math", "chem", "score", "timeline", "syntaxhighlight"}
+# Link namespaces whose links go whole (canonical names; the dump's local names are added).
+DROPPED_LINKS = {"file", "image", "media", "category"}
+DISAMBIGUATION = re.compile(r"^(disambiguation|disambig|dab|disamb|hndis|geodis|surname|given name)\b", re.I)
+
+
+class WikiDumpError(PipelineError, ValueError):
+    """A dump, index or stream that cannot be read; the message names the file and the offset."""
+
+
+def dump_names(wiki: str, date: str) -> dict[str, str]:
+    """The file names Wikimedia publishes for one dump."""
+    stem = f"{wiki}-{date}-pages-articles-multistream"
+    return {"dump": f"{stem}.xml.bz2", "index": f"{stem}-index.txt.bz2", "sha1sums": f"{wiki}-{date}-sha1sums.txt"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Streams
+
+
+def stream_offsets(index: str | os.PathLike[str]) -> list[int]:
+    """The sorted, distinct stream offsets of a multistream index."""
+    offsets = set()
+    try:
+        with bz2.open(index, "rt", encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                offset, sep, _ = line.partition(":")
+                if not sep or not offset.isdigit():
+                    raise WikiDumpError(f"{index}: line {n}: expected offset:pageid:title, got {line[:80]!r}")
+                offsets.add(int(offset))
+    except (OSError, EOFError) as e:
+        raise WikiDumpError(f"{index}: not a readable bz2 index ({e})") from None
+    if not offsets:
+        raise WikiDumpError(f"{index}: no page in the index")
+    return sorted(offsets)
+
+
+def read_stream(dump: str | os.PathLike[str], start: int, end: int | None) -> bytes:
+    """The decompressed bytes of the bz2 stream at ``start`` (up to ``end``, or the file's end)."""
+    with open(dump, "rb") as f:
+        f.seek(start)
+        raw = f.read() if end is None else f.read(end - start)
+    try:
+        return bz2.BZ2Decompressor().decompress(raw)
+    except (OSError, EOFError, ValueError) as e:
+        raise WikiDumpError(f"{dump}: the bz2 stream at byte {start:,} is corrupt ({e})") from None
+
+
+def xml_header(dump: str | os.PathLike[str], first_page_stream: int) -> bytes:
+    """The dump's header: the ``<mediawiki>`` element's start and its ``<siteinfo>``."""
+    head = read_stream(dump, 0, first_page_stream)
+    if b"</siteinfo>" not in head:
+        raise WikiDumpError(f"{dump}: its first stream holds no <siteinfo>; not a multistream dump")
+    return head[: head.index(b"</siteinfo>") + len(b"</siteinfo>")] + b"\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Pages and their text
+
+
+@dataclass(frozen=True)
+class Article:
+    title: str
+    pageid: int
+    revid: int
+    url: str
+    text: str
+
+
+def _dropped_link_prefixes(namespaces: Sequence[Any]) -> set[str]:
+    names = set(DROPPED_LINKS)
+    for ns in namespaces:
+        if ns.id in (6, 14) and ns.name:
+            names.add(ns.name.lower())
+    return names
+
+
+def clean(wikitext: str, dropped_links: set[str] = DROPPED_LINKS) -> str:
+    """Plain text of an article's wikitext: templates, tables, references, comments, files and
+    categories removed, a link's text kept, each heading on a line of its own."""
+    code = mwparserfromhell.parse(wikitext)
+    for node in list(code.nodes):
+        _drop(code, node, dropped_links)
+    lines = []
+    for line in code.strip_code(normalize=True, collapse=True).splitlines():
+        line = " ".join(line.split())
+        if line:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def _drop(code: Any, node: Any, dropped_links: set[str]) -> None:
+    """Remove what is not prose from ``code``, recursing into what stays."""
+    kind = type(node).__name__
+    if kind in ("Template", "Comment", "Argument"):
+        code.remove(node)
+    elif kind == "Tag" and str(node.tag).lower() in DROPPED_TAGS:
+        code.remove(node)
+    elif kind == "Wikilink":
+        prefix = str(node.title).strip().lstrip(":").partition(":")[0].lower()
+        if prefix in dropped_links:
+            code.remove(node)
+        else:
+            code.replace(node, str(node.text if node.text is not None else node.title).strip())
+    elif kind == "Heading":
+        code.replace(node, "\n" + str(node.title).strip() + "\n")
+    elif kind == "Tag" and node.contents is not None:
+        for child in list(node.contents.nodes):
+            _drop(node.contents, child, dropped_links)
+
+
+def is_disambiguation(title: str, wikitext: str) -> bool:
+    if title.endswith("(disambiguation)"):
+        return True
+    code = mwparserfromhell.parse(wikitext)
+    return any(DISAMBIGUATION.match(str(t.name).strip()) for t in code.filter_templates(recursive=False))
+
+
+def articles(header: bytes, stream: bytes, base_url: str, min_chars: int = 0) -> Iterator[Article]:
+    """The articles of one stream of pages, in order: namespace 0, no redirects, no
+    disambiguation pages, at least ``min_chars`` characters after cleaning."""
+    dump = mwxml.Dump.from_file(io.BytesIO(header + stream + b"</mediawiki>"))
+    dropped = _dropped_link_prefixes(dump.site_info.namespaces or [])
+    for page in dump:
+        revisions = list(page)
+        if page.namespace != 0 or page.redirect or not revisions:
+            continue
+        revision = revisions[-1]
+        wikitext = revision.text or ""
+        if wikitext.lstrip().lower().startswith("#redirect") or is_disambiguation(page.title, wikitext):
+            continue
+        text = clean(wikitext, dropped)
+        if len(text) < min_chars:
+            continue
+        url = f"{base_url}/wiki/{quote(page.title.replace(' ', '_'), safe='/:()_,')}"
+        yield Article(page.title, page.id, revision.id, url, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards, in parallel
+
+
+@dataclass(frozen=True)
+class Job:
+    dump: str
+    header: bytes
+    spans: tuple[tuple[int, int | None], ...]  # (start, end) of each stream of this shard
+    path: str
+    base_url: str
+    min_chars: int
+
+
+def _write_shard(job: Job) -> dict[str, Any]:
+    """Extract one shard's streams into its file (atomically); its article count and bytes."""
+    count = size = 0
+    with atomic_path(job.path) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+            for start, end in job.spans:
+                for article in articles(job.header, read_stream(job.dump, start, end), job.base_url, job.min_chars):
+                    line = json.dumps(asdict(article), ensure_ascii=False) + "\n"
+                    out.write(line.encode("utf-8"))
+                    count, size = count + 1, size + len(article.text.encode("utf-8"))
+    return {"articles": count, "text_bytes": size}
+
+
+def read_shard(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The articles of a shard, in order."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def _count(path: Path) -> dict[str, Any]:
+    n = size = 0
+    for a in read_shard(path):
+        n, size = n + 1, size + len(a["text"].encode("utf-8"))
+    return {"articles": n, "text_bytes": size}
+
+
+def extract(
+    dump: str | os.PathLike[str],
+    index: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    base_url: str,
+    *,
+    workers: int | None = None,
+    streams_per_shard: int = 20,
+    min_chars: int = 0,
+    max_articles: int | None = None,
+    max_bytes: int | None = None,
+    checksum: str | None = None,
+) -> dict[str, Any]:
+    """Extract the dump's articles into ``out_dir``; returns (and writes) the manifest.
+
+    Shards already in ``out_dir`` are complete (each is written atomically) and are kept: an
+    interrupted run continues with the rest. ``max_articles`` / ``max_bytes`` (text bytes) keep
+    the first articles in dump order, the last shard cut where the sample ends."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(f"*{SAMPLE}"):  # an earlier sample's cut shard
+        stale.unlink()
+    offsets = stream_offsets(index)
+    header = xml_header(dump, offsets[0])
+    size = os.path.getsize(dump)
+    ends: list[int | None] = [*offsets[1:], None]
+    spans = [(s, e if e is not None else size) for s, e in zip(offsets, ends)]
+    groups = [tuple(spans[i : i + streams_per_shard]) for i in range(0, len(spans), streams_per_shard)]
+    jobs = [
+        Job(str(dump), header, g, str(out_dir / SHARD.format(i)), base_url, min_chars) for i, g in enumerate(groups)
+    ]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    counts: list[dict[str, Any]] = []
+    total_articles = total_bytes = 0
+
+    def enough() -> bool:
+        return (max_articles is not None and total_articles >= max_articles) or (
+            max_bytes is not None and total_bytes >= max_bytes
+        )
+
+    # In rounds of `workers` shards, in order, so that a sample stops at the same article whatever
+    # the number of workers; finished shards are read back instead of extracted again.
+    context = multiprocessing.get_context("spawn") if workers > 1 else None
+    pool = context.Pool(workers) if context else None
+    try:
+        for first in range(0, len(jobs), workers):
+            batch = jobs[first : first + workers]
+            todo = [j for j in batch if not Path(j.path).is_file()]
+            done = dict(zip((j.path for j in todo), pool.map(_write_shard, todo) if pool else map(_write_shard, todo)))
+            for job in batch:
+                counts.append(done.get(job.path) or _count(Path(job.path)))
+                total_articles += counts[-1]["articles"]
+                total_bytes += counts[-1]["text_bytes"]
+                if enough():
+                    break
+            if enough():
+                break
+    finally:
+        if pool:
+            pool.close()
+            pool.join()
+    kept = len(counts)
+    files = [Path(j.path) for j in jobs[:kept]]
+    if enough():
+        files[-1], counts[-1] = _cut(files[-1], counts, max_articles, max_bytes)
+    for job in jobs[kept:]:  # a sample: shards past it (from an earlier, larger run) go
+        Path(job.path).unlink(missing_ok=True)
+    shards = [{"file": f.name, **c, "sha256": sha256_file(f)} for f, c in zip(files, counts)]
+    manifest = {
+        "format": FORMAT,
+        "dump": Path(dump).name,
+        "dump_checksum": checksum,
+        "streams": len(spans),
+        "articles": sum(s["articles"] for s in shards),
+        "text_bytes": sum(s["text_bytes"] for s in shards),
+        "min_chars": min_chars,
+        "max_articles": max_articles,
+        "max_bytes": max_bytes,
+        "shards": shards,
+    }
+    write_json(out_dir / MANIFEST, manifest)
+    return manifest
+
+
+def _cut(
+    path: Path, counts: list[dict[str, Any]], max_articles: int | None, max_bytes: int | None
+) -> tuple[Path, dict[str, Any]]:
+    """The shard that ends the sample, cut after the sample's last article into its own file
+    (``...sample.jsonl.gz``); the full shard goes, so no later run takes the cut one as complete."""
+    before_articles = sum(c["articles"] for c in counts[:-1])
+    before_bytes = sum(c["text_bytes"] for c in counts[:-1])
+    kept, n, size = [], before_articles, before_bytes
+    for article in read_shard(path):
+        if (max_articles is not None and n >= max_articles) or (max_bytes is not None and size >= max_bytes):
+            break
+        kept.append(article)
+        n, size = n + 1, size + len(article["text"].encode("utf-8"))
+    cut = path.with_name(path.name.removesuffix(".jsonl.gz") + SAMPLE)
+    with atomic_path(cut) as tmp:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
+            for article in kept:
+                out.write((json.dumps(article, ensure_ascii=False) + "\n").encode("utf-8"))
+    path.unlink()
+    return cut, {"articles": len(kept), "text_bytes": size - before_bytes}
