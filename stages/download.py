@@ -1,20 +1,23 @@
 """Stage download@<dataset>: fetch one dataset of params.yaml into data/raw/<dataset>/.
 
 Sources are tried in order (params URLs, then $SCRATCHGPT_MIRROR); every file is sha256-checked
-and the folder appears complete or not at all.
+and the folder appears complete or not at all. A Wikipedia dump (source: dump) is downloaded into
+the cache, checked against its sha1sums file and extracted there (scratchgpt.plumbing.wikidump);
+the folder receives its JSONL shards and their manifest.
 """
 
-from scratchgpt.plumbing import paths, stage
+from scratchgpt.plumbing import paths, stage, wikidump
 from scratchgpt.plumbing.download import fetch_dataset, mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
 
 
 def main(st: stage.Stage) -> None:
     name, download = st.key, st.params.download
-    folder = paths.raw(name)
-    report = fetch_dataset(
-        name, download.datasets[name], st.out(folder), HttpClient(download.http), mirror_from_env(), reuse=folder
-    )
+    folder, dataset, client = paths.raw(name), download.datasets[name], HttpClient(download.http)
+    if dataset.source == "dump":  # Wikimedia's dump: the big files stay in the cache, shards come here
+        report = wikidump.build_dataset(dataset.dump, st.out(folder), client, mirror_from_env(), paths.cache_dir())
+    else:
+        report = fetch_dataset(name, dataset, st.out(folder), client, mirror_from_env(), reuse=folder)
     for file, source in report.items():
         print(f"{folder / file}: {source}")
 

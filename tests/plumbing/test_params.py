@@ -238,6 +238,7 @@ def test_stage_rejects_unknown_item(tmp_path):
 PER_ENTRY = {
     "download.datasets.*.files",
     "download.datasets.*.mediawiki",
+    "download.datasets.*.dump",
     "download.datasets.*.files[*].sha256",
     "download.datasets.*.files[*].urls",
     "download.datasets.*.files[*].zip_member",
@@ -442,3 +443,12 @@ def accepts(cls, fields: dict) -> bool:
     except ValueError:
         return False
     return True
+
+
+def test_a_dump_source_needs_its_dump_and_a_dated_one(base):
+    data = with_change(base, "download.datasets.wikipedia.source", "dump")
+    validate(data)  # params.yaml names a dated dump
+    del data["download"]["datasets"]["wikipedia"]["dump"]
+    assert "download.datasets.wikipedia.dump: required when source is 'dump'" in problems(data)
+    latest = with_change(base, "download.datasets.wikipedia.dump.date", "latest")
+    assert any(p.startswith("download.datasets.wikipedia.dump.date:") for p in problems(latest))

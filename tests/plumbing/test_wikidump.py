@@ -10,8 +10,13 @@ from xml.sax.saxutils import escape
 
 import pytest
 
+from scratchgpt.book.shards import corpus_files, documents
 from scratchgpt.plumbing import wikidump
+from scratchgpt.plumbing.download import DataCorrupt, verify_dataset
+from scratchgpt.plumbing.http import HttpClient
+from scratchgpt.plumbing.params import DatasetParams, DumpParams, HttpParams
 from scratchgpt.plumbing.wikidump import WikiDumpError, clean, extract, read_shard, stream_offsets
+from scripted_server import Reply
 
 BASE = "https://test.wikipedia.org"
 HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en">
@@ -219,3 +224,85 @@ def test_an_index_that_is_not_one_is_named(tmp_path):
     (tmp_path / "plain.bz2").write_bytes(b"plain text")
     with pytest.raises(WikiDumpError, match="not a readable bz2 index"):
         stream_offsets(tmp_path / "plain.bz2")
+
+
+# ---------------------------------------------------------------------------------------------
+# The dump downloaded from a server on 127.0.0.1, checked against its sha1sums file
+
+DATE = "20260101"
+
+
+def published(tmp_path: Path, wrong: str | None = None) -> dict[str, bytes]:
+    """The files Wikimedia publishes for a dump: the dump, its index and the sha1sums file."""
+    import hashlib
+
+    (tmp_path / "built").mkdir()
+    dump, index = make_dump(tmp_path / "built")
+    files = {dump.name: dump.read_bytes(), index.name: index.read_bytes()}
+    sums = "".join(
+        f"{'0' * 40 if name == wrong else hashlib.sha1(data).hexdigest()}  {name}\n" for name, data in files.items()
+    )
+    files[wikidump.dump_names("testwiki", DATE)["sha1sums"]] = sums.encode()
+    return files
+
+
+def dump_params(base_url: str, **changes) -> DumpParams:
+    return DumpParams(
+        wiki="testwiki", date=DATE, base_url=base_url, min_chars=40, streams_per_shard=4, workers=1, **changes
+    )
+
+
+def serve(server, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        server.route(f"/testwiki/{DATE}/{name}", Reply(data))  # served as often as asked
+
+
+def test_a_dump_from_a_server_becomes_shards_that_prepare_reads(tmp_path, server):
+    files = published(tmp_path)
+    serve(server, files)
+    p = dump_params(server.url("/").rstrip("/"))
+    out = tmp_path / "raw" / "wikipedia"
+    report = wikidump.build_dataset(p, out, HttpClient(), None, tmp_path / "cache")
+    assert report == {
+        "manifest.json": "42 articles in 4 shard(s) from testwiki-20260101-pages-articles-multistream.xml.bz2"
+    }
+    manifest = json.loads((out / "manifest.json").read_text())
+    dump_name = wikidump.dump_names("testwiki", DATE)["dump"]
+    sha1 = files[wikidump.dump_names("testwiki", DATE)["sha1sums"]].decode().split()[0]
+    assert manifest["dump_checksum"] == f"sha1:{sha1}" and manifest["dump"] == dump_name
+    assert sorted(p.name for p in out.iterdir()) == [*(f"articles-0000{i}.jsonl.gz" for i in range(4)), "manifest.json"]
+    # the article URLs come from the dump's <base>; prepare reads one document per article
+    assert next(read_shard(out / "articles-00000.jsonl.gz"))["url"] == "https://test.wikipedia.org/wiki/April"
+    docs = ["".join(parts) for parts in documents(corpus_files(out))]
+    assert len(docs) == 42 and docs[0] == APRIL_TEXT
+    verify_dataset("wikipedia", DatasetParams(source="dump", dump=p), out)
+    # again: nothing downloaded twice, nothing extracted twice
+    again = tmp_path / "again"
+    wikidump.build_dataset(p, again, HttpClient(), None, tmp_path / "cache")
+    assert len(server.hits(f"/testwiki/{DATE}/{dump_name}")) == 1
+    assert shards(again) == shards(out)
+    (out / "articles-00002.jsonl.gz").write_bytes(b"changed")
+    with pytest.raises(DataCorrupt, match="articles-00002.jsonl.gz: missing or changed"):
+        verify_dataset("wikipedia", DatasetParams(source="dump", dump=p), out)
+
+
+def test_a_checksum_mismatch_deletes_the_file_and_keeps_nothing(tmp_path, server):
+    names = wikidump.dump_names("testwiki", DATE)
+    serve(server, published(tmp_path, wrong=names["dump"]))
+    out = tmp_path / "raw" / "wikipedia"
+    with pytest.raises(WikiDumpError, match=rf"{names['dump']} from .*: sha1 [0-9a-f]{{40}} does not match 0{{40}}"):
+        wikidump.build_dataset(dump_params(server.url("/").rstrip("/")), out, HttpClient(), None, tmp_path / "cache")
+    cache = tmp_path / "cache" / "wikidumps" / f"testwiki-{DATE}"
+    assert not (cache / names["dump"]).exists() and not out.exists()
+    assert not [p for p in cache.iterdir() if p.name.startswith(".")], "no partial download left"
+
+
+def test_a_dump_from_the_mirror(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in published(tmp_path).items():
+        (mirror / name).write_bytes(data)
+    offline = HttpClient(HttpParams(retries=0, connect_timeout=2))
+    out = tmp_path / "out"
+    wikidump.build_dataset(dump_params("http://127.0.0.1:9"), out, offline, str(mirror), tmp_path / "cache")
+    assert json.loads((out / "manifest.json").read_text())["articles"] == 42

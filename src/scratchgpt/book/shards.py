@@ -13,6 +13,7 @@ those of encoding each document whole, and memory stays flat however large the c
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -46,9 +47,14 @@ class ShardError(PipelineError, RuntimeError):
 # Reading a corpus as a stream of (document number, text piece)
 
 
+def is_jsonl(path: Path) -> bool:
+    """A JSON Lines file, plain (.jsonl) or gzip-compressed (.jsonl.gz: Wikipedia's shards)."""
+    return path.name.endswith((".jsonl", ".jsonl.gz"))
+
+
 def corpus_files(folder: Path) -> list[Path]:
-    """The text (.txt) and JSON Lines (.jsonl) files of a dataset folder, in name order."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".txt", ".jsonl"))
+    """The text (.txt) and JSON Lines (.jsonl, .jsonl.gz) files of a dataset folder, in name order."""
+    files = sorted(p for p in folder.iterdir() if p.is_file() and (p.suffix == ".txt" or is_jsonl(p)))
     if not files:
         raise ShardError(f"{folder}: no .txt or .jsonl files to tokenize; run `dvc repro download` first")
     return files
@@ -108,7 +114,8 @@ def _wikitext_articles(path: Path) -> Iterator[Iterator[str]]:
 
 
 def _jsonl_documents(path: Path) -> Iterator[Iterator[str]]:
-    with open(path, encoding="utf-8") as f:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -131,7 +138,7 @@ def documents(files: list[Path], mode: str = "file", block: int = CHUNK_CHARS) -
     if mode not in ("file", "wikitext"):
         raise ValueError(f"documents mode must be 'file' or 'wikitext', got {mode!r}")
     for path in files:
-        if path.suffix == ".jsonl":
+        if is_jsonl(path):
             yield from _jsonl_documents(path)
         elif mode == "wikitext":
             yield from _wikitext_articles(path)
@@ -144,7 +151,7 @@ def count_characters(files: list[Path]) -> int:
     is cut into documents, so the same for every mode), a .jsonl file's those of its "text" fields."""
     total = 0
     for path in files:
-        if path.suffix == ".jsonl":
+        if is_jsonl(path):
             total += sum(len(text) for doc in _jsonl_documents(path) for text in doc)
         else:
             total += sum(len(block) for block in _read_blocks(path, CHUNK_CHARS))

@@ -14,6 +14,7 @@ and why it failed.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -257,6 +258,16 @@ def verify_dataset(name: str, dataset: DatasetParams, folder: str | os.PathLike[
     edited or damaged in place; readers of data/raw call this first."""
     folder = Path(folder)
     hint = f"run `dvc repro -f download@{name}`"
+    if dataset.source == "dump":  # shards listed, with their sha256, in the folder's manifest.json
+        manifest = folder / "manifest.json"
+        try:
+            listed = json.loads(manifest.read_text(encoding="utf-8"))["shards"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataCorrupt(f"{manifest} is missing or unreadable: {hint}") from None
+        for shard in listed:
+            path = folder / shard["file"]
+            if not path.is_file() or sha256_file(path) != shard["sha256"]:
+                raise DataCorrupt(f"{path}: missing or changed since it was extracted; {hint}")
     for spec in dataset.files if dataset.source == "files" else []:
         path = file_dest(folder, spec)
         if not path.is_file():

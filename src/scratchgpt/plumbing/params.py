@@ -164,12 +164,30 @@ class MediaWikiParams(Section):
     ]
 
 
-class DatasetParams(Section):
-    """One dataset (data/raw/<key>/): a list of files, or articles from a MediaWiki."""
+class DumpParams(Section):
+    """Wikipedia from one of Wikimedia's dated multistream dumps (used when a dataset's source is
+    dump): downloaded into the cache, checked against the dump's own sha1sums file, extracted into
+    JSONL shards (scratchgpt.plumbing.wikidump)."""
 
-    source: Literal["files", "mediawiki"] = "files"
+    wiki: Key  # simplewiki, enwiki, dewiki ...
+    date: Annotated[str, Field(pattern=r"^[0-9]{8}$")]  # a dated dump (YYYYMMDD), never "latest"
+    base_url: Url = "https://dumps.wikimedia.org"
+    sha1sums_sha256: Sha256 | None = None  # pin the checksum file too (else it is trusted as served)
+    max_bytes: int = Field(64 * GIB, ge=1, le=TIB)  # the dump file's cap (English: about 24 GB)
+    min_chars: int = Field(200, ge=0)  # shorter articles (after cleaning) are left out
+    max_articles: int | None = Field(None, ge=1)  # a sample: the first articles in dump order
+    max_text_bytes: int | None = Field(None, ge=1)  # or the first this many bytes of text
+    streams_per_shard: int = Field(50, ge=1)  # bz2 streams (up to 100 pages each) per output shard
+    workers: int = Field(0, ge=0)  # processes (0: every core)
+
+
+class DatasetParams(Section):
+    """One dataset (data/raw/<key>/): a list of files, articles from a MediaWiki, or a dump."""
+
+    source: Literal["files", "mediawiki", "dump"] = "files"
     files: list[FileParams] = []
     mediawiki: MediaWikiParams | None = None
+    dump: DumpParams | None = None
 
 
 class DownloadParams(Section):
@@ -402,6 +420,8 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}.files: must list at least one file when source is 'files'")
             if ds.source == "mediawiki" and ds.mediawiki is None:
                 problems.append(f"{where}.mediawiki: required when source is 'mediawiki'")
+            if ds.source == "dump" and ds.dump is None:
+                problems.append(f"{where}.dump: required when source is 'dump'")
             if ds.source == "mediawiki" and ds.mediawiki and not (ds.mediawiki.titles or ds.mediawiki.categories):
                 problems.append(f"{where}.mediawiki: give at least one of titles or categories")
             seen: dict[str, int] = {}

@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import io
 import json
+import logging
 import multiprocessing
 import os
 import re
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +45,12 @@ import mwparserfromhell
 import mwxml
 
 from scratchgpt.errors import PipelineError
-from scratchgpt.files import atomic_path, sha256_file, write_json
+from scratchgpt.files import atomic_dir, atomic_path, sha256_file, write_json
+from scratchgpt.plumbing.download import fetch_file
+from scratchgpt.plumbing.http import HttpClient
+from scratchgpt.plumbing.params import DumpParams, FileParams
+
+log = logging.getLogger(__name__)
 
 SHARD = "articles-{:05d}.jsonl.gz"
 SAMPLE = ".sample.jsonl.gz"  # the shard a sample ends in, cut (its full version is not kept)
@@ -232,7 +240,7 @@ def extract(
     dump: str | os.PathLike[str],
     index: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    base_url: str,
+    base_url: str | None = None,
     *,
     workers: int | None = None,
     streams_per_shard: int = 20,
@@ -252,6 +260,7 @@ def extract(
         stale.unlink()
     offsets = stream_offsets(index)
     header = xml_header(dump, offsets[0])
+    base_url = base_url or site_base(header)
     size = os.path.getsize(dump)
     ends: list[int | None] = [*offsets[1:], None]
     spans = [(s, e if e is not None else size) for s, e in zip(offsets, ends)]
@@ -272,6 +281,7 @@ def extract(
     # the number of workers; finished shards are read back instead of extracted again.
     context = multiprocessing.get_context("spawn") if workers > 1 else None
     pool = context.Pool(workers) if context else None
+    finished = False
     try:
         for first in range(0, len(jobs), workers):
             batch = jobs[first : first + workers]
@@ -285,9 +295,13 @@ def extract(
                     break
             if enough():
                 break
+        finished = True
     finally:
-        if pool:
+        if pool and finished:
             pool.close()
+            pool.join()
+        elif pool:  # an error or Ctrl-C: stop the workers now (complete shards stay for the next run)
+            pool.terminate()
             pool.join()
     kept = len(counts)
     files = [Path(j.path) for j in jobs[:kept]]
@@ -332,3 +346,111 @@ def _cut(
                 out.write((json.dumps(article, ensure_ascii=False) + "\n").encode("utf-8"))
     path.unlink()
     return cut, {"articles": len(kept), "text_bytes": size - before_bytes}
+
+
+# ---------------------------------------------------------------------------------------------
+# The dump's files, downloaded and checked
+
+
+def sha1_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sha1sums(path: str | os.PathLike[str]) -> dict[str, str]:
+    """{file name: sha1} of a dump's ``<wiki>-<date>-sha1sums.txt`` (``<sha1>  <name>`` lines)."""
+    sums = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        digest, _, name = line.strip().partition(" ")
+        if len(digest) != 40 or not all(c in "0123456789abcdef" for c in digest) or not name.strip():
+            raise WikiDumpError(f"{path}: line {n}: expected '<sha1>  <file name>', got {line[:80]!r}")
+        sums[name.strip().lstrip("*")] = digest
+    return sums
+
+
+def fetch_dump(
+    p: DumpParams, folder: str | os.PathLike[str], client: HttpClient, mirror: str | None = None
+) -> dict[str, Path]:
+    """The dump, its index and its sha1sums file in ``folder`` (a cache: 20 GB are not copied
+    around), each from ``p.base_url``/<wiki>/<date>/ or the mirror, with the guarantees of every
+    download (caps, retries, Range resume, atomic rename), the dump and index then checked
+    against the sha1sums file. A file that fails its check is deleted."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = dump_names(p.wiki, p.date)
+    base = f"{p.base_url.rstrip('/')}/{p.wiki}/{p.date}"
+    sums_spec = FileParams(
+        name=names["sha1sums"], urls=[f"{base}/{names['sha1sums']}"], sha256=p.sha1sums_sha256, max_bytes=1 << 20
+    )
+    sums_path = folder / names["sha1sums"]
+    log.info("%s: %s", sums_path.name, fetch_file(sums_spec, sums_path, client, mirror))
+    sums = read_sha1sums(sums_path)
+    found = {"sha1sums": sums_path}
+    for key in ("index", "dump"):
+        name = names[key]
+        if name not in sums:
+            raise WikiDumpError(f"{sums_path}: no checksum for {name}; is {p.wiki} {p.date} a multistream dump?")
+        dest = folder / name
+        if dest.is_file() and sha1_file(dest) == sums[name]:
+            log.info("%s: already present", name)
+        else:
+            dest.unlink(missing_ok=True)
+            spec = FileParams(name=name, urls=[f"{base}/{name}"], max_bytes=p.max_bytes)
+            source = fetch_file(spec, dest, client, mirror, resume=True)
+            digest = sha1_file(dest)
+            if digest != sums[name]:
+                dest.unlink()
+                raise WikiDumpError(
+                    f"{name} from {source}: sha1 {digest} does not match {sums[name]} in {sums_path.name}; deleted"
+                )
+            log.info("%s: %s", name, source)
+        found[key] = dest
+    return found
+
+
+def settings_digest(p: DumpParams) -> str:
+    """What determines the extracted shards (not the number of workers)."""
+    keys = ("wiki", "date", "min_chars", "max_articles", "max_text_bytes", "streams_per_shard")
+    return hashlib.sha256(json.dumps({k: getattr(p, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def site_base(header: bytes) -> str:
+    """The wiki's address (scheme and host) from the dump's ``<base>``, for article URLs."""
+    match = re.search(rb"<base>(https?://[^/<]+)", header)
+    return match.group(1).decode() if match else "https://en.wikipedia.org"
+
+
+def build_dataset(
+    p: DumpParams, out_dir: str | os.PathLike[str], client: HttpClient, mirror: str | None, cache: Path
+) -> dict[str, str]:
+    """data/raw/<dataset>/ from a dump: the dump downloaded into ``cache``/wikidumps/, its
+    articles extracted there (resumable, keyed by the settings that shape them), then the shards
+    and their manifest copied into ``out_dir`` together. Returns {file: what it is}."""
+    folder = cache / "wikidumps" / f"{p.wiki}-{p.date}"
+    files = fetch_dump(p, folder, client, mirror)
+    checksum = "sha1:" + read_sha1sums(files["sha1sums"])[files["dump"].name]
+    shards_dir = folder / f"shards-{settings_digest(p)}"
+    manifest = extract(
+        files["dump"],
+        files["index"],
+        shards_dir,
+        workers=p.workers or None,
+        streams_per_shard=p.streams_per_shard,
+        min_chars=p.min_chars,
+        max_articles=p.max_articles,
+        max_bytes=p.max_text_bytes,
+        checksum=checksum,
+    )
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as staging:
+        for shard in manifest["shards"]:
+            shutil.copyfile(shards_dir / shard["file"], staging / shard["file"])
+        write_json(staging / MANIFEST, manifest)
+    return {
+        MANIFEST: f"{manifest['articles']:,} articles in {len(manifest['shards'])} shard(s) from {files['dump'].name}"
+    }
