@@ -134,44 +134,49 @@ def _dropped_link_prefixes(namespaces: Sequence[Any]) -> set[str]:
     return names
 
 
-def clean(wikitext: str, dropped_links: set[str] = DROPPED_LINKS) -> str:
-    """Plain text of an article's wikitext: templates, tables, references, comments, files and
-    categories removed, a link's text kept, each heading on a line of its own."""
-    code = mwparserfromhell.parse(wikitext)
-    for node in list(code.nodes):
-        _drop(code, node, dropped_links)
+def clean(wikitext: str | Any, dropped_links: set[str] = DROPPED_LINKS) -> str:
+    """Plain text of an article's wikitext (or its parse tree): templates, tables, references,
+    comments, files and categories removed, a link's text kept, each heading on a line of its
+    own, whitespace collapsed within lines. One walk of the tree, which is left as it is."""
+    code = mwparserfromhell.parse(wikitext) if isinstance(wikitext, str) else wikitext
     lines = []
-    for line in code.strip_code(normalize=True, collapse=True).splitlines():
+    for line in "".join(_text(code, dropped_links)).splitlines():
         line = " ".join(line.split())
         if line:
             lines.append(line)
     return "\n".join(lines)
 
 
-def _drop(code: Any, node: Any, dropped_links: set[str]) -> None:
-    """Remove what is not prose from ``code``, recursing into what stays."""
-    kind = type(node).__name__
-    if kind in ("Template", "Comment", "Argument"):
-        code.remove(node)
-    elif kind == "Tag" and str(node.tag).lower() in DROPPED_TAGS:
-        code.remove(node)
-    elif kind == "Wikilink":
-        prefix = str(node.title).strip().lstrip(":").partition(":")[0].lower()
-        if prefix in dropped_links:
-            code.remove(node)
-        else:
-            code.replace(node, str(node.text if node.text is not None else node.title).strip())
-    elif kind == "Heading":
-        code.replace(node, "\n" + str(node.title).strip() + "\n")
-    elif kind == "Tag" and node.contents is not None:
-        for child in list(node.contents.nodes):
-            _drop(node.contents, child, dropped_links)
+def _text(code: Any, dropped_links: set[str]) -> Iterator[str]:
+    """The prose of a wikicode tree, piece by piece."""
+    for node in code.nodes:
+        kind = type(node).__name__
+        if kind == "Text":
+            yield str(node.value)
+        elif kind == "Wikilink":
+            prefix = str(node.title).strip().lstrip(":").partition(":")[0].lower()
+            if prefix not in dropped_links:
+                yield from _text(node.text if node.text is not None else node.title, dropped_links)
+        elif kind == "Heading":
+            yield "\n"
+            yield from _text(node.title, dropped_links)
+            yield "\n"
+        elif kind == "Tag":
+            if str(node.tag).lower() not in DROPPED_TAGS and node.contents is not None:
+                yield from _text(node.contents, dropped_links)
+        elif kind == "ExternalLink":
+            if node.title is not None:
+                yield from _text(node.title, dropped_links)
+        elif kind == "HTMLEntity":
+            yield node.normalize()
+        # Template, Argument, Comment: nothing
 
 
-def is_disambiguation(title: str, wikitext: str) -> bool:
+def is_disambiguation(title: str, code: Any) -> bool:
+    """A disambiguation page, by its title or its templates (``code``: wikitext or its tree)."""
     if title.endswith("(disambiguation)"):
         return True
-    code = mwparserfromhell.parse(wikitext)
+    code = mwparserfromhell.parse(code) if isinstance(code, str) else code
     return any(DISAMBIGUATION.match(str(t.name).strip()) for t in code.filter_templates(recursive=False))
 
 
@@ -186,9 +191,12 @@ def articles(header: bytes, stream: bytes, base_url: str, min_chars: int = 0) ->
             continue
         revision = revisions[-1]
         wikitext = revision.text or ""
-        if wikitext.lstrip().lower().startswith("#redirect") or is_disambiguation(page.title, wikitext):
+        if wikitext.lstrip().lower().startswith("#redirect"):
             continue
-        text = clean(wikitext, dropped)
+        code = mwparserfromhell.parse(wikitext)  # once, for both
+        if is_disambiguation(page.title, code):
+            continue
+        text = clean(code, dropped)
         if len(text) < min_chars:
             continue
         url = f"{base_url}/wiki/{quote(page.title.replace(' ', '_'), safe='/:()_,')}"

@@ -1,0 +1,168 @@
+"""Wikipedia dump extraction (scratchgpt.plumbing.wikidump): speed per core and with every core,
+and peak memory at two dump sizes, on a generated multistream dump with real wikitext markup.
+
+Each extraction runs in its own process (``spawn`` pool workers included), so the peak resident
+memory printed is the largest of that run's processes. One worker is the baseline the
+all-cores run is compared with, in the same invocation.
+
+    python bench/wikidump.py [--mb 200] [--scale 10] [--workers 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+HEADER = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.11/" version="0.11" xml:lang="en">
+  <siteinfo>
+    <sitename>Wikipedia</sitename>
+    <dbname>benchwiki</dbname>
+    <base>https://bench.wikipedia.org/wiki/Main_Page</base>
+    <generator>MediaWiki 1.44.0</generator>
+    <case>first-letter</case>
+    <namespaces>
+      <namespace key="0" case="first-letter" />
+      <namespace key="6" case="first-letter">File</namespace>
+      <namespace key="14" case="first-letter">Category</namespace>
+    </namespaces>
+  </siteinfo>
+"""
+
+# An article of about 4 KB of wikitext, in the proportions of a real one: infobox, references,
+# links, a table, a file, headings, categories.
+ARTICLE = """{{{{Short description|Topic number {i}}}}}
+{{{{Infobox thing|name=Topic {i}|established={{{{start date|19{j:02d}|1|1}}}}|area={i} km2}}}}
+'''Topic {i}''' is a [[subject]] studied in [[science|the sciences]] since 19{j:02d}.<ref name="a{i}">
+{{{{cite web|url=https://example.org/{i}|title=Topic {i}}}}}</ref>
+It is known for [[Property (philosophy)|its properties]] and for the ''{i} rule''.<ref>Smith, J. (2001).
+''Topics''. p. {j}.</ref>
+[[File:Topic {i}.jpg|thumb|right|A picture of ''topic {i}'']]
+
+== History ==
+The first account of topic {i} appears in a [[manuscript]] of the [[Middle Ages]]. Later writers
+such as [[Isaac Newton]] and [[Émilie du Châtelet]] returned to it.<ref>{{{{cite book|title=History}}}}</ref>
+{{{{Main|History of topic {i}}}}}
+
+=== Modern work ===
+{{| class="wikitable"
+! Year !! Result
+|-
+| 1900 || First measurement
+|-
+| 2000 || Second measurement
+|}}
+In the [[20th century]], [[experiment]]s measured it {j} times.<!-- needs a source -->
+
+== See also ==
+* [[Topic {k}]]
+* [[List of topics]]
+
+== References ==
+{{{{Reflist}}}}
+
+[[Category:Topics]]
+[[Category:Things established in 19{j:02d}]]
+"""
+
+
+def page(i: int) -> str:
+    text = ARTICLE.format(i=i, j=i % 100, k=i + 1) * 2
+    return (
+        f"  <page>\n    <title>Topic {i}</title>\n    <ns>0</ns>\n    <id>{i}</id>\n    <revision>\n"
+        f"      <id>{i * 10}</id>\n      <timestamp>2026-01-01T00:00:00Z</timestamp>\n"
+        f"      <contributor><username>B</username><id>1</id></contributor>\n"
+        f"      <model>wikitext</model>\n      <format>text/x-wiki</format>\n"
+        f'      <text bytes="{len(text)}" xml:space="preserve">{escape(text)}</text>\n'
+        f"      <sha1>0</sha1>\n    </revision>\n  </page>\n"
+    )
+
+
+def make_dump(folder: Path, megabytes: float) -> tuple[Path, Path, int]:
+    """A multistream dump of about ``megabytes`` MB of XML (100 pages per stream); its size in bytes."""
+    dump, index = folder / "bench-pages-articles-multistream.xml.bz2", folder / "bench-index.txt.bz2"
+    target, written, i = megabytes * 1e6, 0, 0
+    lines = []
+    with open(dump, "wb") as out:
+        head = bz2.compress(HEADER.encode())
+        out.write(head)
+        offset = len(head)
+        while written < target:
+            pages = [page(i + n) for n in range(100)]
+            xml = "".join(pages).encode()
+            block = bz2.compress(xml, 9)
+            lines += [f"{offset}:{i + n}:Topic {i + n}\n" for n in range(100)]
+            out.write(block)
+            offset, written, i = offset + len(block), written + len(xml), i + 100
+        out.write(bz2.compress(b"</mediawiki>\n"))
+    index.write_bytes(bz2.compress("".join(lines).encode()))
+    return dump, index, written
+
+
+RUN = """
+import json, resource, sys, time
+from scratchgpt.plumbing.wikidump import extract
+start = time.perf_counter()
+m = extract(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]), streams_per_shard=10)
+peak = max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+print(json.dumps({"seconds": time.perf_counter() - start, "articles": m["articles"], "peak_kb": peak}))
+"""
+
+
+def run(dump: Path, index: Path, out: Path, workers: int) -> tuple[float, int, float]:
+    """(seconds, articles, peak RSS in MB of the largest process) of one extraction."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN, str(dump), str(index), str(out), str(workers)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["articles"], result["peak_kb"] / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mb", type=float, default=200, help="XML size of the dump (MB, uncompressed)")
+    parser.add_argument("--scale", type=float, default=10, help="the second, larger dump: this many times --mb")
+    parser.add_argument("--workers", type=int, default=0, help="the all-cores run's processes (0: every core)")
+    args = parser.parse_args()
+    cores = args.workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        rows = []
+        for size in (args.mb, args.mb * args.scale):
+            where = folder / f"{size:g}"
+            where.mkdir()
+            started = time.perf_counter()
+            dump, index, xml_bytes = make_dump(where, size)
+            built = time.perf_counter() - started
+            print(
+                f"dump of {xml_bytes / 1e6:.0f} MB XML, {dump.stat().st_size / 1e6:.1f} MB bz2 (built in {built:.0f} s)"
+            )
+            for workers in dict.fromkeys((1, cores)):
+                if size != args.mb and workers == 1:
+                    continue  # the large dump: every core only (memory is the point there)
+                seconds, articles, peak = run(dump, index, where / f"out-{workers}", workers)
+                rate = xml_bytes / 1e6 / seconds
+                rows.append((size, workers, seconds, articles, rate, peak))
+                print(
+                    f"  {workers} worker(s): {seconds:.1f} s, {articles:,} articles, {rate:.1f} MB/s of XML "
+                    f"({rate / workers:.1f} per worker), peak RSS {peak:.0f} MB"
+                )
+        base = next(r for r in rows if r[1] == 1)
+        best = next((r for r in rows if r[0] == args.mb and r[1] == cores), base)
+        large = rows[-1]
+        print(f"speed-up with {cores} workers: {base[2] / best[2]:.2f}x")
+        print(f"peak RSS at {args.scale:g}x the size: {large[5] / best[5]:.2f}x that at 1x")
+
+
+if __name__ == "__main__":
+    main()
