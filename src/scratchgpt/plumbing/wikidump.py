@@ -35,7 +35,7 @@ import multiprocessing
 import os
 import re
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,7 @@ import mwparserfromhell
 import mwxml
 
 from scratchgpt.errors import PipelineError
-from scratchgpt.files import atomic_dir, atomic_path, sha256_file, write_json
+from scratchgpt.files import atomic_dir, atomic_path, json_digest, sha256_file, write_json
 from scratchgpt.plumbing.download import fetch_file
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.params import DumpParams, FileParams
@@ -217,17 +217,33 @@ class Job:
     min_chars: int
 
 
-def _write_shard(job: Job) -> dict[str, Any]:
-    """Extract one shard's streams into its file (atomically); its article count and bytes."""
+def write_shard(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """``records`` (article dicts) as a shard at ``path``, atomically, gzip without a timestamp;
+    their count and text bytes."""
     count = size = 0
-    with atomic_path(job.path) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-            for start, end in job.spans:
-                for article in articles(job.header, read_stream(job.dump, start, end), job.base_url, job.min_chars):
-                    line = json.dumps(asdict(article), ensure_ascii=False) + "\n"
-                    out.write(line.encode("utf-8"))
-                    count, size = count + 1, size + len(article.text.encode("utf-8"))
+            for record in records:
+                out.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+                count, size = count + 1, size + len(record["text"].encode("utf-8"))
     return {"articles": count, "text_bytes": size}
+
+
+def _write_shard(job: Job) -> dict[str, Any]:
+    """Extract one shard's streams into its file."""
+    found = (
+        asdict(article)
+        for start, end in job.spans
+        for article in articles(job.header, read_stream(job.dump, start, end), job.base_url, job.min_chars)
+    )
+    return write_shard(job.path, found)
+
+
+def _full(articles_: int, text_bytes: int, max_articles: int | None, max_bytes: int | None) -> bool:
+    """Whether a sample of this many articles and text bytes has reached its bound."""
+    return (max_articles is not None and articles_ >= max_articles) or (
+        max_bytes is not None and text_bytes >= max_bytes
+    )
 
 
 def read_shard(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
@@ -281,9 +297,7 @@ def extract(
     total_articles = total_bytes = 0
 
     def enough() -> bool:
-        return (max_articles is not None and total_articles >= max_articles) or (
-            max_bytes is not None and total_bytes >= max_bytes
-        )
+        return _full(total_articles, total_bytes, max_articles, max_bytes)
 
     # In rounds of `workers` shards, in order, so that a sample stops at the same article whatever
     # the number of workers; finished shards are read back instead of extracted again.
@@ -339,21 +353,21 @@ def _cut(
 ) -> tuple[Path, dict[str, Any]]:
     """The shard that ends the sample, cut after the sample's last article into its own file
     (``...sample.jsonl.gz``); the full shard goes, so no later run takes the cut one as complete."""
-    before_articles = sum(c["articles"] for c in counts[:-1])
-    before_bytes = sum(c["text_bytes"] for c in counts[:-1])
-    kept, n, size = [], before_articles, before_bytes
-    for article in read_shard(path):
-        if (max_articles is not None and n >= max_articles) or (max_bytes is not None and size >= max_bytes):
-            break
-        kept.append(article)
-        n, size = n + 1, size + len(article["text"].encode("utf-8"))
+    n = sum(c["articles"] for c in counts[:-1])
+    size = sum(c["text_bytes"] for c in counts[:-1])
+
+    def within() -> Iterator[dict[str, Any]]:
+        nonlocal n, size
+        for article in read_shard(path):
+            if _full(n, size, max_articles, max_bytes):
+                return
+            n, size = n + 1, size + len(article["text"].encode("utf-8"))
+            yield article
+
     cut = path.with_name(path.name.removesuffix(".jsonl.gz") + SAMPLE)
-    with atomic_path(cut) as tmp:
-        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out:
-            for article in kept:
-                out.write((json.dumps(article, ensure_ascii=False) + "\n").encode("utf-8"))
+    written = write_shard(cut, within())
     path.unlink()
-    return cut, {"articles": len(kept), "text_bytes": size - before_bytes}
+    return cut, written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,8 +397,8 @@ def read_sha1sums(path: str | os.PathLike[str]) -> dict[str, str]:
 
 def fetch_dump(
     p: DumpParams, folder: str | os.PathLike[str], client: HttpClient, mirror: str | None = None
-) -> dict[str, Path]:
-    """The dump, its index and its sha1sums file in ``folder`` (a cache: 20 GB are not copied
+) -> dict[str, Any]:
+    """The dump, its index and its sha1sums file in ``folder`` (and the dump's sha1) (a cache: 20 GB are not copied
     around), each from ``p.base_url``/<wiki>/<date>/ or the mirror, with the guarantees of every
     download (caps, retries, Range resume, atomic rename), the dump and index then checked
     against the sha1sums file. A file that fails its check is deleted."""
@@ -398,7 +412,7 @@ def fetch_dump(
     sums_path = folder / names["sha1sums"]
     log.info("%s: %s", sums_path.name, fetch_file(sums_spec, sums_path, client, mirror))
     sums = read_sha1sums(sums_path)
-    found = {"sha1sums": sums_path}
+    found: dict[str, Any] = {"sha1sums": sums_path}
     for key in ("index", "dump"):
         name = names[key]
         if name not in sums:
@@ -418,13 +432,14 @@ def fetch_dump(
                 )
             log.info("%s: %s", name, source)
         found[key] = dest
+    found["dump_sha1"] = sums[names["dump"]]
     return found
 
 
 def settings_digest(p: DumpParams) -> str:
     """What determines the extracted shards (not the number of workers)."""
     keys = ("wiki", "date", "min_chars", "max_articles", "max_text_bytes", "streams_per_shard")
-    return hashlib.sha256(json.dumps({k: getattr(p, k) for k in keys}, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest({k: getattr(p, k) for k in keys})[:16]
 
 
 def site_base(header: bytes) -> str:
@@ -441,7 +456,7 @@ def build_dataset(
     and their manifest copied into ``out_dir`` together. Returns {file: what it is}."""
     folder = cache / "wikidumps" / f"{p.wiki}-{p.date}"
     files = fetch_dump(p, folder, client, mirror)
-    checksum = "sha1:" + read_sha1sums(files["sha1sums"])[files["dump"].name]
+    checksum = "sha1:" + files["dump_sha1"]
     shards_dir = folder / f"shards-{settings_digest(p)}"
     manifest = extract(
         files["dump"],
