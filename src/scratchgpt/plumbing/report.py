@@ -662,8 +662,9 @@ def render_markdown(data: dict[str, Any], rows: list[Row]) -> str:
             "| --- | ---: | ---: | ---: |",
         ]
         lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in test]
-    if dpo_answers_note(data):
-        lines += ["", dpo_answers_note(data)]
+    dpo_note = dpo_answers_note(data)
+    if dpo_note:
+        lines += ["", dpo_note]
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"
