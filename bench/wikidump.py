@@ -1,11 +1,14 @@
-"""Wikipedia dump extraction (scratchgpt.plumbing.wikidump): speed per core and with every core,
-and peak memory at two dump sizes, on a generated multistream dump with real wikitext markup.
+"""Wikipedia dump extraction (scratchgpt.plumbing.wikidump) and the shards' tokenization
+(prepare: scratchgpt.book.shards.write_shards): speed per core and with every core, and peak
+memory at two dump sizes, on a generated multistream dump with real wikitext markup.
 
-Each extraction runs in its own process (``spawn`` pool workers included), so the peak resident
-memory printed is the largest of that run's processes. One worker is the baseline the
-all-cores run is compared with, in the same invocation.
+Each run is its own process (``spawn`` pool workers included), so the peak resident memory
+printed is the largest of that run's processes. One worker is the baseline the all-cores run
+is compared with, in the same invocation. prepare runs as it does on a real dump's shards: split by
+file across processes (the generated text compresses far better than real text, so its gzipped
+shards are smaller than the size at which write_shards starts processes by itself).
 
-    python bench/wikidump.py [--mb 200] [--scale 10] [--workers 0]
+    python bench/wikidump.py [--mb 200] [--scale 10] [--workers 0] [--mirror ../shared/data]
 """
 
 from __future__ import annotations
@@ -116,16 +119,42 @@ print(json.dumps({"seconds": time.perf_counter() - start, "articles": m["article
 """
 
 
+PREPARE = """
+import json, resource, sys, time
+from pathlib import Path
+from scratchgpt.book.shards import corpus_files, write_shards
+from scratchgpt.book.tokenizer import GPT2Tokenizer
+start = time.perf_counter()
+files = corpus_files(Path(sys.argv[2]))
+m = write_shards(files, GPT2Tokenizer(sys.argv[1]), sys.argv[3], workers=int(sys.argv[4]), pool_bytes=0)
+peak = max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+tokens = sum(s["tokens"] for s in m["splits"].values())
+chars = sum(s["characters"] for s in m["splits"].values())
+print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens, "chars": chars, "peak_kb": peak}))
+"""
+
+
+def child(script: str, *args: object) -> dict:
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(done.stderr)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run(dump: Path, index: Path, out: Path, workers: int) -> tuple[float, int, float]:
     """(seconds, articles, peak RSS in MB of the largest process) of one extraction."""
-    done = subprocess.run(
-        [sys.executable, "-c", RUN, str(dump), str(index), str(out), str(workers)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = child(RUN, dump, index, out, workers)
     return result["seconds"], result["articles"], result["peak_kb"] / 1024
+
+
+def prepare(bpe: Path, shards: Path, out: Path, workers: int) -> tuple[str, float]:
+    """One tokenization of the extracted shards: a line of the report, and its seconds."""
+    r = child(PREPARE, bpe, shards, out, workers)
+    line = (
+        f"  prepare, {workers} worker(s): {r['seconds']:.1f} s, {r['tokens']:,} tokens, "
+        f"{r['chars'] / 1e6 / r['seconds']:.1f} M characters/s, peak RSS {r['peak_kb'] / 1024:.0f} MB"
+    )
+    return line, r["seconds"]
 
 
 def main() -> None:
@@ -133,7 +162,9 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=200, help="XML size of the dump (MB, uncompressed)")
     parser.add_argument("--scale", type=float, default=10, help="the second, larger dump: this many times --mb")
     parser.add_argument("--workers", type=int, default=0, help="the all-cores run's processes (0: every core)")
+    parser.add_argument("--mirror", default=os.environ.get("SCRATCHGPT_MIRROR", "../shared/data"))
     args = parser.parse_args()
+    bpe = Path(args.mirror) / "gpt2"
     cores = args.workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -154,14 +185,20 @@ def main() -> None:
                 rate = xml_bytes / 1e6 / seconds
                 rows.append((size, workers, seconds, articles, rate, peak))
                 print(
-                    f"  {workers} worker(s): {seconds:.1f} s, {articles:,} articles, {rate:.1f} MB/s of XML "
-                    f"({rate / workers:.1f} per worker), peak RSS {peak:.0f} MB"
+                    f"  extract, {workers} worker(s): {seconds:.1f} s, {articles:,} articles, {rate:.1f} MB/s of XML "
+                    f"({rate / workers:.1f} per worker), peak RSS {peak:.0f} MB",
+                    flush=True,
                 )
+            times = {}
+            for workers in dict.fromkeys((1, cores)):
+                line, times[workers] = prepare(bpe, where / f"out-{cores}", where / f"shards-{workers}", workers)
+                print(line, flush=True)
+            print(f"  prepare's speed-up with {cores} workers: {times[1] / times[cores]:.2f}x", flush=True)
         base = next(r for r in rows if r[1] == 1)
         best = next((r for r in rows if r[0] == args.mb and r[1] == cores), base)
         large = rows[-1]
-        print(f"speed-up with {cores} workers: {base[2] / best[2]:.2f}x")
-        print(f"peak RSS at {args.scale:g}x the size: {large[5] / best[5]:.2f}x that at 1x")
+        print(f"extraction's speed-up with {cores} workers: {base[2] / best[2]:.2f}x")
+        print(f"extraction's peak RSS at {args.scale:g}x the size: {large[5] / best[5]:.2f}x that at 1x")
 
 
 if __name__ == "__main__":

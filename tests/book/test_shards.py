@@ -302,3 +302,73 @@ def test_character_count_equals_the_document_stream(tmp_path, mode):
     (raw / "c.jsonl").write_text('{"text": "Alpha."}\n\n{"text": "Beta beta."}\n')
     files = shards.corpus_files(raw)
     assert shards.count_characters(files) == sum(len(p) for _, p in shards.pieces(files, mode, size=7))
+
+
+def mixed_corpus(folder: Path) -> list[Path]:
+    """Several files of every kind: Wikipedia-like gzipped JSONL shards (an empty text among
+    them), WikiText, a blank file and a long text that holds the split point."""
+    import gzip
+
+    folder.mkdir()
+    rng = random.Random(7)
+    words = ["the", "model", "learns", "tokens,", "Wikipedia's", "über", "1999", "  ", "\n", "(see)", "—"]
+
+    def text(n: int) -> str:
+        return " ".join(rng.choice(words) for _ in range(n))
+
+    for shard in range(3):
+        with gzip.open(folder / f"wiki-{shard:05d}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i in range(20):
+                body = "" if (shard, i) == (1, 3) else text(rng.randint(5, 300))
+                f.write(json.dumps({"title": f"T{shard}.{i}", "text": body}) + "\n")
+    (folder / "x-blank.txt").write_text("\n\n  \n")
+    (folder / "y-wikitext.txt").write_text(" = Alpha = \n " + text(200) + "\n = Beta = \n " + text(50) + "\n")
+    (folder / "z-long.txt").write_text(text(5000))
+    return shards.corpus_files(folder)
+
+
+@pytest.mark.parametrize("mode, train_ratio", [("file", 0.9), ("wikitext", 0.3)])
+def test_output_is_the_same_for_any_number_of_workers(gpt2, tmp_path, mode, train_ratio):
+    files = mixed_corpus(tmp_path / "raw")
+    results = []
+    for workers in (1, 3):
+        out = tmp_path / f"s{workers}"
+        meta = write_shards(
+            files, gpt2, out, mode=mode, train_ratio=train_ratio, name="c", workers=workers, pool_bytes=0
+        )
+        results.append((meta, (out / "train.bin").read_bytes(), (out / "val.bin").read_bytes()))
+        assert sorted(p.name for p in out.iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert results[1] == results[0]
+    # the reference: the corpus's text cut at the split character, each side's documents
+    # encoded whole and joined by <|endoftext|>
+    docs = [d for d in ("".join(parts) for parts in shards.documents(files, mode)) if d]
+    split_at, seen, sides = int(train_ratio * sum(map(len, docs))), 0, ([], [])
+    for doc in docs:
+        cut = min(max(split_at - seen, 0), len(doc))
+        for side, text in zip(sides, (doc[:cut], doc[cut:])):
+            if text:
+                side.append(text)
+        seen += len(doc)
+    meta, train, val = results[0]
+    for side, data in zip(sides, (train, val)):
+        expected = []
+        for n, text in enumerate(side):
+            expected += [50256] * (n > 0) + gpt2.encode(text, allow_special=False)
+        assert np.frombuffer(data, dtype=np.uint16).tolist() == expected
+    assert meta["splits"]["train"]["characters"] == split_at
+    assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == len(docs) + 1
+
+
+def test_a_workers_error_names_the_file_and_keeps_the_previous_output(gpt2, tmp_path):
+    files = mixed_corpus(tmp_path / "raw")
+    write_shards(files, gpt2, tmp_path / "s", workers=2, pool_bytes=0)
+    before = (tmp_path / "s" / "train.bin").read_bytes()
+    import gzip
+
+    with gzip.open(files[1], "at", encoding="utf-8") as f:
+        f.write('{"title": "broken", "text": 5}\n')
+    with pytest.raises(ShardError, match=r"wiki-00001.jsonl.gz:21: 'text' must be a string, got int"):
+        write_shards(files, gpt2, tmp_path / "s", workers=2, pool_bytes=0)
+    assert (tmp_path / "s" / "train.bin").read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["meta.json", "train.bin", "val.bin"]
+    assert [p.name for p in tmp_path.iterdir() if p.name not in ("raw", "s")] == []
