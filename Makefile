@@ -1,9 +1,12 @@
 # Two commands: `make repro` (build every artifact) and `make test` (run the tests).
-# Both create .venv when it is missing and install the pinned requirements and the package.
+# Both create .venv when it is missing and install the package with its pinned requirements:
+# `make repro` what the pipeline needs (requirements.txt: no TensorFlow), `make test` also the
+# tests' tools (requirements-dev.txt: pytest, ruff, TensorFlow and transformers as references).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -12,21 +15,25 @@ export PATH := $(abspath $(BIN)):$(PATH)
 repro: $(STAMP)
 	$(BIN)/dvc repro
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
+$(DEV_STAMP): $(STAMP) requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
 # Chapter 5 end to end against the book's own code (bench/end_to_end.py). The book's package
 # pins numpy<2.1 for notebooks; the three modules the benchmark runs need only torch and tiktoken.
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps llms-from-scratch==1.0.19
 	$(BIN)/python bench/end_to_end.py
 

@@ -6,6 +6,8 @@ Sources (params ``init.source``):
 - ``pretrained``: our own ``models/pretrained`` (the default; works offline);
 - ``gpt2-124M``, ``gpt2-355M``, ``gpt2-774M``, ``gpt2-1558M``: OpenAI's GPT-2, downloaded once into
   ``$SCRATCHGPT_CACHE/gpt2/<size>/`` (default ``~/.cache/scratchgpt``) and converted;
+- ``hf:<owner>/<name>`` (e.g. ``hf:openai-community/gpt2``) at commit ``init.revision``: the
+  model's safetensors from the Hugging Face Hub, through huggingface_hub's cache, and converted;
 - a folder: an OpenAI TensorFlow checkpoint or a Hugging Face GPT-2 directory.
 
 ``init.drop_rate`` sets the dropout the finetuning stages train with (the book uses 0.0).
@@ -22,12 +24,13 @@ from typing import Any
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.convert import convert
+from scratchgpt.formats.hub import import_hub
 from scratchgpt.formats.modeldir import CONFIG_FILE, load_model, read_model_config, rewrite_config
 from scratchgpt.formats.openai import download_openai
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import OPENAI_SOURCES, InitParams
+from scratchgpt.plumbing.params import HUB_PREFIX, OPENAI_SOURCES, InitParams
 
 log = logging.getLogger("init")
 
@@ -46,6 +49,10 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             log.info("OpenAI GPT-2 %s: checkpoint files in %s", size, folder)
             download_openai(size, folder, client=client, mirror=mirror_from_env())
             convert(folder, staging)
+        elif source.startswith(HUB_PREFIX):
+            assert params.revision is not None  # params: required with a Hub source
+            log.info("Hugging Face Hub: %s at %s", source[len(HUB_PREFIX) :], params.revision)
+            import_hub(source[len(HUB_PREFIX) :], params.revision, staging)
         else:
             folder = Path(source).expanduser()
             if not folder.is_dir():

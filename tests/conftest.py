@@ -97,3 +97,23 @@ def transformers():
 
     transformers.logging.set_verbosity_error()
     return transformers
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch, transformers, mirror):
+    """A Hugging Face Hub on 127.0.0.1 (tests/hub_server.py) serving a tiny GPT-2 as
+    hub_server.REPO at hub_server.COMMIT (its files in tmp_path/hub-repo); huggingface_hub
+    pointed at it through HF_ENDPOINT, with its own cache and a token from the environment."""
+    from huggingface_hub import constants
+
+    from hub_server import COMMIT, REPO, FakeHub, gpt2_folder
+
+    fake = FakeHub()
+    fake.add(REPO, COMMIT, gpt2_folder(transformers, mirror, tmp_path / "hub-repo"))
+    monkeypatch.setenv("HF_ENDPOINT", fake.start())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # every other test stays off the Hub
+    yield fake
+    fake.stop()

@@ -356,3 +356,21 @@ def test_queued_experiment_runs_only_the_stages_it_changes(repo):
     shown = json.dumps(json.loads(sh([sys.executable, "-m", "dvc", "exp", "show", "--json"], work, env)))
     assert "queued-lr" in shown
     assert sh(["git", "status", "--porcelain"], work, env) == ""
+
+
+def test_pretrain_under_torchrun_through_dvc(repo):
+    """pretrain.launcher starts the stage under torchrun (DistributedDataParallel, gloo on the
+    CPU): DVC runs that command, records it in dvc.lock, and the stage's outputs are complete."""
+    work, env, _ = repo
+    launcher = "torchrun --standalone --nproc_per_node 2"
+    out = sh([sys.executable, "-m", "dvc", "exp", "run", "-n", "ddp", "-S", f"pretrain.launcher={launcher}"], work, env)
+    assert f"> {launcher} stages/pretrain.py" in out
+    assert "Running stage 'pretrain'" in out and "Running stage 'finetune_classifier'" in out
+    lock = yaml.safe_load((work / "dvc.lock").read_text())
+    assert lock["stages"]["pretrain"]["cmd"] == f"{launcher} stages/pretrain.py"
+    assert lock["stages"]["finetune_classifier"]["cmd"] == "python stages/finetune_classifier.py"
+    metrics = json.loads((work / "metrics/pretrain/metrics.json").read_text())
+    assert metrics["steps"] == 6
+    assert yaml.safe_load((work / "params.yaml").read_text())["pretrain"]["launcher"] == launcher
+    status = sh([sys.executable, "-m", "dvc", "status"], work, env)
+    assert "changed" not in status, status

@@ -30,6 +30,10 @@ TARGETS = {
     "book-ch07": ("finetune_instruct",),
     "book-ch07-dpo": ("finetune_dpo",),
     "book-appE": ("finetune_classifier",),
+    "book-ch06-hub": ("finetune_classifier",),
+    "book-ch07-hub": ("finetune_instruct",),
+    "book-appE-hub": ("finetune_classifier",),
+    "wikipedia-124m": ("pretrain",),
 }
 
 
@@ -79,6 +83,8 @@ def test_each_experiment_runs_only_what_it_reproduces():
     assert "init" in runs["book-ch06"]  # init.source is what the classifier starts from
     assert {"init", "finetune_instruct", "finetune_dpo"} <= set(runs["book-ch07-dpo"])
     assert not {"finetune_classifier", "evaluate"} & set(runs["book-ch07-dpo"])
+    assert {"download@wikipedia", "prepare@wikipedia", "pretrain"} <= set(runs["wikipedia-124m"])
+    assert not {"init", "finetune_classifier"} & set(runs["wikipedia-124m"])
     unread = [
         f"{name}: {key} is read by none of {', '.join(stages)}"
         for name, stages in runs.items()
@@ -104,6 +110,28 @@ def test_an_experiment_extends_another(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     with pytest.raises(ParamsError, match="extends: a → b → a is a cycle"):
         load("a", folder)
+
+
+# OpenAI's GPT-2 sizes and the Hub repositories that hold the same weights as safetensors
+HUB_REPOS = {
+    "gpt2-124M": "openai-community/gpt2",
+    "gpt2-355M": "openai-community/gpt2-medium",
+    "gpt2-774M": "openai-community/gpt2-large",
+    "gpt2-1558M": "openai-community/gpt2-xl",
+}
+
+
+def test_each_hub_variant_is_its_book_run_with_the_same_weights_from_the_hub():
+    variants = [name for name in names(FOLDER) if name.endswith("-hub")]
+    assert sorted(variants) == ["book-appE-hub", "book-ch06-hub", "book-ch07-hub"]
+    for name in variants:
+        hub, book = load(name, FOLDER), load(name.removesuffix("-hub"), FOLDER)
+        assert hub.extends == book.name and hub.stages == book.stages
+        assert hub.params["init.source"] == "hf:" + HUB_REPOS[book.params["init.source"]]
+        assert len(hub.params["init.revision"]) == 40 and int(hub.params["init.revision"], 16) >= 0
+        assert {k: v for k, v in hub.params.items() if not k.startswith("init.")} == {
+            k: v for k, v in book.params.items() if not k.startswith("init.")
+        }
 
 
 def test_upstream_follows_outputs_to_deps():

@@ -83,6 +83,16 @@ def test_repo_params_are_valid():
         ),
         ("prepare.bpe_dataset", "GPT2", "prepare.bpe_dataset: must be lowercase letters"),
         ("prepare.corpora", [], "prepare.corpora: must be a mapping, got a list"),
+        ("pretrain.launcher", "", "pretrain.launcher: must be 'python', or 'torchrun' and its options"),
+        ("init.source", "hf:gpt2", "init.source: a Hub model is hf:<owner>/<name>, e.g. hf:openai-community/gpt2"),
+        ("init.source", "gpt2", "init.source: must be one of pretrained, gpt2-124M, gpt2-355M, gpt2-774M, gpt2-1558M"),
+        ("init.revision", "main", "init.revision: must be a commit hash (40 lowercase hex digits)"),
+        (
+            "dpo.launcher",
+            "accelerate launch",
+            "dpo.launcher: must be 'python', or 'torchrun' and its options (e.g. 'torchrun --standalone "
+            "--nproc_per_node 8'), got 'accelerate launch'",
+        ),
     ],
 )
 def test_bad_value_names_key_and_rule(base, key, value, message):
@@ -141,6 +151,15 @@ def test_cross_section_rules(base):
     found = problems(data)
     assert "download.datasets.wikipedia.mediawiki: give at least one of titles or categories" in found
     assert "download.datasets.verdict.files[1].name: file name 'the-verdict.txt' is already used by files[0]" in found
+
+
+def test_a_hub_source_needs_a_pinned_revision_and_only_it_has_one(base):
+    found = problems(with_change(base, "init.source", "hf:openai-community/gpt2"))
+    assert found == ["init.revision: required for the Hub model hf:openai-community/gpt2 (the commit hash to download)"]
+    pinned = with_change(base, "init.source", "hf:openai-community/gpt2")
+    validate(with_change(pinned, "init.revision", "607a30d783dfa663caf39e06633721c8d4cfcd7e"))  # no error
+    found = problems(with_change(base, "init.revision", "607a30d783dfa663caf39e06633721c8d4cfcd7e"))
+    assert found == ["init.revision: only for a Hub source (hf:<owner>/<name>), not 'pretrained'"]
 
 
 def test_rules_between_keys_come_with_the_field_errors(base):
@@ -355,7 +374,7 @@ def test_the_no_default_check_can_fail():
 def test_training_keys_and_bounds_come_from_train_config():
     hints = typing.get_type_hints(TrainConfig, include_extras=True)
     names = [f.name for f in dataclasses.fields(TrainConfig)]
-    assert list(TrainingParams.model_fields) == [*names, "device"]
+    assert list(TrainingParams.model_fields) == [*names, "device", "launcher"]
     for name in names:
         field, hint = TrainingParams.model_fields[name], hints[name]
         bounds = list(typing.get_args(hint)[1:]) if typing.get_origin(hint) is typing.Annotated else []

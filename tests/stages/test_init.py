@@ -117,3 +117,21 @@ def test_a_converted_folder_gets_the_manifest_and_its_config_is_validated(repo):
     Path("exported/hf/config.json").write_text(json.dumps(hf_config))
     with pytest.raises(WeightsError, match=r"exported/hf/config.json: invalid GPTConfig: context_length must be <="):
         init.build_base(InitParams(source="./exported/hf", drop_rate=0.0))
+
+
+def test_hub_source_is_fetched_at_its_commit_and_converted(repo, hub, tmp_path, transformers):
+    """hf:<owner>/<name> at init.revision: huggingface_hub's cache, then the Hugging Face import;
+    the base model gives transformers' logits for the repository's files."""
+    from hub_server import COMMIT, REPO
+
+    summary = init.build_base(InitParams(source=f"hf:{REPO}", revision=COMMIT, drop_rate=0.0))
+    base = load_model(paths.BASE)
+    reference = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hub-repo").eval()
+    ids = torch.arange(12)[None] * 7
+    with torch.no_grad():
+        assert (logits(base) - reference(ids).logits).abs().max().item() <= 1e-5
+    assert summary == {"parameters": base.num_parameters()}
+    assert json.loads((paths.BASE / "config.json").read_text())["model"]["drop_rate"] == 0.0
+    with pytest.raises(WeightsError, match="no such revision"):
+        init.build_base(InitParams(source=f"hf:{REPO}", revision="f" * 40))
+    assert load_model(paths.BASE).config == base.config  # the failed run left the base model as it was

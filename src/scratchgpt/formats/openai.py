@@ -178,7 +178,11 @@ def import_tensorflow() -> Any:
     try:
         import tensorflow as tf
     except ImportError:
-        raise WeightsError("reading OpenAI's checkpoint needs TensorFlow: pip install tensorflow-cpu") from None
+        raise WeightsError(
+            "reading OpenAI's TensorFlow checkpoint needs TensorFlow: pip install 'scratchgpt[tensorflow]' "
+            "(tensorflow-cpu); or take the same weights from the Hugging Face Hub, without TensorFlow: "
+            "init.source hf:openai-community/gpt2 (docs/weights.md)"
+        ) from None
     return tf
 
 

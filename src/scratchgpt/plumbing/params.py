@@ -242,14 +242,30 @@ def _training_fields() -> dict[str, Any]:
     return {f.name: (hints[f.name], ...) for f in dataclasses.fields(TrainConfig)}
 
 
+LAUNCHERS = ("python", "torchrun")
+
+
+def _check_launcher(value: str) -> str:
+    """The start of a training stage's command in dvc.yaml (``${<section>.launcher} stages/...``)."""
+    words = value.split()
+    if not words or words[0] not in LAUNCHERS:
+        raise ValueError(
+            "must be 'python', or 'torchrun' and its options (e.g. 'torchrun --standalone "
+            f"--nproc_per_node 8'), got {value!r}"
+        )
+    return value
+
+
 TrainingParams: type[Section] = create_model(
     "TrainingParams",
     __base__=Section,
     __module__=__name__,
     __doc__="""What every training stage shares: the keys and bounds of the loop's settings
-    (scratchgpt.book.settings.TrainConfig, declared there once), and the device to train on.""",
+    (scratchgpt.book.settings.TrainConfig, declared there once), the device to train on and the
+    program that starts the stage (python, or torchrun for DistributedDataParallel).""",
     **_training_fields(),
     device=(Literal["auto", "cpu", "cuda"], ...),
+    launcher=(Annotated[str, AfterValidator(_check_launcher)], ...),
 )
 
 
@@ -268,20 +284,37 @@ class PretrainParams(TrainingParams):
 
 OPENAI_SOURCES = {"gpt2-124M": "124M", "gpt2-355M": "355M", "gpt2-774M": "774M", "gpt2-1558M": "1558M"}
 INIT_SOURCES = ("pretrained", *OPENAI_SOURCES)
+HUB_PREFIX = "hf:"  # a Hugging Face Hub model: hf:<owner>/<name>
+HUB_REPO = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
+COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 def _check_source(value: str) -> str:
+    if value.startswith(HUB_PREFIX):
+        if not HUB_REPO.fullmatch(value[len(HUB_PREFIX) :]):
+            raise ValueError(f"a Hub model is hf:<owner>/<name>, e.g. hf:openai-community/gpt2, got {value!r}")
+        return value
     if value in INIT_SOURCES or "/" in value or value.startswith((".", "~")):
         return value
     close = difflib.get_close_matches(value, INIT_SOURCES, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]}?" if close else ""
-    raise ValueError(f"must be one of {', '.join(INIT_SOURCES)}, or a folder path (with a '/'), got {value!r}{hint}")
+    raise ValueError(
+        f"must be one of {', '.join(INIT_SOURCES)}, hf:<owner>/<name> (a Hugging Face Hub model), "
+        f"or a folder path (with a '/'), got {value!r}{hint}"
+    )
+
+
+def _check_revision(value: str | None) -> str | None:
+    if value is not None and not COMMIT.fullmatch(value):
+        raise ValueError(f"must be a commit hash (40 lowercase hex digits) so the run is reproducible, got {value!r}")
+    return value
 
 
 class InitParams(Section):
     """The model both finetuning stages start from (the defaults are params.yaml's)."""
 
     source: Annotated[str, AfterValidator(_check_source)] = "pretrained"
+    revision: Annotated[str | None, AfterValidator(_check_revision)] = None  # the Hub commit of an hf: source
     drop_rate: float | None = Field(0.0, ge=0, lt=1)
 
 
@@ -452,6 +485,13 @@ def _cross_checks(sections: dict[str, Any]) -> list[str]:
                 problems.append(
                     f"prepare.corpora.{key}.dataset: unknown dataset {corpus.dataset!r}, expected one of: {names}"
                 )
+    if have("init"):
+        init = sections["init"]
+        hub = init.source.startswith(HUB_PREFIX)
+        if hub and init.revision is None:
+            problems.append(f"init.revision: required for the Hub model {init.source} (the commit hash to download)")
+        if not hub and init.revision is not None:
+            problems.append(f"init.revision: only for a Hub source (hf:<owner>/<name>), not {init.source!r}")
     if have("model"):
         model = sections["model"]
         if model.emb_dim % model.n_heads:

@@ -44,8 +44,9 @@ from scratchgpt.plumbing.stage import Stage
 
 log = logging.getLogger(__name__)
 
-# Params that never change what a run computes: left out of its fingerprint.
-NOT_IN_FINGERPRINT = ("device", "checkpoint_every", "checkpoint_share")
+# Params that never change what a run computes: left out of its fingerprint (the launcher's
+# number of processes is in it as the world size).
+NOT_IN_FINGERPRINT = ("device", "launcher", "checkpoint_every", "checkpoint_share")
 # The curve the language-model stages derive from each evaluation's validation loss.
 VAL_PERPLEXITY = {"val_perplexity": lambda point: perplexity(point["val_loss"])}
 

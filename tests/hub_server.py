@@ -1,0 +1,128 @@
+"""A small Hugging Face Hub on 127.0.0.1, for huggingface_hub pointed at it with ``HF_ENDPOINT``:
+model repositories at commits, served at the Hub's URL layout.
+
+- ``GET /api/models/<owner>/<name>/tree/<revision>``: the files (``oid``; ``lfs`` with the
+  sha256 for weights, as the Hub stores them);
+- ``HEAD``/``GET /<owner>/<name>/resolve/<revision>/<file>``: the file, with ``X-Repo-Commit``
+  and ``ETag`` (an LFS file's sha256, else its git blob sha1);
+- errors as the Hub reports them: 404 with ``X-Error-Code`` RepoNotFound, RevisionNotFound or
+  EntryNotFound.
+
+Every request is recorded (method, path, Authorization header), so tests can tell what was fetched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import re
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+REPO = "openai-community/gpt2-tiny"  # what the `hub` fixture (conftest.py) serves, at COMMIT
+COMMIT = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
+LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".ckpt")
+TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)/?$")
+RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class FakeHub:
+    """Repositories: ``repos[repo_id][commit][file name] = bytes``."""
+
+    repos: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
+    requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    def add(self, repo_id: str, commit: str, folder: Path) -> None:
+        """The files of ``folder`` as ``repo_id`` at ``commit``."""
+        files = {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+        self.repos.setdefault(repo_id, {})[commit] = files
+
+    def fetched(self, name: str) -> int:
+        """How many GETs of a file named ``name`` were served."""
+        return sum(1 for method, path, _ in self.requests if method == "GET" and path.endswith("/" + name))
+
+    def start(self) -> str:
+        hub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _answer(self, status: int, headers: dict[str, str], body: bytes = b"", send_body: bool = True):
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(body)
+
+            def _error(self, code: str, send_body: bool, commit: str | None = None):
+                headers = {"X-Error-Code": code, "X-Error-Message": code}
+                if commit:
+                    headers["X-Repo-Commit"] = commit
+                self._answer(404, headers, json.dumps({"error": code}).encode(), send_body)
+
+            def _serve(self, send_body: bool):
+                path = unquote(urlsplit(self.path).path)
+                hub.requests.append((self.command, path, self.headers.get("Authorization")))
+                tree, resolve = TREE.match(path), RESOLVE.match(path)
+                match = tree or resolve
+                if not match:
+                    return self._answer(404, {}, b"", send_body)
+                repo_id, revision = match.group(1), match.group(2)
+                if repo_id not in hub.repos:
+                    return self._error("RepoNotFound", send_body)
+                if revision not in hub.repos[repo_id]:
+                    return self._error("RevisionNotFound", send_body)
+                files = hub.repos[repo_id][revision]
+                if tree:
+                    entries = []
+                    for name, data in files.items():
+                        entry = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
+                        if name.endswith(LFS_SUFFIXES):
+                            sha = hashlib.sha256(data).hexdigest()
+                            entry["lfs"] = {"oid": sha, "size": len(data), "pointerSize": 134}
+                        entries.append(entry)
+                    return self._answer(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
+                name = resolve.group(3)
+                if name not in files:
+                    return self._error("EntryNotFound", send_body, commit=revision)
+                data = files[name]
+                lfs = name.endswith(LFS_SUFFIXES)
+                etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
+                self._answer(200, {"X-Repo-Commit": revision, "ETag": f'"{etag}"'}, data, send_body)
+
+            def do_GET(self):
+                self._serve(True)
+
+            def do_HEAD(self):
+                self._serve(False)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def gpt2_folder(transformers, mirror: Path, folder: Path, seed: int = 3) -> Path:
+    """A tiny random GPT-2 as openai-community's repositories hold it: config.json,
+    model.safetensors, vocab.json and merges.txt (GPT-2's own BPE files from the mirror)."""
+    from fakes import hf_model
+
+    hf_model(transformers, seed=seed, vocab_size=50257, n_positions=32).save_pretrained(folder)
+    shutil.copy(mirror / "gpt2" / "encoder.json", folder / "vocab.json")
+    shutil.copy(mirror / "gpt2" / "vocab.bpe", folder / "merges.txt")
+    return folder
