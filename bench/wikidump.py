@@ -92,8 +92,8 @@ def make_dump(folder: Path, megabytes: float) -> tuple[Path, Path, int]:
     """A multistream dump of about ``megabytes`` MB of XML (100 pages per stream); its size in bytes."""
     dump, index = folder / "bench-pages-articles-multistream.xml.bz2", folder / "bench-index.txt.bz2"
     target, written, i = megabytes * 1e6, 0, 0
-    lines = []
-    with open(dump, "wb") as out:
+    lines = bz2.BZ2Compressor()  # the index, compressed as it grows: this process stays small
+    with open(dump, "wb") as out, open(index, "wb") as index_out:
         head = bz2.compress(HEADER.encode())
         out.write(head)
         offset = len(head)
@@ -101,37 +101,52 @@ def make_dump(folder: Path, megabytes: float) -> tuple[Path, Path, int]:
             pages = [page(i + n) for n in range(100)]
             xml = "".join(pages).encode()
             block = bz2.compress(xml, 9)
-            lines += [f"{offset}:{i + n}:Topic {i + n}\n" for n in range(100)]
+            index_out.write(lines.compress("".join(f"{offset}:{i + n}:Topic {i + n}\n" for n in range(100)).encode()))
             out.write(block)
             offset, written, i = offset + len(block), written + len(xml), i + 100
         out.write(bz2.compress(b"</mediawiki>\n"))
-    index.write_bytes(bz2.compress("".join(lines).encode()))
+        index_out.write(lines.flush())
     return dump, index, written
 
 
-RUN = """
-import json, resource, sys, time
+# This process's own peak: VmHWM starts afresh at exec, whereas ru_maxrss keeps the RSS of the
+# process that started it (which would count the bench's own memory in).
+PEAK = """
+import resource
+def hwm():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+"""
+
+RUN = (
+    PEAK
+    + """
+import json, sys, time
 from scratchgpt.plumbing.wikidump import extract
 start = time.perf_counter()
 m = extract(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]), streams_per_shard=10)
-peak = max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+peak = max(hwm(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 print(json.dumps({"seconds": time.perf_counter() - start, "articles": m["articles"], "peak_kb": peak}))
 """
+)
 
 
-PREPARE = """
-import json, resource, sys, time
+PREPARE = (
+    PEAK
+    + """
+import json, sys, time
 from pathlib import Path
 from scratchgpt.book.shards import corpus_files, write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 start = time.perf_counter()
 files = corpus_files(Path(sys.argv[2]))
 m = write_shards(files, GPT2Tokenizer(sys.argv[1]), sys.argv[3], workers=int(sys.argv[4]), pool_bytes=0)
-peak = max(resource.getrusage(r).ru_maxrss for r in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+peak = max(hwm(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 tokens = sum(s["tokens"] for s in m["splits"].values())
 chars = sum(s["characters"] for s in m["splits"].values())
 print(json.dumps({"seconds": time.perf_counter() - start, "tokens": tokens, "chars": chars, "peak_kb": peak}))
 """
+)
 
 
 def child(script: str, *args: object) -> dict:
