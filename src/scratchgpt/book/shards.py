@@ -291,9 +291,16 @@ def _encode_part(task: tuple[Path, int, int, str, Path, str, int]) -> dict[str, 
     with open(f"{stem}.train", "wb") as ftrain, open(f"{stem}.val", "wb") as fval:
         splits = {"train": _Split("train", ftrain, np.dtype(dtype)), "val": _Split("val", fval, np.dtype(dtype))}
         _encode_file(
-            path, start, split_at, splits, _worker_tokenizer,
-            mode=mode, num_threads=1, chunk_chars=chunk_chars, batch_chars=chunk_chars,
-        )  # fmt: skip
+            path,
+            start,
+            split_at,
+            splits,
+            _worker_tokenizer,
+            mode=mode,
+            num_threads=1,
+            chunk_chars=chunk_chars,
+            batch_chars=chunk_chars,
+        )
     return {name: (s.tokens, s.characters, s.documents) for name, s in splits.items()}
 
 
@@ -354,9 +361,17 @@ def write_shards(
             if pool is None:
                 for path, start in zip(files, starts):
                     _encode_file(
-                        path, start, split_at, splits, tokenizer, mode=mode, num_threads=workers,
-                        chunk_chars=chunk_chars, batch_chars=batch_chars, bar=bar,
-                    )  # fmt: skip
+                        path,
+                        start,
+                        split_at,
+                        splits,
+                        tokenizer,
+                        mode=mode,
+                        num_threads=workers,
+                        chunk_chars=chunk_chars,
+                        batch_chars=batch_chars,
+                        bar=bar,
+                    )
             else:
                 tasks = [
                     (path, start, split_at, mode, staging / f"part-{i:06d}", dtype.str, chunk_chars)
