@@ -105,3 +105,16 @@ def test_a_tampered_cache_is_refused(hub, tmp_path):
     with pytest.raises(WeightsError, match=r"model.safetensors in the cache .* does not match its sha256"):
         import_hub(REPO, COMMIT, tmp_path / "second")
     assert not (tmp_path / "second").exists()
+
+
+def test_an_unreachable_hub_is_one_clear_error(hub, tmp_path, monkeypatch):
+    """No network (here: a port nobody listens on) is a WeightsError that says what to do."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(WeightsError, match=r"cannot list the repository's files \(ConnectError: .*HF_HUB_OFFLINE=1"):
+        import_hub(REPO, COMMIT, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -55,8 +55,8 @@ def _listing(repo_id: str, revision: str, endpoint: str) -> dict[str, str | None
         raise WeightsError(f"{where}: a gated model; accept its terms on the Hub and set HF_TOKEN") from None
     except RepositoryNotFoundError:
         raise WeightsError(f"{where}: no such model (or a private one: set HF_TOKEN)") from None
-    except (HfHubHTTPError, OSError) as e:
-        raise WeightsError(f"{where}: cannot list the repository's files ({first_line(e)})") from None
+    except Exception as e:  # the HTTP client's own errors too (no network, refused, timeout)
+        raise WeightsError(f"{where}: cannot list the repository's files ({_reason(e)})") from None
 
 
 def _cached(repo_id: str, revision: str, cache_dir: str | None) -> dict[str, str | None]:
@@ -115,8 +115,8 @@ def hub_snapshot(
                 raise WeightsError(
                     f"{repo_id} at {revision}: {name} {reason or 'not found'} ({first_line(e)})"
                 ) from None
-            except (HfHubHTTPError, OSError) as e:
-                raise WeightsError(f"{repo_id} at {revision}: cannot download {name} ({first_line(e)})") from None
+            except Exception as e:
+                raise WeightsError(f"{repo_id} at {revision}: cannot download {name} ({_reason(e)})") from None
             expected = files.get(name)
             if expected is not None and sha256_file(path) != expected:
                 raise WeightsError(
@@ -136,3 +136,13 @@ def import_hub(
     """Our model directory ``out_dir`` from the GPT-2 repository ``repo_id`` at ``revision``."""
     with hub_snapshot(repo_id, revision, endpoint=endpoint, cache_dir=cache_dir) as folder:
         return import_hf(folder, out_dir)
+
+
+def _reason(error: Exception) -> str:
+    """Why the Hub could not answer, with what to do when it cannot be reached at all."""
+    if isinstance(error, HfHubHTTPError):
+        return first_line(error)
+    return (
+        f"{type(error).__name__}: {first_line(error)}; without a network, a model already in the Hugging Face "
+        "cache works with HF_HUB_OFFLINE=1"
+    )
