@@ -6,6 +6,7 @@ uninterrupted run, and a damaged checkpoint must never be loaded.
 Each stage runs as a real process in a scratch folder with tiny params.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -169,7 +170,10 @@ def run(work: Path, stage: str, fault: str | None = None, n: int = 0) -> subproc
     script = f"stages/{stage}.py"
     cmd = [sys.executable, str(work / "runner.py"), fault, str(n), script] if fault else [sys.executable, script]
     env = {**os.environ, "TQDM_DISABLE": "1", "SCRATCHGPT_CACHE": str(work / ".cache")}
-    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    # Ctrl-C as a terminal delivers it, even where the tests run as a background job (a shell's
+    # `&` starts those with SIGINT ignored, which Python would then keep)
+    restore = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+    return subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300, preexec_fn=restore)
 
 
 def resume_dirs(work: Path, stage: str) -> list[Path]:
