@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -353,7 +354,7 @@ def write_shards(
         if total_chars == 0:
             raise ShardError(f"corpus {name or out_dir.name} is empty: {', '.join(map(str, files))}")
         split_at = int(train_ratio * total_chars)  # the book: split_idx = int(train_ratio * len(text))
-        starts = [sum(counts[:i]) for i in range(len(files))]
+        starts = list(itertools.accumulate(counts, initial=0))  # each file's first character
 
         bar = stack.enter_context(tqdm(total=total_chars, desc=desc, unit="char", unit_scale=True, disable=None))
         with open(staging / "train.bin", "wb") as ftrain, open(staging / "val.bin", "wb") as fval:
