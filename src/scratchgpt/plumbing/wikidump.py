@@ -17,8 +17,14 @@ whatever the dump's size.
   characters of text after cleaning.
 - **Output**: shards ``articles-NNNNN.jsonl.gz`` (``title``, ``pageid``, ``revid``, ``url``,
   ``text``; gzip without a timestamp, so the bytes depend on the dump alone), each written
-  atomically: a rerun keeps the complete shards and extracts the rest. ``manifest.json`` last:
-  counts, each shard's sha256, the dump's checksum.
+  atomically once all its streams decoded: a rerun keeps the complete shards (while
+  ``extracted-from.json`` names the same dump and settings) and extracts the rest.
+  ``manifest.json`` last: counts, each shard's sha256, the dump's checksum, the pages skipped.
+- **Bounds**: a stream decompresses to at most ``max_stream_bytes`` (a bz2 bomb stops there), must
+  end where the index's next offset begins and hold the pages the index lists for it; a page of
+  more than ``max_page_bytes`` is cut out before any parse and listed; a DOCTYPE or entity
+  declaration is refused. These, broken XML and bad index lines are each one WikiDumpError line
+  naming the file and the byte offset (or index line).
 - **A sample**: ``max_articles`` / ``max_bytes`` keep the first articles in dump order, the same
   ones every time and for any number of workers.
 """
@@ -28,6 +34,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import html
 import io
 import json
 import logging
@@ -36,13 +43,15 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from xml.etree.ElementTree import ParseError
 
 import mwparserfromhell
 import mwxml
+from mwxml.errors import MalformedXML
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, atomic_path, json_digest, sha256_file, write_json
@@ -55,12 +64,24 @@ log = logging.getLogger(__name__)
 SHARD = "articles-{:05d}.jsonl.gz"
 SAMPLE = ".sample.jsonl.gz"  # the shard a sample ends in, cut (its full version is not kept)
 MANIFEST = "manifest.json"
+SOURCE = "extracted-from.json"  # the dump and settings the shards beside it come from
 FORMAT = 1
 # Tags whose whole content goes: references, tables, galleries, math and code blocks.
 DROPPED_TAGS = {"ref", "references", "table", "gallery", "math", "chem", "score", "timeline", "syntaxhighlight"}
 # Link namespaces whose links go whole (canonical names; the dump's local names are added).
 DROPPED_LINKS = {"file", "image", "media", "category"}
 DISAMBIGUATION = re.compile(r"^(disambiguation|disambig|dab|disamb|hndis|geodis|surname|given name)\b", re.I)
+# Bounds (as DumpParams): a stream's decompressed bytes (real ones: a few MB), a page's XML (real: up to 1-2 MB).
+MAX_STREAM_BYTES = 128 << 20
+MAX_PAGE_BYTES = 8 << 20
+CHUNK = 1 << 20  # read and decompressed at a time
+INDEX_LINE = re.compile(r"([0-9]{1,20}):([0-9]{1,20}):")
+MAX_INDEX_LINE = 4096  # characters (a title has at most 255 bytes)
+ENTITIES = re.compile(rb"<!(?:DOCTYPE|ENTITY)")  # never expanded: a dump that declares any is refused
+PAGE_ID = re.compile(rb"<id>\s*([0-9]{1,20})\s*</id>")
+PAGE_TITLE = re.compile(rb"<title>([^<]{0,1000})</title>")
+# What mwxml (and ElementTree under it) raise on XML that is not a dump's.
+XML_ERRORS = (ParseError, MalformedXML, ValueError, TypeError, AttributeError, KeyError)
 
 
 class WikiDumpError(PipelineError, ValueError):
@@ -77,40 +98,104 @@ def dump_names(wiki: str, date: str) -> dict[str, str]:
 # Streams
 
 
-def stream_offsets(index: str | os.PathLike[str]) -> list[int]:
-    """The sorted, distinct stream offsets of a multistream index."""
-    offsets = set()
+def _ids_key(ids: Iterable[int]) -> tuple[int, int]:
+    """A set of page ids in brief (their count and a hash), to compare a stream's pages with its index entry."""
+    ordered = tuple(sorted(ids))
+    return len(ordered), hash(ordered)  # ints hash alike in every process
+
+
+def read_index(index: str | os.PathLike[str]) -> dict[int, tuple[int, int]]:
+    """{stream offset: its page ids in brief} of a multistream index, in order; the offsets must increase."""
+    listed: dict[int, tuple[int, int]] = {}
+    offset, ids = -1, []
     try:
         with bz2.open(index, "rt", encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                offset, sep, _ = line.partition(":")
-                if not sep or not offset.isdigit():
+            for n, line in enumerate(iter(lambda: f.readline(MAX_INDEX_LINE), ""), start=1):
+                match = INDEX_LINE.match(line)
+                if not match or (len(line) == MAX_INDEX_LINE and not line.endswith("\n")):
                     raise WikiDumpError(f"{index}: line {n}: expected offset:pageid:title, got {line[:80]!r}")
-                offsets.add(int(offset))
-    except (OSError, EOFError) as e:
-        raise WikiDumpError(f"{index}: not a readable bz2 index ({e})") from None
-    if not offsets:
+                start = int(match[1])
+                if start < offset:
+                    raise WikiDumpError(
+                        f"{index}: line {n}: stream offset {start:,} after {offset:,}; offsets must increase"
+                    )
+                if start != offset and ids:
+                    listed[offset], ids = _ids_key(ids), []
+                offset = start
+                ids.append(int(match[2]))
+    except (OSError, EOFError, UnicodeDecodeError) as e:
+        raise WikiDumpError(f"{index}: not a readable bz2 index ({_one_line(e)})") from None
+    if not ids:
         raise WikiDumpError(f"{index}: no page in the index")
-    return sorted(offsets)
+    listed[offset] = _ids_key(ids)
+    return listed
 
 
-def read_stream(dump: str | os.PathLike[str], start: int, end: int | None) -> bytes:
-    """The decompressed bytes of the bz2 stream at ``start`` (up to ``end``, or the file's end)."""
+def stream_offsets(index: str | os.PathLike[str]) -> list[int]:
+    """The increasing stream offsets of a multistream index."""
+    return list(read_index(index))
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def read_stream(
+    dump: str | os.PathLike[str], start: int, end: int, max_bytes: int = MAX_STREAM_BYTES, closing: bool = False
+) -> bytearray:
+    """The decompressed bytes (at most ``max_bytes``) of the bz2 stream at ``start``, which must fill the span up
+    to ``end``: bytes left after it mean that the index skipped a stream, except, with ``closing`` (the dump's
+    last span), the small stream of ``</mediawiki>`` that ends a dump."""
+    where = f"{dump}: the bz2 stream at byte {start:,}"
+    decompressor, out, pos = bz2.BZ2Decompressor(), bytearray(), start
     with open(dump, "rb") as f:
         f.seek(start)
-        raw = f.read() if end is None else f.read(end - start)
+        while not decompressor.eof:
+            data = b""
+            if decompressor.needs_input:
+                data = f.read(max(0, min(CHUNK, end - pos)))
+                if not data:
+                    raise WikiDumpError(f"{where} is truncated: it does not end by byte {end:,}")
+                pos += len(data)
+            try:
+                out += decompressor.decompress(data, max_length=min(CHUNK, max_bytes + 1 - len(out)))
+            except (OSError, EOFError, ValueError) as e:
+                raise WikiDumpError(f"{where} is corrupt ({_one_line(e)})") from None
+            if len(out) > max_bytes:
+                raise WikiDumpError(f"{where} decompresses to more than max_stream_bytes ({max_bytes:,} bytes)")
+        rest = len(decompressor.unused_data) + end - pos
+        if rest and not closing:
+            raise WikiDumpError(
+                f"{where} ends at byte {end - rest:,}, before the next stream in the index (byte {end:,}):"
+                " the index skips a stream"
+            )
+        if rest and not (rest <= 4096 and _closing(decompressor.unused_data + f.read(end - pos))):
+            raise WikiDumpError(f"{where} ends at byte {end - rest:,}; what follows is not the closing </mediawiki>")
+    return out
+
+
+def _closing(raw: bytes) -> bool:
+    """Whether ``raw`` is one bz2 stream of ``</mediawiki>``."""
+    decompressor = bz2.BZ2Decompressor()
     try:
-        return bz2.BZ2Decompressor().decompress(raw)
-    except (OSError, EOFError, ValueError) as e:
-        raise WikiDumpError(f"{dump}: the bz2 stream at byte {start:,} is corrupt ({e})") from None
+        text = decompressor.decompress(raw, max_length=64)
+    except (OSError, EOFError, ValueError):
+        return False
+    return decompressor.eof and not decompressor.unused_data and text.strip() == b"</mediawiki>"
 
 
-def xml_header(dump: str | os.PathLike[str], first_page_stream: int) -> bytes:
+def _refuse_entities(data: bytes | bytearray, where: str) -> None:
+    if match := ENTITIES.search(data):
+        raise WikiDumpError(f"{where} declares a DOCTYPE or entity (at its byte {match.start():,}); refused")
+
+
+def xml_header(dump: str | os.PathLike[str], first_page_stream: int, max_bytes: int = MAX_STREAM_BYTES) -> bytes:
     """The dump's header: the ``<mediawiki>`` element's start and its ``<siteinfo>``."""
-    head = read_stream(dump, 0, first_page_stream)
+    head = read_stream(dump, 0, first_page_stream, max_bytes)
+    _refuse_entities(head, f"{dump}: the header stream at byte 0")
     if b"</siteinfo>" not in head:
         raise WikiDumpError(f"{dump}: its first stream holds no <siteinfo>; not a multistream dump")
-    return head[: head.index(b"</siteinfo>") + len(b"</siteinfo>")] + b"\n"
+    return bytes(head[: head.index(b"</siteinfo>") + len(b"</siteinfo>")]) + b"\n"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,9 +239,13 @@ def _text(code: Any, dropped_links: set[str]) -> Iterator[str]:
         if kind == "Text":
             yield str(node.value)
         elif kind == "Wikilink":
-            prefix = str(node.title).strip().lstrip(":").partition(":")[0].lower()
-            if prefix not in dropped_links:
-                yield from _text(node.text if node.text is not None else node.title, dropped_links)
+            # only a namespace prefix drops a link ([[File:x.jpg]], not [[media]]); [[:Category:X]] is a visible link
+            namespace, colon, _ = str(node.title).strip().partition(":")
+            if not colon or " ".join(namespace.replace("_", " ").split()).lower() not in dropped_links:
+                if node.text is not None:
+                    yield from _text(node.text, dropped_links)
+                else:
+                    yield "".join(_text(node.title, dropped_links)).strip().removeprefix(":")
         elif kind == "Heading":
             yield "\n"
             yield from _text(node.title, dropped_links)
@@ -180,13 +269,26 @@ def is_disambiguation(title: str, code: Any) -> bool:
     return any(DISAMBIGUATION.match(str(t.name).strip()) for t in code.filter_templates(recursive=False))
 
 
-def articles(header: bytes, stream: bytes, base_url: str, min_chars: int = 0) -> Iterator[Article]:
+def articles(
+    header: bytes,
+    stream: bytes | bytearray,
+    base_url: str,
+    min_chars: int = 0,
+    seen: list[int] | None = None,
+    where: str = "the stream",
+) -> Iterator[Article]:
     """The articles of one stream of pages, in order: namespace 0, no redirects, no
-    disambiguation pages, at least ``min_chars`` characters after cleaning."""
-    dump = mwxml.Dump.from_file(io.BytesIO(header + stream + b"</mediawiki>"))
+    disambiguation pages, at least ``min_chars`` characters after cleaning. ``seen`` gets the id
+    of every page read, whatever its namespace; XML that is not a dump's is a WikiDumpError."""
+    closing = b"" if stream[-64:].strip().endswith(b"</mediawiki>") else b"</mediawiki>"
+    try:
+        dump = mwxml.Dump.from_file(io.BytesIO(header + stream + closing))
+    except XML_ERRORS as e:
+        raise WikiDumpError(f"{where} is not XML of pages ({type(e).__name__}: {_one_line(e)})") from None
     dropped = _dropped_link_prefixes(dump.site_info.namespaces or [])
-    for page in dump:
-        revisions = list(page)
+    for page, revisions in _pages(dump, where):
+        if seen is not None:
+            seen.append(page.id)
         if page.namespace != 0 or page.redirect or not revisions:
             continue
         revision = revisions[-1]
@@ -203,6 +305,46 @@ def articles(header: bytes, stream: bytes, base_url: str, min_chars: int = 0) ->
         yield Article(page.title, page.id, revision.id, url, text)
 
 
+def _pages(dump: Any, where: str) -> Iterator[tuple[Any, list[Any]]]:
+    """mwxml's pages of a dump, each with its revisions."""
+    try:
+        for page in dump:
+            revisions = list(page)
+            if not isinstance(page.id, int) or page.title is None:
+                raise MalformedXML("a <page> without its <id> or <title>")
+            yield page, revisions
+    except XML_ERRORS as e:
+        raise WikiDumpError(f"{where} is not XML of pages ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def cut_large_pages(
+    stream: bytearray, max_bytes: int, where: str = "the stream"
+) -> tuple[bytes | bytearray, list[dict[str, Any]]]:
+    """The stream without its pages of more than ``max_bytes`` of XML, cut out before any parse
+    (mwparserfromhell takes minutes and gigabytes on a 64 MiB page), and their id, title and size."""
+    kept, large, pos = [], [], 0
+    i = stream.find(b"<page>")
+    while i >= 0:
+        j = stream.find(b"</page>", i)
+        if j < 0:
+            raise WikiDumpError(f"{where}: the <page> at its byte {i:,} has no </page>")
+        j += len(b"</page>")
+        if j - i > max_bytes:
+            head = bytes(stream[i : i + 4096])
+            pageid, title = PAGE_ID.search(head), PAGE_TITLE.search(head)
+            if not pageid:
+                raise WikiDumpError(f"{where}: the <page> at its byte {i:,} has no <id>")
+            name = html.unescape(title[1].decode("utf-8", "replace")) if title else ""
+            large.append({"pageid": int(pageid[1]), "title": name, "bytes": j - i})
+            kept.append(stream[pos:i])
+            pos = j
+        i = stream.find(b"<page>", j)
+    if not large:
+        return stream, []
+    kept.append(stream[pos:])
+    return b"".join(kept), large
+
+
 # ---------------------------------------------------------------------------------------------
 # Shards, in parallel
 
@@ -210,11 +352,14 @@ def articles(header: bytes, stream: bytes, base_url: str, min_chars: int = 0) ->
 @dataclass(frozen=True)
 class Job:
     dump: str
+    size: int  # the dump's, where its last span ends
     header: bytes
-    spans: tuple[tuple[int, int | None], ...]  # (start, end) of each stream of this shard
+    spans: tuple[tuple[int, int, tuple[int, int]], ...]  # (start, end, the index's page ids) of each stream
     path: str
     base_url: str
     min_chars: int
+    max_stream_bytes: int = MAX_STREAM_BYTES
+    max_page_bytes: int = MAX_PAGE_BYTES
 
 
 def write_shard(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -229,14 +374,57 @@ def write_shard(path: str | os.PathLike[str], records: Iterable[dict[str, Any]])
     return {"articles": count, "text_bytes": size}
 
 
+def _span(job: Job, start: int, end: int, listed: tuple[int, int], skipped: list[dict[str, Any]]) -> Iterator[Article]:
+    """The articles of one stream, whose pages must be those its index entry lists."""
+    where = f"{job.dump}: the stream at byte {start:,}"
+    stream = read_stream(job.dump, start, end, job.max_stream_bytes, closing=end == job.size)
+    _refuse_entities(stream, where)
+    stream, large = cut_large_pages(stream, job.max_page_bytes, where)
+    seen = [page["pageid"] for page in large]
+    yield from articles(job.header, stream, job.base_url, job.min_chars, seen, where)
+    if _ids_key(seen) != listed:
+        ids = f" (ids {min(seen)} to {max(seen)})" if seen else ""
+        raise WikiDumpError(f"{where} holds {len(seen)} page(s){ids}, not the {listed[0]} its index entry lists")
+    skipped.extend(large)
+
+
+def _skipped_file(shard: str | os.PathLike[str]) -> Path:
+    """Where the pages a shard's streams held over max_page_bytes are listed (written before the shard)."""
+    return Path(shard).with_name(Path(shard).name.removesuffix(".jsonl.gz") + ".skipped.json")
+
+
 def _write_shard(job: Job) -> dict[str, Any]:
-    """Extract one shard's streams into its file."""
-    found = (
-        asdict(article)
-        for start, end in job.spans
-        for article in articles(job.header, read_stream(job.dump, start, end), job.base_url, job.min_chars)
-    )
-    return write_shard(job.path, found)
+    """Extract one shard's streams into its file; a stream that fails leaves no shard."""
+    listing = _skipped_file(job.path)
+    listing.unlink(missing_ok=True)
+    skipped: list[dict[str, Any]] = []
+
+    def found() -> Iterator[dict[str, Any]]:
+        for start, end, listed in job.spans:
+            yield from (asdict(article) for article in _span(job, start, end, listed, skipped))
+        if skipped:  # before the shard is renamed into place
+            write_json(listing, skipped)
+
+    return write_shard(job.path, found())
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Temporary files of shards whose writers were killed (atomic_path names them ``.<name>.*.tmp``)."""
+    for tmp in out_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def _keep_only(out_dir: Path, key: dict[str, Any]) -> None:
+    """Keep the shards in ``out_dir`` only if they come from the dump and settings of ``key``."""
+    path = out_dir / SOURCE
+    try:
+        same = json.loads(path.read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for old in [*out_dir.glob("articles-*"), out_dir / MANIFEST]:
+            old.unlink(missing_ok=True)
+        write_json(path, key)
 
 
 def _full(articles_: int, text_bytes: int, max_articles: int | None, max_bytes: int | None) -> bool:
@@ -272,26 +460,35 @@ def extract(
     max_articles: int | None = None,
     max_bytes: int | None = None,
     checksum: str | None = None,
+    max_stream_bytes: int = MAX_STREAM_BYTES,
+    max_page_bytes: int = MAX_PAGE_BYTES,
 ) -> dict[str, Any]:
     """Extract the dump's articles into ``out_dir``; returns (and writes) the manifest.
 
-    Shards already in ``out_dir`` are complete (each is written atomically) and are kept: an
-    interrupted run continues with the rest. ``max_articles`` / ``max_bytes`` (text bytes) keep
-    the first articles in dump order, the last shard cut where the sample ends."""
+    Shards already in ``out_dir`` are complete (each is written atomically, once all its streams
+    decoded) and are kept while the dump (its ``checksum``, else its size and time) and the
+    settings stay the same: an interrupted run continues with the rest. ``max_articles`` /
+    ``max_bytes`` (text bytes) keep the first articles in dump order, the last shard cut where
+    the sample ends. Pages over ``max_page_bytes`` are skipped, listed in the manifest."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_temporaries(out_dir)
     for stale in out_dir.glob(f"*{SAMPLE}"):  # an earlier sample's cut shard
         stale.unlink()
-    offsets = stream_offsets(index)
-    header = xml_header(dump, offsets[0])
+    listed = read_index(index)
+    offsets, size = list(listed), os.path.getsize(dump)
+    if offsets[-1] >= size:
+        raise WikiDumpError(f"{index}: stream offset {offsets[-1]:,} is past the end of {dump} ({size:,} bytes)")
+    header = xml_header(dump, offsets[0], max_stream_bytes)
     base_url = base_url or site_base(header)
-    size = os.path.getsize(dump)
-    ends: list[int | None] = [*offsets[1:], None]
-    spans = [(s, e if e is not None else size) for s, e in zip(offsets, ends)]
+    settings = {"min_chars": min_chars, "streams_per_shard": streams_per_shard}
+    settings |= {"max_stream_bytes": max_stream_bytes, "max_page_bytes": max_page_bytes}
+    stamps = [[os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in (dump, index)]
+    _keep_only(out_dir, {"format": FORMAT, "dump": checksum or [Path(dump).name, stamps], **settings})
+    spans = [(s, e, listed[s]) for s, e in zip(offsets, [*offsets[1:], size])]
     groups = [tuple(spans[i : i + streams_per_shard]) for i in range(0, len(spans), streams_per_shard)]
-    jobs = [
-        Job(str(dump), header, g, str(out_dir / SHARD.format(i)), base_url, min_chars) for i, g in enumerate(groups)
-    ]
+    job = Job(str(dump), size, header, (), "", base_url, min_chars, max_stream_bytes, max_page_bytes)
+    jobs = [replace(job, spans=g, path=str(out_dir / SHARD.format(i))) for i, g in enumerate(groups)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     counts: list[dict[str, Any]] = []
     total_articles = total_bytes = 0
@@ -325,13 +522,24 @@ def extract(
         elif pool:  # an error or Ctrl-C: stop the workers now (complete shards stay for the next run)
             pool.terminate()
             pool.join()
+            _remove_temporaries(out_dir)  # of the shards the workers were writing
     kept = len(counts)
     files = [Path(j.path) for j in jobs[:kept]]
     if enough():
         files[-1], counts[-1] = _cut(files[-1], counts, max_articles, max_bytes)
     for job in jobs[kept:]:  # a sample: shards past it (from an earlier, larger run) go
         Path(job.path).unlink(missing_ok=True)
+        _skipped_file(job.path).unlink(missing_ok=True)
     shards = [{"file": f.name, **c, "sha256": sha256_file(f)} for f, c in zip(files, counts)]
+    listings = [_skipped_file(j.path) for j in jobs[:kept]]
+    skipped = [page for f in listings if f.is_file() for page in json.loads(f.read_text(encoding="utf-8"))]
+    if skipped:
+        log.warning(
+            "%d page(s) of more than max_page_bytes (%s bytes) skipped unparsed: %s",
+            len(skipped),
+            f"{max_page_bytes:,}",
+            ", ".join(f"{p['title']!r} ({p['bytes']:,} bytes)" for p in skipped[:5]) + (" ..." * (len(skipped) > 5)),
+        )
     manifest = {
         "format": FORMAT,
         "dump": Path(dump).name,
@@ -342,6 +550,8 @@ def extract(
         "min_chars": min_chars,
         "max_articles": max_articles,
         "max_bytes": max_bytes,
+        "max_page_bytes": max_page_bytes,
+        "skipped_large_pages": skipped,
         "shards": shards,
     }
     write_json(out_dir / MANIFEST, manifest)
@@ -438,8 +648,8 @@ def fetch_dump(
 
 def settings_digest(p: DumpParams) -> str:
     """What determines the extracted shards (not the number of workers)."""
-    keys = ("wiki", "date", "min_chars", "max_articles", "max_text_bytes", "streams_per_shard")
-    return json_digest({k: getattr(p, k) for k in keys})[:16]
+    keys = "wiki date min_chars max_articles max_text_bytes streams_per_shard max_stream_bytes max_page_bytes"
+    return json_digest({k: getattr(p, k) for k in keys.split()})[:16]
 
 
 def site_base(header: bytes) -> str:
@@ -457,7 +667,7 @@ def build_dataset(
     folder = cache / "wikidumps" / f"{p.wiki}-{p.date}"
     files = fetch_dump(p, folder, client, mirror)
     checksum = "sha1:" + files["dump_sha1"]
-    shards_dir = folder / f"shards-{settings_digest(p)}"
+    shards_dir = folder / f"shards-{files['dump_sha1'][:12]}-{settings_digest(p)}"  # by content and settings
     manifest = extract(
         files["dump"],
         files["index"],
@@ -468,6 +678,8 @@ def build_dataset(
         max_articles=p.max_articles,
         max_bytes=p.max_text_bytes,
         checksum=checksum,
+        max_stream_bytes=p.max_stream_bytes,
+        max_page_bytes=p.max_page_bytes,
     )
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as staging:
