@@ -1,10 +1,11 @@
-"""Reading a params file and saying what is wrong with it: YAML 1.2 numbers (as DVC reads
-params.yaml), no silent duplicate keys, syntax errors with their line, and pydantic's validation
-errors as one line each with the full dotted key (``pretrain.lr: must be > 0, got -1``)."""
+"""Reading a params file and saying what is wrong with it: at most 1 MiB, YAML 1.2 numbers (as DVC
+reads params.yaml), no silent duplicate keys, syntax errors with their line, and pydantic's
+validation errors as one line each with the full dotted key (``pretrain.lr: must be > 0, got -1``)."""
 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -66,13 +67,29 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = Fal
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+MAX_YAML_BYTES = 1 << 20  # 1 MiB; params.yaml is about 15 kB, and parsing 50 MB took minutes
+
+
 def read_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; syntax errors become ParamsError naming the file and line."""
+    """Parse a YAML file of at most MAX_YAML_BYTES (refused unread past that); a file too large,
+    not UTF-8 or with a syntax error becomes a ParamsError naming the file (and the line)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+            if len(data) > MAX_YAML_BYTES:
+                size = os.fstat(f.fileno()).st_size
+                size_text = f"{size:,} bytes" if size > MAX_YAML_BYTES else f"more than {MAX_YAML_BYTES:,} bytes"
+                raise ParamsError(
+                    str(path), [f"{size_text}; {path.name} is capped at 1 MiB ({MAX_YAML_BYTES:,} bytes)"]
+                )
     except OSError as e:
         raise ParamsError(str(path), [f"cannot read: {e.strerror or e}"]) from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ParamsError(str(path), [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x})"]) from None
     try:
         return yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as e:
@@ -94,7 +111,8 @@ def _dotted(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            part = _clip(str(part))  # an over-long mapping key is named by its start
+            out += f".{part}" if out else part
     return out or "(top level)"
 
 
@@ -130,7 +148,14 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+def _clip(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep + 20 else f"{text[:keep]}... ({len(text):,} characters)"
+
+
 def show(value: Any) -> str:
+    """A value as a message quotes it: YAML's words for booleans and null, long strings cut short."""
+    if isinstance(value, str) and len(value) > 60:
+        return f"{value[:40]!r}... ({len(value):,} characters)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:
@@ -179,6 +204,10 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
         return f"{_dotted(loc)}: must be a finite number, got {show(value)}"
     if kind == "string_too_short":
         return f"{_dotted(loc)}: must not be empty"
+    if kind == "string_too_long":
+        return f"{_dotted(loc)}: must be at most {ctx['max_length']:,} characters, got {len(value):,}"
+    if kind == "too_long":
+        return f"{_dotted(loc)}: must have at most {ctx['max_length']:,} items, got {ctx['actual_length']:,}"
     if kind == "value_error":
         return f"{_dotted(loc)}: {str(ctx.get('error', err['msg']))}"
     return f"{_dotted(loc)}: {err['msg'].lower()}, got {show(value)}"
