@@ -22,7 +22,7 @@ import typing
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, create_model
 
 from scratchgpt.book.settings import MAX_CONTEXT_LENGTH, MAX_VOCAB_SIZE, TrainConfig
 from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml, show
@@ -94,18 +94,33 @@ def _check_env_name(value: str) -> str:
     return value
 
 
-Key = Annotated[str, AfterValidator(_check_key)]
-Sha256 = Annotated[str, AfterValidator(_check_sha256)]
-RelPath = Annotated[str, AfterValidator(_check_relpath)]
-Url = Annotated[str, AfterValidator(_check_url)]
-JudgeUrl = Annotated[str, AfterValidator(_check_judge_url)]
-EnvName = Annotated[str, AfterValidator(_check_env_name)]
+# The longest strings (in characters) a params file may give: any string at all (a folder path
+# included), and the tighter limits of names, URLs, relative paths and free text. Lists of free
+# text have a longest count too. The check comes before a key's own rules, so a message never
+# quotes a huge value.
+MAX_STR = 4_096
+MAX_NAME = 200
+MAX_URL = 2_048
+MAX_RELPATH = 1_024
+MAX_TEXT = 10_000
+MAX_URLS = 20  # a file's sources
+MAX_TITLES = 1_000  # MediaWiki titles, categories or section headings
+
+Key = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_check_key)]
+Sha256 = Annotated[str, StringConstraints(max_length=64), AfterValidator(_check_sha256)]
+RelPath = Annotated[str, StringConstraints(max_length=MAX_RELPATH), AfterValidator(_check_relpath)]
+Url = Annotated[str, StringConstraints(max_length=MAX_URL), AfterValidator(_check_url)]
+JudgeUrl = Annotated[str, StringConstraints(max_length=MAX_URL), AfterValidator(_check_judge_url)]
+EnvName = Annotated[str, StringConstraints(max_length=MAX_NAME), AfterValidator(_check_env_name)]
+WikiTitle = Annotated[str, StringConstraints(max_length=255)]  # MediaWiki's own limit (255 bytes)
+Titles = Annotated[list[WikiTitle], Field(max_length=MAX_TITLES)]
 
 
 class Section(BaseModel):
-    """A params section: unknown keys and loose types are errors, values are immutable."""
+    """A params section: unknown keys and loose types are errors, values are immutable, and no
+    string is longer than MAX_STR characters (the types above are tighter)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, str_max_length=MAX_STR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,7 +143,9 @@ class HttpParams(Section):
     total_timeout: float = Field(1800.0, gt=0, le=DAY)  # one file from one source, retries included
     max_bytes: int = Field(2 * GIB, ge=1, le=TIB)  # a file without a declared size may not pass this
     user_agent: str = Field(
-        "scratchgpt/0.1 (educational LLM pipeline; https://github.com/scratchgpt/scratchgpt)", min_length=1
+        "scratchgpt/0.1 (educational LLM pipeline; https://github.com/scratchgpt/scratchgpt)",
+        min_length=1,
+        max_length=512,
     )
 
 
@@ -137,22 +154,22 @@ class FileParams(Section):
 
     name: RelPath
     sha256: Sha256 | None = None  # required for the download stage's datasets
-    urls: list[Url] = []
+    urls: list[Url] = Field([], max_length=MAX_URLS)
     zip_member: RelPath | None = None
     size: int | None = Field(None, ge=0, le=TIB)  # exact bytes; also the transfer's cap
-    max_bytes: int | None = Field(None, ge=1, le=TIB)  # the cap when size is unknown (else download.http's)
+    max_bytes: int | None = Field(None, ge=1, le=TIB)  # the cap without a size, or a zip's (else download.http's)
 
 
 class MediaWikiParams(Section):
     """A dataset scraped from a MediaWiki API (used when a dataset's source is mediawiki)."""
 
     api_url: Url = "https://en.wikipedia.org/w/api.php"
-    titles: list[str] = []
-    categories: list[str] = []
+    titles: Titles = []
+    categories: Titles = []
     max_articles: int = Field(50, ge=1)
     min_interval: float = Field(1.0, ge=0)
     min_chars: int = Field(200, ge=0)
-    drop_sections: list[str] = [
+    drop_sections: Titles = [
         "See also",
         "Notes",
         "References",
@@ -179,6 +196,10 @@ class DumpParams(Section):
     max_text_bytes: int | None = Field(None, ge=1)  # or the first this many bytes of text
     streams_per_shard: int = Field(50, ge=1)  # bz2 streams (up to 100 pages each) per output shard
     workers: int = Field(0, ge=0)  # processes (0: every core)
+    # a stream's decompressed cap (real ones: a few MB); past it the dump is refused, never expanded further
+    max_stream_bytes: int = Field(128 << 20, ge=1 << 20, le=4 * GIB)
+    # a page's XML cap (the largest real articles: 1-2 MB); a larger one is skipped unparsed and listed
+    max_page_bytes: int = Field(8 << 20, ge=1 << 10, le=GIB)
 
 
 class DatasetParams(Section):
@@ -265,7 +286,7 @@ TrainingParams: type[Section] = create_model(
     program that starts the stage (python, or torchrun for DistributedDataParallel).""",
     **_training_fields(),
     device=(Literal["auto", "cpu", "cuda"], ...),
-    launcher=(Annotated[str, AfterValidator(_check_launcher)], ...),
+    launcher=(Annotated[str, StringConstraints(max_length=1_000), AfterValidator(_check_launcher)], ...),
 )
 
 
@@ -275,7 +296,7 @@ class PretrainParams(TrainingParams):
     corpora: list[Key] = Field(min_length=1)
     max_length: int = Field(ge=1)
     stride: int = Field(ge=1)
-    sample_prompt: str
+    sample_prompt: str = Field(max_length=MAX_TEXT)
     sample_tokens: int = Field(ge=0)
 
 
@@ -316,6 +337,7 @@ class InitParams(Section):
     source: Annotated[str, AfterValidator(_check_source)] = "pretrained"
     revision: Annotated[str | None, AfterValidator(_check_revision)] = None  # the Hub commit of an hf: source
     drop_rate: float | None = Field(0.0, ge=0, lt=1)
+    allow_http: bool = False  # an hf: source: plain http also to hosts other than this machine (else only https)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +422,7 @@ class EvaluateParams(Section):
     batch_size: int = Field(ge=1)
     judge_url: JudgeUrl | None = None  # no judge unless one is given
     judge_api: Literal["ollama", "openai"] = "ollama"  # Ollama's /api/chat or /v1/chat/completions
-    judge_model: str = Field(min_length=1)
+    judge_model: str = Field(min_length=1, max_length=MAX_NAME)
     judge_api_key_env: EnvName | None = "SCRATCHGPT_JUDGE_API_KEY"  # the variable's name, never the key
     judge_allow_http: bool = False  # plain http to a host other than this machine
     judge_seed: int
@@ -413,7 +435,7 @@ class EvaluateParams(Section):
 class ReportParams(Section):
     """The one-page report."""
 
-    attention_text: str = Field(min_length=1)
+    attention_text: str = Field(min_length=1, max_length=1_000)  # a heat map of its tokens, squared
     samples: int = Field(ge=0)
 
 
