@@ -207,7 +207,8 @@ def _message(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "string_too_long":
         return f"{_dotted(loc)}: must be at most {ctx['max_length']:,} characters, got {len(value):,}"
     if kind == "too_long":
-        return f"{_dotted(loc)}: must have at most {ctx['max_length']:,} items, got {ctx['actual_length']:,}"
+        got = ctx.get("actual_length")
+        return f"{_dotted(loc)}: must have at most {ctx['max_length']:,} items" + (f", got {got:,}" if got else "")
     if kind == "value_error":
         return f"{_dotted(loc)}: {str(ctx.get('error', err['msg']))}"
     return f"{_dotted(loc)}: {err['msg'].lower()}, got {show(value)}"
