@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scratchgpt.formats.openai import DATA_FILE, openai_file_specs
+from scratchgpt.plumbing import http
 from scratchgpt.plumbing.download import (
     DownloadError,
     extract_member,
@@ -23,16 +24,18 @@ from scratchgpt.plumbing.download import (
     safe_member_path,
     sources_for,
 )
-from scratchgpt.plumbing.http import HttpClient, SourceFailed
+from scratchgpt.plumbing.http import CHUNK, HttpClient, SourceFailed
 from scratchgpt.plumbing.params import (
     DatasetParams,
     FileParams,
     HttpParams,
     ParamsError,
+    load_params,
     validate,
 )
 from scripted_server import Reply
 
+ROOT = Path(__file__).resolve().parents[2]
 BODY = b"It had always been a pretty picture of life in the studio.\n" * 2000  # ~120 kB
 SHA = hashlib.sha256(BODY).hexdigest()
 
@@ -499,6 +502,64 @@ def test_a_gzip_bomb_is_decoded_under_the_cap(server, client, tmp_path):
         fetch_file(s, tmp_path / "the-verdict.txt", client)
     assert list(tmp_path.iterdir()) == []
     assert len(server.hits("/verdict.txt")) == 1
+
+
+def committed_params():
+    """The repository's params.yaml, read as the stages read it."""
+    return load_params(ROOT / "params.yaml")
+
+
+def test_a_gzip_bomb_for_the_verdict_stops_at_its_size_in_params_yaml(server, tmp_path, monkeypatch, sleeps):
+    """The README's promise for the committed params.yaml: a gzip bomb served as the-verdict.txt
+    (300 KB that would decode to 300 MB) is decoded no further than its declared 20,479 bytes
+    and one more chunk, and nothing is left behind."""
+    params = committed_params()
+    (committed,) = [f for f in params.download.datasets["verdict"].files if f.name == "the-verdict.txt"]
+    url = server.route("/the-verdict.txt", Reply(gzip_bomb(300), headers={"Content-Encoding": "gzip"}))
+    decoded = 0
+    real_decode = http._Decoder.decode
+
+    def counted(self, data):
+        nonlocal decoded
+        for piece in real_decode(self, data):
+            decoded += len(piece)
+            assert decoded <= 20_479 + CHUNK, f"decoded {decoded:,} bytes of a 20,479-byte file"
+            yield piece
+
+    monkeypatch.setattr(http._Decoder, "decode", counted)
+    client = HttpClient(params.download.http, sleep=sleeps)
+    with pytest.raises(DownloadError, match=r"body passed 20479 bytes \(the declared size of the-verdict.txt\)"):
+        fetch_file(committed.model_copy(update={"urls": [url]}), tmp_path / "the-verdict.txt", client)
+    assert 20_479 < decoded <= 20_479 + CHUNK
+    assert list(tmp_path.iterdir()) == []
+    assert len(server.hits("/the-verdict.txt")) == 1
+
+
+# Files of params.yaml whose size is genuinely unknown, each with the reason. None today: every
+# pinned file has one exact size (the sha256 fixes it), which is also its transfer's byte cap.
+UNSIZED: dict[str, str] = {}
+
+
+def test_every_pinned_file_of_params_yaml_declares_its_size():
+    """So a new dataset cannot forget its cap: without a size a file may grow to
+    download.http.max_bytes (2 GiB). A file from a zip also caps the archive (its max_bytes),
+    whose own size is not pinned."""
+    files = [f for ds in committed_params().download.datasets.values() for f in ds.files if f.sha256]
+    assert len(files) >= 8
+    missing = [f.name for f in files if f.size is None and f.name not in UNSIZED]
+    assert missing == [], f"declare the size of {missing} in params.yaml (or the reason in UNSIZED)"
+    uncapped_zips = [f.name for f in files if f.zip_member and f.max_bytes is None]
+    assert uncapped_zips == [], f"declare max_bytes (the zip's cap) of {uncapped_zips} in params.yaml"
+    assert [f for f in files if f.zip_member and f.max_bytes > 64 << 20] == []
+
+
+def test_declared_sizes_agree_with_the_mirror(mirror):
+    """Each size and sha256 of params.yaml describe the same bytes: the mirror's copy."""
+    for ds in committed_params().download.datasets.values():
+        for f in ds.files:
+            copy = mirror / f.name
+            if f.sha256 and copy.is_file():
+                assert (copy.stat().st_size, hashlib.sha256(copy.read_bytes()).hexdigest()) == (f.size, f.sha256)
 
 
 def test_a_server_compressing_anyway_still_delivers_the_file(server, client, tmp_path):

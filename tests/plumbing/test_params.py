@@ -100,6 +100,64 @@ def test_bad_value_names_key_and_rule(base, key, value, message):
     assert any(p.startswith(message) for p in found), found
 
 
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("download.http.user_agent", "a" * 513, "download.http.user_agent: must be at most 512 characters, got 513"),
+        (
+            "download.datasets.verdict.files",
+            [{"name": "x" * 1025, "sha256": "0" * 64}],
+            "download.datasets.verdict.files[0].name: must be at most 1,024 characters, got 1,025",
+        ),
+        (
+            "download.datasets.wikipedia.mediawiki.api_url",
+            "https://" + "w" * 2041,
+            "download.datasets.wikipedia.mediawiki.api_url: must be at most 2,048 characters, got 2,049",
+        ),
+        (
+            "download.datasets.wikipedia.mediawiki.titles",
+            ["GPT-2", "t" * 256],
+            "download.datasets.wikipedia.mediawiki.titles[1]: must be at most 255 characters, got 256",
+        ),
+        (
+            "download.datasets.wikipedia.mediawiki.categories",
+            ["Large language models"] * 1001,
+            "download.datasets.wikipedia.mediawiki.categories: must have at most 1,000 items, got 1,001",
+        ),
+        (
+            "download.datasets.verdict.files",
+            [{"name": "a.txt", "sha256": "0" * 64, "urls": ["https://example.org/a.txt"] * 21}],
+            "download.datasets.verdict.files[0].urls: must have at most 20 items, got 21",
+        ),
+        (
+            "pretrain.sample_prompt",
+            "p" * 10_001,
+            "pretrain.sample_prompt: must be at most 10,000 characters, got 10,001",
+        ),
+        ("report.attention_text", "a" * 1001, "report.attention_text: must be at most 1,000 characters, got 1,001"),
+        ("evaluate.judge_model", "m" * 201, "evaluate.judge_model: must be at most 200 characters, got 201"),
+        ("evaluate.judge_api_key_env", "K" * 201, "evaluate.judge_api_key_env: must be at most 200 characters"),
+        ("dpo.launcher", "torchrun " + "-" * 1000, "dpo.launcher: must be at most 1,000 characters, got 1,009"),
+        ("init.source", "./" + "d" * 4095, "init.source: must be at most 4,096 characters, got 4,097"),
+    ],
+)
+def test_over_long_text_is_refused_naming_the_key(base, key, value, message):
+    """Free text has a longest length (lists a longest count too), checked before the key's own
+    rules; the message says how long, never quoting the value."""
+    found = problems(with_change(base, key, value))
+    assert any(p.startswith(message) for p in found), found
+    assert all(len(p) < 200 for p in found), found
+
+
+def test_an_over_long_mapping_key_is_named_by_its_start(base):
+    data = copy.deepcopy(base)
+    data["download"]["datasets"]["v" * 100_000] = data["download"]["datasets"]["verdict"]
+    found = problems(data)
+    assert f"download.datasets.{'v' * 40}... (100,000 characters): must be at most 200 characters, got 100,000" in (
+        found
+    )
+
+
 def test_unknown_key_suggests_the_close_one(base):
     data = copy.deepcopy(base)
     data["prepare"]["corpora"]["verdict"]["train_ratoi"] = 0.8
@@ -208,6 +266,60 @@ def test_missing_file(tmp_path):
         load_params(tmp_path / "nope.yaml")
 
 
+def padded(path: Path, size: int) -> Path:
+    """params.yaml followed by a comment that brings the file to ``size`` bytes."""
+    text = (ROOT / "params.yaml").read_bytes() + b"\n# "
+    path.write_bytes(text + b"x" * (size - len(text) - 1) + b"\n")
+    assert path.stat().st_size == size
+    return path
+
+
+def test_a_params_file_over_1_mib_is_refused_before_parsing(tmp_path, monkeypatch):
+    """A 50 MB params.yaml took a minute or two to parse in every stage; now it is one line at once."""
+    path = padded(tmp_path / "params.yaml", 52_428_800)
+
+    def no_parsing(*args, **kwargs):
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(yaml, "load", no_parsing)
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert err.value.problems == ["52,428,800 bytes; params.yaml is capped at 1 MiB (1,048,576 bytes)"]
+    assert str(err.value).startswith(f"{path}: 1 problem")
+
+
+def test_a_stage_refuses_a_50_mb_params_file_at_once(tmp_path):
+    padded(tmp_path / "params.yaml", 52_428_800)
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    env = {**os.environ, "SCRATCHGPT_MIRROR": str(tmp_path / "nowhere")}
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "download.py"), "verdict"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert "52,428,800 bytes; params.yaml is capped at 1 MiB (1,048,576 bytes)" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dvc.yaml", "params.yaml"]
+
+
+def test_a_params_file_of_1_mib_is_read(tmp_path):
+    assert load_params(padded(tmp_path / "params.yaml", 1 << 20)).model.n_layers >= 1
+    with pytest.raises(ParamsError, match=r"1,048,577 bytes; params.yaml is capped at 1 MiB \(1,048,576 bytes\)"):
+        load_params(padded(tmp_path / "params.yaml", (1 << 20) + 1))
+
+
+def test_a_params_file_that_is_not_utf8_is_one_problem(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"model:\n  n_layers: 4 # \xff\xfe\n")
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert err.value.problems == ["line 2: not UTF-8 text (byte 0xff)"]
+
+
 def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
     data = with_change(base, "download.http.connect_timeout", -1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
@@ -262,6 +374,7 @@ PER_ENTRY = {
     "download.datasets.*.files[*].urls",
     "download.datasets.*.files[*].zip_member",
     "download.datasets.*.files[*].size",
+    "download.datasets.*.files[*].max_bytes",
     "download.datasets.*.mediawiki.titles",
     "download.datasets.*.mediawiki.categories",
 }

@@ -253,3 +253,31 @@ def test_non_finite_floats_are_rejected_everywhere():
                 value,
                 found,
             )
+
+
+def _is_text(tp: Any) -> bool:
+    """A str leaf (a Literal is a choice, not text)."""
+    tp, _ = base_type(tp)
+    return tp is str
+
+
+def _is_text_list(tp: Any) -> bool:
+    tp, _ = base_type(tp)
+    return typing.get_origin(tp) is list and _is_text(typing.get_args(tp)[0])
+
+
+TEXTS = [path for path, (tp, _) in LEAVES if _is_text(tp)]
+TEXT_LISTS = [path for path, (tp, _) in LEAVES if _is_text_list(tp)]
+
+
+def test_every_string_has_a_length_limit():
+    """Every string of params.yaml, and every string item of its lists, refuses 100,001
+    characters naming the key, before its own rules and without quoting the value."""
+    assert len(TEXTS) > 30 and len(TEXT_LISTS) > 8
+    huge = "a" * 100_001
+    for path in TEXTS + TEXT_LISTS:
+        key, value = (dotted(path), huge) if path in TEXTS else (f"{dotted(path)}[0]", [huge])
+        found = problems_of(set_at(BASE, path, value))
+        assert found, f"{key}: 100,001 characters were accepted"
+        assert any(p.startswith(f"{key}: must be at most ") and p.endswith("got 100,001") for p in found), found
+        assert all(len(p) < 300 for p in found), found
