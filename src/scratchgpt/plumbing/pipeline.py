@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel
 
 from scratchgpt.errors import PipelineError
+from scratchgpt.plumbing.params_file import read_yaml
 
 DVC_YAML = Path("dvc.yaml")
 PARAMS_YAML = Path("params.yaml")
@@ -91,7 +92,7 @@ def _read(dvc_yaml: Path, params_yaml: Path) -> tuple[dict[str, Any], dict[str, 
     if not Path(dvc_yaml).is_file():
         raise SpecError(f"{dvc_yaml} not found: run stages from the repository's root, where DVC runs them")
     stages = (yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8")) or {}).get("stages") or {}
-    params = yaml.safe_load(Path(params_yaml).read_text(encoding="utf-8")) if Path(params_yaml).is_file() else {}
+    params = read_yaml(params_yaml) if Path(params_yaml).is_file() else {}  # capped, like every params read
     return stages, params or {}
 
 
