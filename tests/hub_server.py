@@ -9,6 +9,11 @@ model repositories at commits, served at the Hub's URL layout.
   EntryNotFound.
 
 Every request is recorded (method, path, Authorization header), so tests can tell what was fetched.
+
+A hostile Hub for the download guarantees: ``listed_sizes`` overrides the sizes the listing gives,
+``responders`` take over the GET of a file (send more than listed, trickle, redirect), and a
+request made through the server as a proxy (an absolute URL, e.g. ``http://mirror.example/...``
+with ``HTTP_PROXY`` pointed here) is served like any other and recorded in ``proxied`` too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import json
 import re
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -28,6 +35,9 @@ COMMIT = "607a30d783dfa663caf39e06633721c8d4cfcd7e"
 LFS_SUFFIXES = (".safetensors", ".bin", ".h5", ".msgpack", ".ckpt")
 TREE = re.compile(r"^/api/models/([^/]+/[^/]+)/tree/([^/]+)/?$")
 RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
+
+
+Responder = Callable[[http.server.BaseHTTPRequestHandler, bytes], bool]  # True: it answered
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -40,6 +50,9 @@ class FakeHub:
 
     repos: dict[str, dict[str, dict[str, bytes]]] = field(default_factory=dict)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    proxied: list[tuple[str, str | None]] = field(default_factory=list)  # (absolute URL, Authorization)
+    listed_sizes: dict[str, int] = field(default_factory=dict)  # file name → the size the listing claims
+    responders: dict[str, Responder] = field(default_factory=dict)  # file name → its GET's own answer
 
     def add(self, repo_id: str, commit: str, folder: Path) -> None:
         """The files of ``folder`` as ``repo_id`` at ``commit``."""
@@ -75,6 +88,8 @@ class FakeHub:
             def _serve(self, send_body: bool):
                 path = unquote(urlsplit(self.path).path)
                 hub.requests.append((self.command, path, self.headers.get("Authorization")))
+                if self.path.startswith("http://"):
+                    hub.proxied.append((self.path, self.headers.get("Authorization")))
                 tree, resolve = TREE.match(path), RESOLVE.match(path)
                 match = tree or resolve
                 if not match:
@@ -88,16 +103,20 @@ class FakeHub:
                 if tree:
                     entries = []
                     for name, data in files.items():
-                        entry = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
+                        size = hub.listed_sizes.get(name, len(data))
+                        entry = {"type": "file", "path": name, "size": size, "oid": git_blob_sha1(data)}
                         if name.endswith(LFS_SUFFIXES):
                             sha = hashlib.sha256(data).hexdigest()
-                            entry["lfs"] = {"oid": sha, "size": len(data), "pointerSize": 134}
+                            entry["lfs"] = {"oid": sha, "size": size, "pointerSize": 134}
                         entries.append(entry)
                     return self._answer(200, {"Content-Type": "application/json"}, json.dumps(entries).encode())
                 name = resolve.group(3)
                 if name not in files:
                     return self._error("EntryNotFound", send_body, commit=revision)
                 data = files[name]
+                responder = hub.responders.get(name)
+                if send_body and responder is not None and responder(self, data):
+                    return None
                 lfs = name.endswith(LFS_SUFFIXES)
                 etag = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
                 self._answer(200, {"X-Repo-Commit": revision, "ETag": f'"{etag}"'}, data, send_body)
@@ -110,11 +129,76 @@ class FakeHub:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.url
 
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _body_start(handler: http.server.BaseHTTPRequestHandler, length: int | None) -> None:
+    handler.send_response(200)
+    if length is not None:
+        handler.send_header("Content-Length", str(length))
+    handler.end_headers()
+    handler.close_connection = True
+
+
+def flood(extra: int, announce: int | None = None, watch: Path | None = None, seen: dict | None = None) -> Responder:
+    """The file, then ``extra`` more bytes (announced as ``announce`` bytes, else no length at all).
+    ``seen["sent"]`` counts what went out before the client hung up; ``seen["partial"]`` is the
+    largest ``*.incomplete`` file under ``watch`` found after each piece."""
+    seen = {} if seen is None else seen
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, data: bytes) -> bool:
+        _body_start(handler, announce)
+        seen.update(sent=0, partial=0)
+        pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)] + [b"\0" * 65536] * (extra // 65536)
+        try:
+            for piece in pieces:
+                handler.wfile.write(piece)
+                seen["sent"] += len(piece)
+                if watch is not None:
+                    sizes = [f.stat().st_size for f in watch.rglob("*.incomplete") if f.is_file()]
+                    seen["partial"] = max([seen["partial"], *sizes])
+        except OSError:  # the client hung up
+            pass
+        return True
+
+    return respond
+
+
+def trickle(every: float, seen: dict | None = None) -> Responder:
+    """The file (its length announced) one byte every ``every`` seconds, for at most a minute."""
+    seen = {} if seen is None else seen
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, data: bytes) -> bool:
+        _body_start(handler, len(data))
+        seen["sent"] = 0
+        try:
+            for i in range(min(len(data), int(60 / every))):
+                handler.wfile.write(data[i : i + 1])
+                seen["sent"] += 1
+                time.sleep(every)
+        except OSError:
+            pass
+        return True
+
+    return respond
+
+
+def redirect(location: str) -> Responder:
+    """A 302 to ``location`` + the request's path; a request that arrives through the server as
+    a proxy (at that location) gets the file."""
+
+    def respond(handler: http.server.BaseHTTPRequestHandler, data: bytes) -> bool:
+        if handler.path.startswith("http://"):
+            return False
+        handler._answer(302, {"Location": location.rstrip("/") + handler.path})
+        return True
+
+    return respond
 
 
 def gpt2_folder(transformers, mirror: Path, folder: Path, seed: int = 3) -> Path:

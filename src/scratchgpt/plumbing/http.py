@@ -15,7 +15,7 @@ import logging
 import time
 import urllib.parse
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +41,14 @@ class SourceFailed(PipelineError):
 
 class TooLarge(SourceFailed):
     """The body passed the byte cap (or announced that it would): no use keeping or resuming it."""
+
+
+class HttpStatusError(SourceFailed):
+    """The server answered with an error status that is not retried; ``status`` and ``headers`` say which."""
+
+    def __init__(self, message: str, status: int, headers: Mapping[str, str]):
+        super().__init__(message)
+        self.status, self.headers = status, headers
 
 
 class _Retryable(Exception):
@@ -167,7 +175,8 @@ class HttpClient:
                 f"HTTP {resp.status_code} {resp.reason}", retry_after_seconds(resp.headers.get("Retry-After"))
             )
         if resp.status_code >= 400:
-            raise SourceFailed(f"HTTP {resp.status_code} {resp.reason}{_error_excerpt(resp)}")
+            status, headers = resp.status_code, resp.headers
+            raise HttpStatusError(f"HTTP {status} {resp.reason}{_error_excerpt(resp)}", status, headers)
         return resp
 
     def send(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
@@ -175,19 +184,20 @@ class HttpClient:
         :meth:`retrying` (``stream=True``); statuses are handled as by every other request."""
         return self._send(url, method, **kwargs)
 
-    def get(self, url: str, params: dict[str, Any] | None = None) -> requests.Response:
+    def get(self, url: str, params: dict[str, Any] | None = None, deadline: float | None = None) -> requests.Response:
         """GET with retries; the whole body is read (see :meth:`_answer`)."""
-        return self._answer(url, params=params)
+        return self._answer(url, params=params, deadline=deadline)
 
     def post_json(self, url: str, payload: Any) -> requests.Response:
         """POST a JSON body with retries (timeouts, 429, 5xx); the whole answer is read (see :meth:`_answer`)."""
         return self._answer(url, "POST", json=payload)
 
-    def _answer(self, url: str, method: str = "GET", **kwargs: Any) -> requests.Response:
+    def _answer(self, url: str, method: str = "GET", deadline: float | None = None, **kwargs: Any) -> requests.Response:
         """A request whose whole answer is read into memory: at most MAX_ANSWER bytes once
-        decoded, all tries together within the policy's ``total_timeout``."""
+        decoded, all tries together within the policy's ``total_timeout`` (or until ``deadline``,
+        a ``clock`` time, for a caller whose total_timeout spans several requests)."""
         limit, what = self.policy.total_timeout, redact(url)
-        deadline = self.clock() + limit
+        deadline = self.clock() + limit if deadline is None else deadline
 
         def late(got: int) -> SourceFailed:
             return SourceFailed(f"{what}: answer not complete after total_timeout {limit:g} s ({got} bytes); stopped")
@@ -232,6 +242,7 @@ class HttpClient:
         resume: bool = False,
         max_bytes: int | None = None,
         cap_source: str = "download.http.max_bytes",
+        deadline: float | None = None,
     ) -> None:
         """Stream ``url`` into ``dest``. A retry after a broken transfer resumes with an HTTP Range,
         and so does a new call with ``resume`` when ``dest`` holds the start of the file.
@@ -240,10 +251,11 @@ class HttpClient:
         the cap comes from in messages): a longer body, or one announcing more, fails with
         :class:`TooLarge` after at most that many bytes were written. A gzip or deflate body is
         decoded under the same cap; other encodings are refused. All tries together end at the
-        policy's ``total_timeout``."""
+        policy's ``total_timeout`` (or at ``deadline``, a ``clock`` time, when the caller's
+        total_timeout spans several files)."""
         cap = self.policy.max_bytes if max_bytes is None else max_bytes
         limit = self.policy.total_timeout
-        deadline = self.clock() + limit
+        deadline = self.clock() + limit if deadline is None else deadline
         if not (resume and dest.is_file()):
             dest.write_bytes(b"")
 
