@@ -30,13 +30,16 @@ from scratchgpt.formats.openai import download_openai
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import HUB_PREFIX, OPENAI_SOURCES, InitParams
+from scratchgpt.plumbing.params import HUB_PREFIX, OPENAI_SOURCES, HttpParams, InitParams
 
 log = logging.getLogger("init")
 
 
-def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClient | None = None) -> dict[str, Any]:
-    """Write the base model directory for ``params.source``; return a summary for the metrics."""
+def build_base(
+    params: InitParams, out_dir: Path = paths.BASE, client: HttpClient | None = None, http: HttpParams | None = None
+) -> dict[str, Any]:
+    """Write the base model directory for ``params.source``; return a summary for the metrics.
+    ``http`` (``download.http``: timeouts, retries, the total deadline) bounds downloaded weights."""
     source = params.source
     with atomic_dir(out_dir) as staging:
         if source == "pretrained":
@@ -47,12 +50,12 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
             size = OPENAI_SOURCES[source]
             folder = paths.cache_dir() / "gpt2" / size
             log.info("OpenAI GPT-2 %s: checkpoint files in %s", size, folder)
-            download_openai(size, folder, client=client, mirror=mirror_from_env())
+            download_openai(size, folder, client=client or HttpClient(http), mirror=mirror_from_env())
             convert(folder, staging)
         elif source.startswith(HUB_PREFIX):
             assert params.revision is not None  # params: required with a Hub source
             log.info("Hugging Face Hub: %s at %s", source[len(HUB_PREFIX) :], params.revision)
-            import_hub(source[len(HUB_PREFIX) :], params.revision, staging)
+            import_hub(source[len(HUB_PREFIX) :], params.revision, staging, http=http, allow_http=params.allow_http)
         else:
             folder = Path(source).expanduser()
             if not folder.is_dir():
@@ -69,7 +72,7 @@ def build_base(params: InitParams, out_dir: Path = paths.BASE, client: HttpClien
 
 
 def main(st: stage.Stage) -> dict[str, Any]:
-    summary = build_base(st.params.init, st.out(paths.BASE))
+    summary = build_base(st.params.init, st.out(paths.BASE), http=st.params.download.http)
     log.info("%s: %s parameters from %s", paths.BASE, f"{summary['parameters']:,}", st.params.init.source)
     write_json(st.out(paths.METRICS / "init.json"), summary)
     return summary

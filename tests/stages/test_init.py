@@ -135,3 +135,22 @@ def test_hub_source_is_fetched_at_its_commit_and_converted(repo, hub, tmp_path, 
     with pytest.raises(WeightsError, match="no such revision"):
         init.build_base(InitParams(source=f"hf:{REPO}", revision="f" * 40))
     assert load_model(paths.BASE).config == base.config  # the failed run left the base model as it was
+
+
+def test_hub_source_downloads_under_download_http_and_init_allow_http(repo, monkeypatch):
+    """The stage hands download.http (timeouts, retries, the total deadline) and init.allow_http
+    to the Hub download; formats/hub's tests show what each of them bounds."""
+    from scratchgpt.plumbing.params import HttpParams
+
+    seen = {}
+
+    def fake_import(repo_id, revision, out_dir, **kwargs):
+        seen.update(kwargs, repo_id=repo_id)
+        raise PipelineError("stopped after the call")
+
+    monkeypatch.setattr(init, "import_hub", fake_import)
+    http = HttpParams(total_timeout=3.0)
+    with pytest.raises(PipelineError, match="stopped after the call"):
+        init.build_base(InitParams(source="hf:owner/gpt2", revision="a" * 40, allow_http=True), http=http)
+    assert seen == {"repo_id": "owner/gpt2", "http": http, "allow_http": True}
+    assert (paths.BASE / "config.json").is_file() is False  # nothing half-written
