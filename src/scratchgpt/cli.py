@@ -482,6 +482,10 @@ def experiments_command(args: argparse.Namespace) -> int:
         print(f"run:     {shlex.join(ex.run_command(experiment, []))}")
         return 0
     options = (["--queue"] if args.queue else []) + args.dvc_options
+    if not {"--queue", "--temp"} & set(options):  # those run in a folder of their own
+        holder = ex.dvc_running()
+        if holder is not None:
+            return fail(args, ex.busy_message(experiment.name, holder))
     cmd = ex.run_command(experiment, options)
     print("+", shlex.join(cmd), file=sys.stderr)
     # The venv's dvc and python first, so that stage commands (`python stages/...`) find them.

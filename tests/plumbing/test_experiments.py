@@ -4,15 +4,24 @@ differs from params.yaml, and runs only the stages it reproduces and what they n
 from __future__ import annotations
 
 import functools
+import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from scratch_repo import DVC, init_repo, repo_env, sh
 from scratchgpt.plumbing.experiments import (
     EXPERIMENTS_DIR,
     changes,
+    dvc_running,
     load,
     names,
     run_command,
@@ -200,3 +209,87 @@ def test_a_key_outside_params_yaml_or_an_invalid_value_is_refused(project):
         changes(load("neg", project))
     with pytest.raises(ParamsError, match="no such experiment; expected one of: bad, neg, ok"):
         load("nope", project)
+
+
+# ---------------------------------------------------------------------------------------------
+# One run at a time: `experiments run` does not start while DVC works in the workspace
+
+
+def test_a_dvc_process_at_work_is_found_by_its_locks(tmp_path):
+    zc = pytest.importorskip("zc.lockfile")
+    tmp = tmp_path / ".dvc" / "tmp"
+    tmp.mkdir(parents=True)
+    assert dvc_running(tmp_path) is None
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        # a stage running: DVC lets its repository lock go and names the process against its paths
+        entry = {"pid": sleeper.pid, "cmd": "dvc repro finetune_classifier"}
+        (tmp / "rwlock").write_text(json.dumps({"read": {str(tmp_path / "models/base"): [entry]}}))
+        assert dvc_running(tmp_path) == f"process {sleeper.pid}: dvc repro finetune_classifier"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert dvc_running(tmp_path) is None, "a process that is gone holds nothing"
+    held = zc.LockFile(str(tmp / "lock"))  # DVC between two stages: its repository lock taken
+    try:
+        assert dvc_running(tmp_path).startswith(f"process {os.getpid()}: ")
+    finally:
+        held.close()
+    assert dvc_running(tmp_path) is None
+
+
+HOLD_STAGE = {"cmd": "python hold.py", "deps": ["hold.py"], "outs": ["held.txt"]}
+HOLD = "import pathlib, sys, time\npathlib.Path(sys.argv[0]).with_name('started').touch()\ntime.sleep(120)\n"
+
+
+@pytest.mark.e2e
+def test_experiments_run_refuses_while_dvc_repro_runs_and_says_how_to_queue(tmp_path):
+    """`dvc repro` runs a stage (DVC lets go of its repository lock meanwhile); `scratchgpt
+    experiments run` refuses with one line naming the way to queue, and changes nothing."""
+    work = tmp_path / "repo"
+    shutil.copytree(ROOT / "experiments", work / "experiments")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    dvc_yaml["stages"]["hold"] = HOLD_STAGE
+    (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))
+    (work / "hold.py").write_text(HOLD)
+    env = repo_env()
+    init_repo(work, env)
+    sh(["git", "add", "-A"], work, env)
+    sh(["git", "commit", "-qm", "baseline"], work, env)
+    repro = subprocess.Popen(
+        [*DVC, "repro", "hold"],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (work / "started").exists(), "the stage did not start"
+        before = sh(["git", "status", "--porcelain"], work, env), (work / "params.yaml").read_bytes()
+        refused = subprocess.run(
+            [sys.executable, "-m", "scratchgpt", "experiments", "run", "book-ch05"],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        after = sh(["git", "status", "--porcelain"], work, env), (work / "params.yaml").read_bytes()
+        assert repro.poll() is None, "the running repro is left alone"
+    finally:
+        os.killpg(repro.pid, signal.SIGKILL)
+        repro.wait()
+    assert refused.returncode == 1, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("scratchgpt experiments run: error: DVC is already running in this workspace (process "), (
+        line
+    )
+    assert "repro hold" in line, "the process at work is named"
+    for hint in ("scratchgpt experiments run book-ch05 --queue", "dvc exp run --queue", "dvc queue start", "--temp"):
+        assert hint in line, line
+    assert after == before, "the workspace is untouched"

@@ -3,12 +3,18 @@ it declares, the fingerprint of what determines it, outputs moved into place tog
 resume folders kept in the cache."""
 
 import json
+import logging
 import os
+import re
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from scratchgpt.errors import PipelineError
+from scratchgpt.files import try_lock
 from scratchgpt.plumbing import resume
 from scratchgpt.plumbing.outputs import OutputsError, StagedOutputs, recover
 from scratchgpt.plumbing.params import load_params
@@ -18,7 +24,7 @@ from scratchgpt.plumbing.pipeline import (
     load_spec,
     stage_names,
 )
-from scratchgpt.plumbing.stage import session
+from scratchgpt.plumbing.stage import InputsChanged, session
 
 ROOT = Path(__file__).resolve().parents[2]
 DVC_YAML, PARAMS_YAML = ROOT / "dvc.yaml", ROOT / "params.yaml"
@@ -207,3 +213,128 @@ def test_resume_folders_are_kept_by_fingerprint_and_bounded(workdir, monkeypatch
     with resume.resume_dir("demo", "b" * 64):
         pass
     assert [p.name for p in (workdir / "cache" / "resume" / "demo").iterdir()] == ["b" * 32]
+
+
+# ---------------------------------------------------------------------------------------------
+# One run at a time: inputs that change under a running stage; resume folders' lifetime
+
+DEMO_DVC_YAML = """\
+stages:
+  demo:
+    cmd: python demo.py
+    deps: [data/in]
+    params: [pretrain.lr]
+    outs: [out.txt]
+"""
+
+
+@pytest.fixture
+def demo(workdir, monkeypatch):
+    """A folder with params.yaml, a dvc.yaml of one stage (demo: data/in → out.txt), its previous
+    output and a cache of its own."""
+    Path("params.yaml").write_bytes(PARAMS_YAML.read_bytes())
+    Path("dvc.yaml").write_text(DEMO_DVC_YAML)
+    Path("data/in").mkdir(parents=True)
+    Path("data/in/a.txt").write_text("one")
+    Path("out.txt").write_text("old")
+    monkeypatch.setenv("SCRATCHGPT_CACHE", str(workdir / "cache"))
+    monkeypatch.delenv(resume.CAP_ENV, raising=False)
+    return workdir
+
+
+def _rewrite_params(**changes):
+    """params.yaml with ``changes`` to its pretrain section, as `dvc exp run -S pretrain.KEY=...` writes it."""
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    params["pretrain"].update(changes)
+    Path("params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.parametrize("changed", ["params.yaml", "data/in"])
+def test_inputs_changed_while_a_stage_ran_are_refused_and_nothing_moves(demo, changed):
+    with pytest.raises(InputsChanged) as e:
+        with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+            st.out("out.txt").write_text("new")
+            folder = st.resume_dir("f" * 64).__enter__()
+            (folder / "checkpoint.json").write_text("{}")
+            if changed == "params.yaml":
+                _rewrite_params(lr=float("inf"))  # another `dvc exp run -S pretrain.lr=inf` in this workspace
+            else:
+                Path("data/in/a.txt").write_text("two")  # an upstream stage rerun by another `dvc exp run`
+    assert str(e.value) == f"{changed} changed while this stage ran (another `dvc exp run`?); nothing was recorded"
+    assert Path("out.txt").read_text() == "old", "nothing moved"
+    assert not (demo / ".scratchgpt" / "staging" / "demo").exists(), "what the run staged is dropped"
+    assert (folder / "checkpoint.json").is_file(), "a run that recorded nothing keeps its resume folder"
+    Path("params.yaml").write_bytes(PARAMS_YAML.read_bytes())
+    with session("demo", dvc_yaml=Path("dvc.yaml")) as st:  # the stage's lock is free again; unchanged inputs commit
+        st.out("out.txt").write_text("new")
+    assert Path("out.txt").read_text() == "new"
+
+
+def test_a_finished_run_deletes_its_resume_folder_a_failed_one_keeps_it(demo, caplog):
+    caplog.set_level(logging.INFO)
+    with pytest.raises(RuntimeError):
+        with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+            with st.resume_dir("a" * 64) as failed:
+                (failed / "checkpoint.json").write_text("{}")
+            raise RuntimeError("diverged")
+    assert (failed / "checkpoint.json").is_file()
+    with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+        with st.resume_dir("b" * 64) as done:
+            (done / "checkpoint.json").write_text("{}")
+        st.out("out.txt").write_text("new")
+        assert done.is_dir(), "kept until the outputs are in place"
+    assert not done.exists() and failed.is_dir()
+    assert f"deleted its resume checkpoints ({done}" in caplog.text
+
+
+def _resume_folder(stage: str, fingerprint: str, size: int, age: float) -> Path:
+    folder = resume.folder_of(stage, fingerprint)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint-x.pt").write_bytes(b"\0" * size)
+    os.utime(folder, (time.time() - age, time.time() - age))
+    return folder
+
+
+def test_a_cap_on_the_cache_evicts_the_least_recently_used_unfinished_folders(demo, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    oldest = _resume_folder("pretrain", "a" * 64, 600, age=400)
+    in_use = _resume_folder("finetune_classifier", "b" * 64, 600, age=300)
+    older = _resume_folder("pretrain", "c" * 64, 600, age=200)
+    newest = _resume_folder("finetune_dpo", "d" * 64, 300, age=100)
+    other_run = try_lock(in_use / resume.LOCK)  # another process runs it
+    try:
+        monkeypatch.setenv(resume.CAP_ENV, "0.000001")  # 1000 bytes: 2100 are there
+        with resume.resume_dir("demo", "e" * 64) as current:
+            assert not oldest.exists() and not older.exists(), "oldest first, until under the cap"
+            assert in_use.is_dir() and newest.is_dir() and current.is_dir()
+    finally:
+        os.close(other_run)
+    lines = [r.getMessage() for r in caplog.records if "SCRATCHGPT_CACHE_MAX_GB" in r.getMessage()]
+    assert len(lines) == 1, lines
+    assert f"pretrain {'a' * 12} (0.001 MB), pretrain {'c' * 12} (0.001 MB)" in lines[0], lines[0]
+    monkeypatch.setenv(resume.CAP_ENV, "lots")
+    with pytest.raises(PipelineError, match="SCRATCHGPT_CACHE_MAX_GB=lots: expected a size in GB"):
+        with resume.resume_dir("demo", "e" * 64):
+            pass
+
+
+def test_a_second_run_of_the_same_inputs_waits_and_says_who_it_waits_for(demo, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(resume, "WAIT_POLL_S", 0.01)
+    monkeypatch.setattr(resume, "WAIT_LOG_S", 0.05)
+    got = []
+
+    def second():
+        with resume.resume_dir("demo", "f" * 64) as folder:
+            got.append(folder)
+
+    with resume.resume_dir("demo", "f" * 64):
+        waiter = threading.Thread(target=second)
+        waiter.start()
+        time.sleep(0.5)
+        assert not got, "it waits while the first run holds the folder"
+    waiter.join(10)
+    assert got
+    text = caplog.text
+    assert f"waiting for another run of demo with the same inputs to finish: process {os.getpid()}" in text
+    assert re.search(r"still waiting for the other run of demo \(process \d+.*\) to finish \(\d+ s\)", text), text

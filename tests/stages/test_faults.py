@@ -9,6 +9,7 @@ Each stage runs as a real process in a scratch folder with tiny params.
 import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from scratch_repo import DVC, repo_env, sh
 from scratchgpt.book.instruct import load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import write_shards
@@ -78,6 +80,25 @@ RUNNER = textwrap.dedent(
             if hit():
                 os.kill(os.getpid(), signal.SIGKILL)
         O._move = patched
+    elif fault in ("params", "base"):  # another `dvc exp run` in this workspace, at the n-th batch
+        collate = T.collate
+        def patched(*args, **kwargs):
+            if hit():
+                import json, yaml
+                from scratchgpt.formats.modeldir import rewrite_config
+                if fault == "params":  # as `dvc exp run -S pretrain.lr=inf ...` rewrites it
+                    with open("params.yaml") as f:
+                        params = yaml.safe_load(f)
+                    params["pretrain"]["lr"] = float("inf")
+                    with open("params.yaml", "w") as f:
+                        yaml.safe_dump(params, f, sort_keys=False)
+                else:  # as it reruns init with another init.drop_rate
+                    with open("models/base/config.json") as f:
+                        config = json.load(f)
+                    config["model"]["drop_rate"] = 0.5
+                    rewrite_config("models/base", config)
+            return collate(*args, **kwargs)
+        T.collate = patched
     elif fault == "pointer":  # the n-th checkpoint written, the pointer to it not yet
         write_json = C.write_json
         def patched(path, obj):
@@ -201,6 +222,7 @@ def finished(inputs, tmp_path_factory):
         work = workdir(inputs, tmp_path_factory.mktemp("clean"), stage)
         done = run(work, stage)
         assert done.returncode == 0, done.stderr[-3000:]
+        assert resume_dirs(work, stage) == [], "a finished run deletes its resume folder"
         works[stage] = work
     return works
 
@@ -221,14 +243,13 @@ def test_killed_stage_resumes_to_the_same_result(inputs, uninterrupted, tmp_path
     assert (resume_dir / pointer["file"]).is_file(), "the pointer names a complete checkpoint"
     again = run(work, stage)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "resuming from" in again.stderr
+    assert re.search(rf"INFO scratchgpt.book.train: resuming from {resume_dir} at step [1-9]\d* of 10 ", again.stderr)
     assert "corrupt" not in again.stderr
     result = outputs(work, stage)
     assert result.keys() == uninterrupted[stage].keys()
     for name, data in uninterrupted[stage].items():
         assert result[name] == data, f"{name} differs from the uninterrupted run"
-    assert len(list(resume_dir.glob("checkpoint-*.pt"))) == 1, "stale checkpoint files are cleaned up"
-    assert not [p for p in resume_dir.iterdir() if p.name.endswith(".tmp")], "no temporary files left"
+    assert not resume_dir.exists(), "finished, its outputs in place: its resume folder is deleted"
     assert not list((work / ".scratchgpt" / "staging").iterdir()), "nothing staged is left behind"
 
 
@@ -264,6 +285,12 @@ def set_params(work: Path, changes: dict) -> None:
             node = node[int(key)] if isinstance(node, list) else node[key]
         node[last] = value
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def pin(work: Path, dataset: str, raw: Path) -> None:
+    """params.yaml pins ``raw`` (a rewritten download of ``dataset``): its sha256 and size."""
+    key = f"download.datasets.{dataset}.files.0"
+    set_params(work, {f"{key}.sha256": sha256_file(raw), f"{key}.size": raw.stat().st_size})
 
 
 def snapshot(work: Path, stage: str) -> dict[str, bytes]:
@@ -350,7 +377,7 @@ def test_too_few_instructions_is_an_error_before_anything_is_written(finished, t
     before = snapshot(work, stage)
     raw = work / paths.raw("instructions") / "instruction-data.json"
     raw.write_text(json.dumps(json.loads((mirror / "instruction-data.json").read_text())[:entries]))
-    set_params(work, {"download.datasets.instructions.files.0.sha256": sha256_file(raw)})
+    pin(work, "instructions", raw)
     done = run(work, stage)
     _one_line_error(
         done,
@@ -366,7 +393,7 @@ def test_spam_file_without_spam_is_an_error_before_anything_is_written(finished,
     before = snapshot(work, stage)
     raw = work / paths.raw("spam") / "SMSSpamCollection"
     raw.write_text("".join(line for line in (mirror / "SMSSpamCollection").open() if line.startswith("ham\t")))
-    set_params(work, {"download.datasets.spam.files.0.sha256": sha256_file(raw)})
+    pin(work, "spam", raw)
     done = run(work, stage)
     _one_line_error(done, "error: data/raw/spam/SMSSpamCollection: no 'spam' messages; the classifier needs both")
     assert snapshot(work, stage) == before
@@ -389,9 +416,9 @@ def test_non_finite_params_are_refused_before_a_stage_starts(finished, tmp_path)
 def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
     stage = "finetune_classifier"
     work = copy_of(finished[stage], tmp_path / "a")
-    same = run(work, stage)  # nothing changed: the finished checkpoint is this run's
-    assert same.returncode == 0 and "resuming from" in same.stderr
     before = snapshot(work, stage)
+    assert run(work, stage, "step", 9).returncode == -signal.SIGKILL  # a checkpoint to resume with these inputs
+    (interrupted,) = resume_dirs(work, stage)
     config = json.loads((work / paths.BASE / "config.json").read_text())
     config["model"]["drop_rate"] = 0.5  # what -S init.drop_rate=0.5 writes into models/base
     rewrite_config(work / paths.BASE, config)  # as init does: config.json and its digest in the manifest
@@ -401,13 +428,14 @@ def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
     assert (work / paths.CLASSIFIER / "model.safetensors").read_bytes() != before[
         f"{paths.CLASSIFIER}/model.safetensors"
     ]
-    assert len(resume_dirs(work, stage)) == 2
+    assert resume_dirs(work, stage) == [interrupted], "the other run finished; the interrupted one is kept"
 
     stage = "finetune_instruct"
     work = copy_of(finished[stage], tmp_path / "b")
+    assert run(work, stage, "step", 9).returncode == -signal.SIGKILL
     raw = work / paths.raw("instructions") / "instruction-data.json"
     raw.write_text(json.dumps(json.loads(raw.read_text())[:300]))
-    set_params(work, {"download.datasets.instructions.files.0.sha256": sha256_file(raw)})
+    pin(work, "instructions", raw)
     other = run(work, stage)
     assert other.returncode == 0, other.stderr[-3000:]
     assert "resuming from" not in other.stderr
@@ -417,34 +445,65 @@ def test_an_other_base_model_or_other_data_is_not_resumed(finished, tmp_path):
 def test_dpo_from_an_other_instruction_model_is_not_resumed(finished, tmp_path):
     stage = "finetune_dpo"
     work = copy_of(finished[stage], tmp_path)
-    same = run(work, stage)
-    assert same.returncode == 0 and "resuming from" in same.stderr
+    assert run(work, stage, "step", 9).returncode == -signal.SIGKILL
+    (interrupted,) = resume_dirs(work, stage)
     config = json.loads((work / paths.INSTRUCT / "config.json").read_text())
     config["model"]["drop_rate"] = 0.25  # the policy and the reference start from another model
     rewrite_config(work / paths.INSTRUCT, config)
     other = run(work, stage)
     assert other.returncode == 0, other.stderr[-3000:]
     assert "resuming from" not in other.stderr
-    assert len(resume_dirs(work, stage)) == 2
+    assert resume_dirs(work, stage) == [interrupted]
 
 
 def test_experiments_never_resume_each_other_and_old_resume_folders_go(finished, tmp_path):
+    """Three experiments interrupted, then a fourth that finishes: its own folder goes with it, and
+    of the interrupted ones the two most recently used stay ($SCRATCHGPT_RESUME_KEEP)."""
     stage = "finetune_classifier"
     work = copy_of(finished[stage], tmp_path)
-    (first,) = resume_dirs(work, stage)
-    set_params(work, {"classifier.lr": 3e-4})
-    killed = run(work, stage, "step", 9)
-    assert killed.returncode == -signal.SIGKILL
-    (interrupted,) = set(resume_dirs(work, stage)) - {first}
+    interrupted: list[Path] = []
+    for lr in (2e-4, 3e-4, 4e-4):
+        set_params(work, {"classifier.lr": lr})
+        killed = run(work, stage, "step", 9)
+        assert killed.returncode == -signal.SIGKILL
+        (new,) = set(resume_dirs(work, stage)) - set(interrupted)
+        interrupted.append(new)
     set_params(work, {"classifier.lr": 5e-4})
     other = run(work, stage)
     assert other.returncode == 0 and "resuming from" not in other.stderr, other.stderr[-3000:]
-    dirs = resume_dirs(work, stage)
-    assert len(dirs) == 2 and first not in dirs and interrupted in dirs, "the two most recently used are kept"
+    assert resume_dirs(work, stage) == sorted(interrupted[1:]), "the two most recently used are kept"
     set_params(work, {"classifier.lr": 3e-4})
     again = run(work, stage)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming from {interrupted} at step" in again.stderr
+    assert f"resuming from {interrupted[1]} at step" in again.stderr
+    assert resume_dirs(work, stage) == [interrupted[2]]
+
+
+# ---------------------------------------------------------------------------------------------
+# One run at a time: a stage whose inputs change while it runs records nothing
+
+
+@pytest.mark.parametrize("fault, changed", [("params", "params.yaml"), ("base", "models/base")])
+def test_inputs_changed_by_another_experiment_while_a_stage_runs_record_nothing(finished, tmp_path, fault, changed):
+    """`dvc exp run -S pretrain.lr=inf pretrain` while `dvc repro finetune_classifier` runs: it
+    rewrites params.yaml (or reruns init, replacing models/base) under the running stage, which
+    then moves nothing into place, says why in one line and keeps its checkpoint."""
+    stage = "finetune_classifier"
+    work = copy_of(finished[stage], tmp_path)
+    set_params(work, {"classifier.seed": 7})  # this run's outputs would differ from those in place
+    before = snapshot(work, stage)
+    done = run(work, stage, fault, 5)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {changed} changed while this stage ran (another `dvc exp run`?); nothing was recorded"
+    )
+    after = snapshot(work, stage)
+    assert after.keys() == before.keys()
+    assert [name for name in before if after[name] != before[name]] == []
+    assert not (work / ".scratchgpt" / "staging" / stage).exists(), "what the run staged is dropped"
+    assert untracked(work) == []
+    assert len(resume_dirs(work, stage)) == 1, "its checkpoint is kept for a rerun"
 
 
 def _classifier_under_ddp(work: Path) -> None:
@@ -481,4 +540,21 @@ def test_a_finetuning_stage_under_torchrun(finished, tmp_path, stage, check):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     check(work)
+    assert untracked(work) == [] and not (work / ".scratchgpt" / "staging" / stage).exists()
+
+
+def test_under_dvc_repro_a_stage_whose_params_yaml_is_rewritten_records_nothing(inputs, tmp_path):
+    """The same under `dvc repro`: the stage fails with the line, and dvc.lock records nothing of it."""
+    stage = "finetune_classifier"
+    work = workdir(inputs, tmp_path, stage)
+    set_params(work, {"classifier.launcher": "python runner.py params 5"})  # dvc.yaml's cmd: ${launcher} stages/...
+    env = repo_env(TQDM_DISABLE="1", SCRATCHGPT_CACHE=str(work / ".cache"))
+    sh([*DVC, "init", "-q", "--no-scm"], work, env)
+    done = subprocess.run([*DVC, "repro", "-s", stage], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout + done.stderr
+    assert done.returncode != 0, out[-3000:]
+    assert "error: params.yaml changed while this stage ran (another `dvc exp run`?); nothing was recorded" in out
+    assert f"failed to reproduce '{stage}'" in out, out[-3000:]
+    lock = work / "dvc.lock"
+    assert not lock.exists() or stage not in (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     assert untracked(work) == [] and not (work / ".scratchgpt" / "staging" / stage).exists()

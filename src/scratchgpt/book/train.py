@@ -453,7 +453,11 @@ class _Run:
             self.progress = Progress(**saved["progress"])
             set_rng_state(saved["rng"])
             log.info(
-                "resuming from %s at step %d (epoch %d)", self.checkpoints, self.progress.step, self.progress.epoch + 1
+                "resuming from %s at step %d of %d (epoch %d)",
+                self.checkpoints,
+                self.progress.step,
+                self.total_steps,
+                self.progress.epoch + 1,
             )
         if self.dist.is_main:
             for point in self.progress.history:

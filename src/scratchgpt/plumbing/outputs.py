@@ -2,11 +2,13 @@
 
 While a stage runs it writes every output under a staging folder, ``.scratchgpt/staging/<stage>/``,
 at the same relative paths (``models/classifier/``, ``metrics/classifier/metrics.json``, ...).
-When it succeeds, :meth:`StagedOutputs.commit` checks that it wrote exactly the outputs dvc.yaml
-declares, records them in a journal, moves each into place with ``os.replace`` (a folder is
-swapped whole) and deletes the journal. A process killed between two moves leaves the journal;
-the next stage to start finishes those moves first (:func:`recover`). A stage that fails or is
-interrupted before its commit leaves the previous outputs as they were.
+When it succeeds, :meth:`StagedOutputs.commit` checks that its inputs did not change while it
+ran (:func:`scratchgpt.plumbing.stage.session`; if they did, nothing moves and what it staged is
+dropped) and that it wrote exactly the outputs dvc.yaml declares, records them in a journal, moves
+each into place with ``os.replace`` (a folder is swapped whole) and deletes the journal. A process
+killed between two moves leaves the journal; the next stage to start finishes those moves first
+(:func:`recover`). A stage that fails or is interrupted before its commit leaves the previous
+outputs as they were.
 
 Everything here lives in ``.scratchgpt/``, which git and DVC ignore.
 """
@@ -20,7 +22,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from scratchgpt.errors import PipelineError
@@ -159,8 +161,16 @@ class StagedOutputs:
                 f"stage {self.stage} wrote file(s) that dvc.yaml does not declare as outputs: {', '.join(extra)}"
             )
 
-    def commit(self) -> None:
-        """Move every declared output into place (see the module's docstring)."""
+    def commit(self, unchanged: Callable[[], None] | None = None) -> None:
+        """Move every declared output into place (see the module's docstring). ``unchanged``
+        raises when the stage's inputs changed while it ran: then nothing moves and what the run
+        staged is dropped."""
+        if unchanged is not None:
+            try:
+                unchanged()
+            except BaseException:
+                self.abort()
+                raise
         self._check()
         with _signals_held():
             write_json(self.journal, {"stage": self.stage, "outputs": self.outputs})

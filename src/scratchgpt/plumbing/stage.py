@@ -9,6 +9,12 @@
   ``st.fingerprint(...)`` and ``st.resume_dir(...)`` (training stages);
 - moves the outputs into place together when ``main`` returns, and keeps none of them when it
   fails or is interrupted (:mod:`scratchgpt.plumbing.outputs`);
+- records the sha256 of params.yaml and of every declared dep when it starts, and refuses to
+  move its outputs into place when one changed before it ended (another ``dvc exp run`` rewrote
+  params.yaml, or reran an upstream stage): DVC would record those outputs against inputs the
+  stage never read;
+- deletes a training run's resume folder once its outputs are in place (the run is finished:
+  nothing of it is to resume); a failed or interrupted run keeps it (:mod:`scratchgpt.plumbing.resume`);
 - prints expected failures (:class:`~scratchgpt.errors.PipelineError`: bad params or data, a
   download that failed from every source, a diverged run) and missing files as one line and
   exits with status 1; Ctrl-C prints one line and exits 130, SIGTERM 143. Anything else is a
@@ -18,6 +24,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import sys
@@ -26,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from scratchgpt.errors import PipelineError
-from scratchgpt.files import json_digest, tree_digest
+from scratchgpt.files import json_digest, sha256_file, tree_digest
 from scratchgpt.plumbing import logs, resume
 from scratchgpt.plumbing.allocator import tune_cpu_allocator
 from scratchgpt.plumbing.outputs import StagedOutputs
-from scratchgpt.plumbing.params import Params, load_params
+from scratchgpt.plumbing.params import PARAMS_FILE, Params, load_params
 from scratchgpt.plumbing.pipeline import (
     DVC_YAML,
     ParamsView,
@@ -49,12 +56,16 @@ def is_main_process() -> bool:
 class Stage:
     """One run of a dvc.yaml stage: its declaration, its params and where its outputs go."""
 
-    def __init__(self, spec: StageSpec, params: Params, outputs: StagedOutputs):
+    def __init__(
+        self, spec: StageSpec, params: Params, outputs: StagedOutputs, held: contextlib.ExitStack | None = None
+    ):
         self.spec, self.name = spec, spec.name
         self.key = spec.name.partition("@")[2] or None  # the foreach item
         self._params = params
         self.params: Any = ParamsView(params, key_tree(spec.params), spec.name)
         self._outputs = outputs
+        self._held = held if held is not None else contextlib.ExitStack()  # what lasts until the stage ends
+        self.resume_folders: list[Path] = []
 
     def out(self, path: str | os.PathLike[str]) -> Path:
         """Where to write the output ``path`` (relative to the repository) during this run (and
@@ -70,28 +81,75 @@ class Stage:
         return json_digest(values, deps, list(extra))
 
     def resume_dir(self, fingerprint: str) -> contextlib.AbstractContextManager[Path]:
-        """The folder of this run's resume checkpoints (:mod:`scratchgpt.plumbing.resume`)."""
-        return resume.resume_dir(self.name, fingerprint, writer=is_main_process())
+        """The folder of this run's resume checkpoints (:mod:`scratchgpt.plumbing.resume`), held
+        until the stage ends: deleted once its outputs are in place, kept when it fails."""
+        folder = resume.folder_of(self.name, fingerprint)
+        if folder not in self.resume_folders:
+            self._held.enter_context(resume.resume_dir(self.name, fingerprint, writer=is_main_process()))
+            self.resume_folders.append(folder)
+        return contextlib.nullcontext(folder)
+
+
+class InputsChanged(PipelineError):
+    """params.yaml or a dep of the stage changed while it ran."""
+
+
+def _read_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _hashes(path: str, again: bool = False) -> dict[str, str] | None:
+    """The sha256 of each file of ``path`` (a file, or a folder: by relative name), or None when
+    it does not exist. The first time through :func:`~scratchgpt.files.sha256_file`, whose memory
+    the run's fingerprint then reuses (one pass over a large model); ``again`` reads every file
+    anew, whatever its timestamps say."""
+    digest = _read_sha256 if again or path == PARAMS_FILE else sha256_file
+    root = Path(path)
+    try:
+        if root.is_file():
+            return {".": digest(root)}
+        if not root.is_dir():
+            return None
+        return {f.relative_to(root).as_posix(): digest(f) for f in sorted(root.rglob("*")) if f.is_file()}
+    except FileNotFoundError:  # a file went while it was read
+        return None
+
+
+def _unchanged(started: dict[str, dict[str, str] | None]) -> None:
+    """Raise :class:`InputsChanged` when a file or folder of ``started`` no longer holds what it held."""
+    for path, before in started.items():
+        if _hashes(path, again=True) != before:
+            raise InputsChanged(f"{path} changed while this stage ran (another `dvc exp run`?); nothing was recorded")
 
 
 @contextlib.contextmanager
 def session(name: str, params: Params | None = None, dvc_yaml: Path = DVC_YAML) -> Iterator[Stage]:
     """A :class:`Stage` for ``name``; its outputs are committed when the block ends normally and
-    dropped when it raises. Only the main process stages, commits or drops them."""
+    its inputs (params.yaml when ``params`` are read from it, the declared deps) are as they were
+    when it started, and dropped otherwise. Only the main process hashes the inputs, stages,
+    commits or drops the outputs, and deletes the resume folders of a finished run."""
+    writer = is_main_process()
+    started = {PARAMS_FILE: _hashes(PARAMS_FILE)} if writer and params is None else {}  # before it is read
     params = params if params is not None else load_params()  # the whole file first: its errors come first
     spec = load_spec(name, dvc_yaml, dvc_yaml.with_name("params.yaml"))
     outputs = StagedOutputs(spec.name, spec.outs)
-    writer = is_main_process()
     if writer:
         outputs.begin()
-    try:
-        yield Stage(spec, params, outputs)
-    except BaseException:
+    with contextlib.ExitStack() as held:
+        try:
+            if writer:  # after begin(), which may finish an upstream stage's interrupted commit
+                started |= {dep: _hashes(dep) for dep in spec.deps}
+            st = Stage(spec, params, outputs, held)
+            yield st
+        except BaseException:
+            if writer:
+                outputs.abort()
+            raise
         if writer:
-            outputs.abort()
-        raise
-    if writer:
-        outputs.commit()
+            outputs.commit(unchanged=lambda: _unchanged(started))
+            for folder in st.resume_folders:
+                resume.finished(folder)
 
 
 class Interrupted(KeyboardInterrupt):
