@@ -6,6 +6,7 @@ stages; `weights convert`, `export-hf` and `download` say what went wrong in one
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -316,6 +317,26 @@ def test_chat_without_history_from_a_pipe(language_model, monkeypatch, capsys, p
     assert prompts_fed == [alpaca("first"), alpaca("second")]
 
 
+@pytest.mark.parametrize("stdin_errors", ["strict", "surrogateescape"])
+def test_chat_reads_stdin_that_is_not_utf8_with_one_warning(language_model, stdin_errors):
+    """Bytes that are not UTF-8 on stdin become U+FFFD with one line of warning, not a traceback,
+    whatever Python's own stdin would do with them (strict under a UTF-8 locale such as
+    en_US.UTF-8, surrogateescape under C); the lines around them are still answered."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scratchgpt", "chat", "--model", str(language_model), "--max-new-tokens", "2"],
+        input=b"\xff\xfe\x80 Name a color\n\xc3\x28\nWhat is 2 + 2?\n",
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": f"utf-8:{stdin_errors}"},
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert err == (
+        "scratchgpt chat: warning: stdin is not UTF-8 (line 1 first); bytes that cannot be decoded are read as U+FFFD\n"
+    )
+    assert done.stdout.decode().count("\n") >= 5, "three answers, each ending its line, a blank line between two"
+
+
 def test_the_oldest_turns_go_when_the_context_is_full(tok):
     conv = Conversation(tok, context_length=120, max_new_tokens=20, keep_history=True)
     conv.add("one", "uno")
@@ -359,6 +380,24 @@ def test_classify_prints_aligned_columns(classifier_model, capsys):
     assert len(lines) == 2
     for line, text in zip(lines, texts):
         assert re.fullmatch(r"(spam    |not spam)  [01]\.\d{3}  " + re.escape(text), line), line
+
+
+def test_classify_reads_stdin_that_is_not_utf8_with_one_warning(classifier_model):
+    done = subprocess.run(
+        [sys.executable, "-m", "scratchgpt", "classify", "--model", str(classifier_model)],
+        input=b"You are a \xff winner!\nSee you at 6?\n",
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, "PYTHONIOENCODING": "utf-8:strict"},
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert err == (
+        "scratchgpt classify: warning: stdin is not UTF-8 (line 1 first); "
+        "bytes that cannot be decoded are read as U+FFFD\n"
+    )
+    lines = done.stdout.decode().splitlines()
+    assert [line.split("  ")[-1] for line in lines] == ["You are a \ufffd winner!", "See you at 6?"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -328,6 +328,29 @@ def converse(
         conv.add(instruction, answer)
 
 
+def stdin_lines(prog: str) -> Iterator[str]:
+    """The lines of stdin read as UTF-8 whatever the locale; bytes that are not UTF-8 become
+    U+FFFD, with one line of warning on stderr (the first time)."""
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:  # already text (a test's StringIO)
+        yield from sys.stdin
+        return
+    warned = False
+    for number, raw in enumerate(binary, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            if not warned:
+                warned = True
+                print(
+                    f"{prog}: warning: stdin is not UTF-8 (line {number} first); "
+                    "bytes that cannot be decoded are read as U+FFFD",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            yield raw.decode("utf-8", "replace")
+
+
 def _typed_lines(conv: Conversation) -> Iterator[str]:
     """What the person types, until /quit, Ctrl-D or Ctrl-C."""
     import readline  # noqa: F401 (line editing and history for input())
@@ -365,8 +388,10 @@ def chat_command(args: argparse.Namespace) -> int:
     if "instruct" not in config:
         print(f"note: {args.model} was not finetuned on instructions; it continues the prompt", file=sys.stderr)
     if not interactive:  # a blank line between answers, which may span lines
-        converse(conv, reply, sys.stdin, write, between="\n")
+        converse(conv, reply, stdin_lines(args.parser.prog), write, between="\n")
         return 0
+    if hasattr(sys.stdin, "reconfigure"):  # typed bytes that are not UTF-8 become U+FFFD too
+        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
     print(
         f"{args.model}: {model.config.context_length}-token context, "
         f"{'history kept' if keep_history else 'no history'}. /reset forgets, /quit or Ctrl-D ends.",
@@ -399,7 +424,7 @@ def classify_command(args: argparse.Namespace) -> int:
         return fail(args, str(e))
     names = {"ham": "not spam"}
     width = max(len(names.get(label, label)) for label in head.labels)
-    texts = args.texts or (line.rstrip("\n") for line in sys.stdin if line.strip())
+    texts = args.texts or (line.rstrip("\n") for line in stdin_lines(args.parser.prog) if line.strip())
     for text in texts:
         label, prob = classify(text, model, tokenizer, head)
         print(f"{names.get(label, label):<{width}}  {prob:.3f}  {text}", flush=True)
@@ -575,6 +600,9 @@ When stdin is not a terminal, each non-empty line is an instruction answered on 
 history unless --history); the answers are printed with no prompts, a blank line between two:
 
   echo "Name a color" | scratchgpt chat --model models/instruct
+
+Input is read as UTF-8: bytes that are not UTF-8 are read as U+FFFD (the replacement character),
+with a one-line warning when they come from a pipe or file.
 """
 
 TOP_EPILOG = """\
@@ -639,7 +667,7 @@ def parser() -> argparse.ArgumentParser:
 
     clf = command("classify", classify_command)
     clf.add_argument("--model", required=True, type=classifier, help="a classifier directory, e.g. models/classifier")
-    clf.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (none: one per line from stdin)")
+    clf.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (none: each UTF-8 line of stdin)")
 
     weights = command("weights", weights_command)
     action = _actions(weights)
