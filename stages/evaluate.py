@@ -29,7 +29,9 @@ from scratchgpt.book.instruct import (
 from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
 from scratchgpt.book.train import Evaluator, lm_loss
 from scratchgpt.files import write_json
-from scratchgpt.formats.modeldir import load_classifier, load_model, load_tokenizer
+from scratchgpt.formats.classifier import load_classifier
+from scratchgpt.formats.finetuned import load_finetuned
+from scratchgpt.formats.modeldir import load_tokenizer
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.judge import Judge, judge_each, judge_from_params
@@ -42,7 +44,7 @@ def score_responses(
     """An instruction model's test loss and perplexity on chapter 7's test split, and the scores
     of its test responses (mean over them, and per response)."""
     params, p = st.params, st.params.evaluate
-    model, tokenizer = load_model(model_dir, device), load_tokenizer(model_dir)
+    model, tokenizer = load_finetuned(model_dir, device), load_tokenizer(model_dir)
     collate = Collate(
         allowed_max_length=min(params.instruct.allowed_max_length, model.config.context_length),
         mask_prompt=params.instruct.mask_prompt,

@@ -30,16 +30,16 @@ from scratchgpt.book.tokenizer import GPT2_EOT_ID
 from scratchgpt.book.train import Evaluator, seed_everything
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, write_json
+from scratchgpt.formats.finetuned import save_finetuned
 from scratchgpt.formats.modeldir import (
     CONFIG_FILE,
     load_model,
     load_tokenizer,
     read_model_config,
-    save_finetuned,
     save_tokenizer,
 )
 from scratchgpt.plumbing import paths, stage, training
-from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.plots import plot_curves
 
 log = logging.getLogger("finetune_classifier")

@@ -30,9 +30,10 @@ from scratchgpt.book.instruct import (
 )
 from scratchgpt.book.train import Evaluator, TooLittleData, seed_everything
 from scratchgpt.files import atomic_dir, write_json
-from scratchgpt.formats.modeldir import load_model, load_tokenizer, save_finetuned, save_tokenizer
+from scratchgpt.formats.finetuned import load_finetuned, save_finetuned
+from scratchgpt.formats.modeldir import load_tokenizer, save_tokenizer
 from scratchgpt.plumbing import paths, stage, training
-from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.plots import plot_curves, plot_losses
 
 log = logging.getLogger("finetune_dpo")
@@ -78,8 +79,8 @@ def main(st: stage.Stage) -> dict[str, Any]:
     run.write_splits(data_dir, parts, "preference data")
 
     tokenizer = load_tokenizer(paths.INSTRUCT)
-    policy = load_model(paths.INSTRUCT, device=run.device)
-    reference = load_model(paths.INSTRUCT, device=run.device)  # frozen by the objective
+    policy = load_finetuned(paths.INSTRUCT, device=run.device)
+    reference = load_finetuned(paths.INSTRUCT, device=run.device)  # frozen by the objective
     collate = Collate(
         allowed_max_length=min(p.allowed_max_length, policy.config.context_length), mask_prompt=p.mask_prompt
     )

@@ -25,14 +25,14 @@ from scratchgpt.book.instruct import (
 )
 from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
 from scratchgpt.files import atomic_dir, write_json
+from scratchgpt.formats.finetuned import save_finetuned
 from scratchgpt.formats.modeldir import (
     load_model,
     load_tokenizer,
-    save_finetuned,
     save_tokenizer,
 )
 from scratchgpt.plumbing import paths, stage, training
-from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.live import perplexity
 from scratchgpt.plumbing.plots import plot_losses
 

@@ -26,7 +26,7 @@ from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.convert import convert
 from scratchgpt.formats.hub import import_hub
 from scratchgpt.formats.modeldir import CONFIG_FILE, load_model, read_model_config, rewrite_config
-from scratchgpt.formats.openai import download_openai
+from scratchgpt.formats.openai_download import download_openai
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.http import HttpClient

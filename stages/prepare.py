@@ -4,7 +4,7 @@ meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 from scratchgpt.book.shards import corpus_files, make_tokenizer, write_shards
 from scratchgpt.files import write_json
 from scratchgpt.plumbing import paths, stage
-from scratchgpt.plumbing.download import verify_dataset
+from scratchgpt.plumbing.datasets import verify_dataset
 
 
 def main(st: stage.Stage) -> None:

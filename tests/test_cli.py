@@ -27,7 +27,7 @@ from scratchgpt.cli import Conversation, answer_so_far, converse
 from scratchgpt.cli import main as cli
 from scratchgpt.formats import modeldir
 from scratchgpt.formats.modeldir import load_model, read_model_config, save_model, save_tokenizer
-from scratchgpt.formats.openai import OPENAI_PRESETS
+from scratchgpt.formats.openai_download import OPENAI_PRESETS
 from scratchgpt.plumbing.experiments import changes, describe_value, load
 
 ROOT = Path(__file__).resolve().parents[1]

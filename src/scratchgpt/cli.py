@@ -31,7 +31,7 @@ from typing import Any
 CONFIG_FILE = "config.json"
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 SECTION = "###"  # the Alpaca prompt's section marker: an answer ends before the next one
-# weights download: formats.openai.OPENAI_PRESETS, named without importing torch (a test checks)
+# weights download: formats.openai_download.OPENAI_PRESETS, named without importing torch (a test checks)
 GPT2_SIZES = ("124M", "355M", "774M", "1558M")
 
 
@@ -151,7 +151,8 @@ def _load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
     from scratchgpt.device import pick_device
     from scratchgpt.errors import PipelineError
-    from scratchgpt.formats.modeldir import load_model, load_tokenizer
+    from scratchgpt.formats.finetuned import load_finetuned
+    from scratchgpt.formats.modeldir import load_tokenizer
     from scratchgpt.plumbing.allocator import tune_cpu_allocator
 
     tune_cpu_allocator()
@@ -160,7 +161,7 @@ def _load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     except (ValueError, RuntimeError) as e:
         args.parser.error(f"argument --device: {e}")
     try:
-        model = load_model(args.model, device=where)
+        model = load_finetuned(args.model, device=where)
         tokenizer = load_tokenizer(args.model)
     except (OSError, ValueError, PipelineError) as e:
         raise SystemExit(fail(args, str(e))) from None
@@ -414,7 +415,7 @@ def classify_command(args: argparse.Namespace) -> int:
     """Label each text (or each line of stdin) with the classifier: label, probability, text."""
     from scratchgpt.book.classify import classify
     from scratchgpt.errors import PipelineError
-    from scratchgpt.formats.modeldir import load_classifier
+    from scratchgpt.formats.classifier import load_classifier
 
     if not args.texts and sys.stdin.isatty():
         args.parser.error("give the texts as arguments, or one per line on stdin")
@@ -440,8 +441,9 @@ def weights_command(args: argparse.Namespace) -> int:
     directories, export a model directory to Hugging Face's layout."""
     from scratchgpt.errors import PipelineError
     from scratchgpt.formats.convert import convert
+    from scratchgpt.formats.finetuned import load_finetuned
     from scratchgpt.formats.hf import export_hf
-    from scratchgpt.formats.openai import OPENAI_BASE_URLS, download_openai
+    from scratchgpt.formats.openai_download import OPENAI_BASE_URLS, download_openai
     from scratchgpt.plumbing import logs
     from scratchgpt.plumbing.download import mirror_from_env
 
@@ -450,7 +452,7 @@ def weights_command(args: argparse.Namespace) -> int:
         if args.action == "convert":
             out = convert(args.src, args.out, bpe_dir=args.bpe_dir, with_tokenizer=not args.no_tokenizer)
         elif args.action == "export-hf":
-            out = export_hf(args.model, args.out)
+            out = export_hf(args.model, args.out, load=load_finetuned)
         else:
             mirror = args.mirror or mirror_from_env()
             out = download_openai(args.size, args.out, mirror=mirror, base_urls=args.base_urls or OPENAI_BASE_URLS)

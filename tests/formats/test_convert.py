@@ -1,5 +1,5 @@
 """OpenAI's TF checkpoints and Hugging Face GPT-2 folders ↔ our model directories
-(scratchgpt.formats.openai, .hf and .convert).
+(scratchgpt.formats.openai, .openai_download, .hf and .convert).
 
 Every conversion is checked against ``transformers.GPT2LMHeadModel`` holding the same numbers,
 loaded by a mapping written here independently of scratchgpt.formats. The checkpoints are tiny
@@ -26,10 +26,10 @@ from scratchgpt.formats.modeldir import (
     read_model_config,
     write_manifest,
 )
-from scratchgpt.formats.openai import (
+from scratchgpt.formats.openai import convert_tf_checkpoint
+from scratchgpt.formats.openai_download import (
     OPENAI_FILES,
     OPENAI_PRESETS,
-    convert_tf_checkpoint,
     download_openai,
     expected_size,
     openai_file_specs,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from scratchgpt.formats.openai import DATA_FILE, openai_file_specs
+from scratchgpt.formats.openai_download import DATA_FILE, openai_file_specs
 from scratchgpt.plumbing import http
 from scratchgpt.plumbing.download import (
     DownloadError,
@@ -420,7 +420,7 @@ def test_credentials_never_reach_logs_or_errors(server, client, tmp_path, caplog
 
 
 def test_verify_dataset_names_the_damaged_file(tmp_path):
-    from scratchgpt.plumbing.download import DataCorrupt, verify_dataset
+    from scratchgpt.plumbing.datasets import DataCorrupt, verify_dataset
 
     ds = DatasetParams(files=[spec(name="sub/story.txt")])
     with pytest.raises(DataCorrupt, match=r"story.txt not found: run `dvc repro -f download@verdict`"):

@@ -17,7 +17,7 @@ import pytest
 
 from scratchgpt.book.shards import corpus_files, documents
 from scratchgpt.plumbing import wikidump
-from scratchgpt.plumbing.download import DataCorrupt, verify_dataset
+from scratchgpt.plumbing.datasets import DataCorrupt, verify_dataset
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.params import DatasetParams, DumpParams, HttpParams
 from scratchgpt.plumbing.wikidump import WikiDumpError, clean, extract, read_shard, stream_offsets

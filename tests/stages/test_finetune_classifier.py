@@ -17,7 +17,8 @@ from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.cli import main as cli
 from scratchgpt.errors import PipelineError
-from scratchgpt.formats.modeldir import load_classifier, save_model, save_tokenizer
+from scratchgpt.formats.classifier import load_classifier
+from scratchgpt.formats.modeldir import save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import load_params
 

@@ -17,6 +17,7 @@ from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.book.train import TooLittleData
 from scratchgpt.files import write_json
+from scratchgpt.formats.finetuned import load_finetuned
 from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.params import load_params
@@ -116,7 +117,7 @@ def test_lora_trains_adapters_and_saves_them_beside_the_instruction_model(stage_
     assert summary["dpo_trainable_parameters"] == 4 * 2 * (16 + 16)  # q, k, v, out: A 16×2 and B 2×16 each
     config = json.loads((paths.DPO / "config.json").read_text())
     assert config["lora"]["base"]["path"] == "../instruct"
-    assert load_model(paths.DPO).config == load_model(paths.INSTRUCT).config
+    assert load_finetuned(paths.DPO).config == load_model(paths.INSTRUCT).config
 
 
 def test_a_preference_file_that_is_not_chapter_7s_is_refused(stage_dir, run_stage):

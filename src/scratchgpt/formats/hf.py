@@ -12,7 +12,7 @@ import logging
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -332,15 +332,17 @@ def hf_state(model: GPTModel) -> dict[str, torch.Tensor]:
     return state
 
 
-def export_hf(model_dir: PathLike, out_dir: PathLike) -> Path:
+def export_hf(model_dir: PathLike, out_dir: PathLike, load: Callable[[Path], GPTModel] = load_model) -> Path:
     """Write our model directory as a Hugging Face GPT-2 folder (config.json, model.safetensors,
     and vocab.json + merges.txt when the model uses GPT-2's tokenizer); return ``out_dir``.
 
-    ``transformers.GPT2LMHeadModel.from_pretrained(out_dir)`` then gives the same logits.
+    ``transformers.GPT2LMHeadModel.from_pretrained(out_dir)`` then gives the same logits. ``load``
+    reads the model: its own weights by default; for LoRA adapters saved alone, pass
+    :func:`scratchgpt.formats.finetuned.load_finetuned`.
     """
     model_dir = Path(model_dir)
     try:
-        model = load_model(model_dir)
+        model = load(model_dir)
     except (FileNotFoundError, ValueError) as e:
         raise WeightsError(str(e)) from None
     bpe = model_dir / TOKENIZER_DIR

@@ -4,7 +4,8 @@ A model directory holds ``config.json`` (the :class:`~scratchgpt.book.model.GPTC
 tokenizer's description and other metadata, and the weights' sha256), ``model.safetensors``
 and ``tokenizer/`` (the files that rebuild the tokenizer). A LoRA finetune saved as adapters
 holds ``adapters.safetensors`` and a reference to its base model directory instead of
-``model.safetensors``; :func:`load_model` rebuilds either. Never pickles.
+``model.safetensors`` (written and read by :mod:`scratchgpt.formats.finetuned`, with the
+classifier's head). Never pickles.
 
 ``manifest.json``, written last, holds the sha256 of every other file of the folder: whatever
 reads a model directory checks config.json and the tokenizer files against it (and the weights
@@ -27,11 +28,8 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from torch import nn
 
 from scratchgpt import files
-from scratchgpt.book.classify import Head
-from scratchgpt.book.lora import apply_lora, merge_lora
 from scratchgpt.book.model import GPTConfig, GPTModel, model_from_state
 from scratchgpt.book.tokenizer import (
     GPT2_FILES,
@@ -231,14 +229,18 @@ def check_vocab(path: Path, config: GPTConfig, n_vocab: int | None) -> None:
 
 
 def load_model(directory: str | os.PathLike[str], device: str | torch.device = "cpu", verify: bool = True) -> GPTModel:
-    """Build the model of a model directory and load its weights (safetensors only).
+    """Build the model of a model directory and load its weights (safetensors only); a directory of
+    LoRA adapters alone is :func:`scratchgpt.formats.finetuned.load_finetuned`'s.
 
     With ``verify`` the weights must match the sha256 recorded in config.json when they were
     saved: a corrupted file is an error naming it and what to run, never a silently wrong model."""
     config, extra = read_model_config(directory)
     weights = Path(directory) / WEIGHTS_FILE
     if "lora" in extra and not weights.is_file():  # adapters saved alone, beside a base model
-        return load_adapted(directory, device)
+        raise ModelError(
+            f"{directory}: LoRA adapters over a base model, no weights of its own; "
+            "load it with scratchgpt.formats.finetuned.load_finetuned"
+        )
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found")
     recorded = {read_manifest(directory).get(WEIGHTS_FILE), extra.get("weights_sha256")}
@@ -292,106 +294,3 @@ def load_tokenizer(model_dir: str | os.PathLike[str]) -> Tokenizer:
         raise FileNotFoundError(f"{folder}: no tokenizer files (encoder.json + vocab.bpe, or vocab.json)")
     check_vocab(Path(model_dir) / CONFIG_FILE, config, tokenizer.vocab_size)
     return tokenizer
-
-
-# ---------------------------------------------------------------------------------------------
-# LoRA adapters saved alone (appendix E)
-
-
-def save_adapters(
-    model: nn.Module,
-    directory: str | os.PathLike[str],
-    base_dir: str | os.PathLike[str],
-    settings: dict[str, Any],
-    metadata: dict[str, Any] | None = None,
-    lands_at: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Write the adapters, and every weight the base model lacks (a new head), beside a
-    reference to ``base_dir`` and its weights' sha256; :func:`load_adapted` rebuilds the model.
-    The reference is relative to ``lands_at``, where ``directory`` will be moved (default: itself)."""
-    directory, base_dir = Path(directory), Path(base_dir)
-    base_config, _ = read_model_config(base_dir)
-    state = {}
-    for name, tensor in model.state_dict().items():
-        is_adapter = name.endswith((".A", ".B"))
-        is_new_head = name.startswith("out_head") and model.config.n_classes != base_config.n_classes
-        if is_adapter or is_new_head:
-            state[name] = tensor.detach().contiguous().cpu()
-    directory.mkdir(parents=True, exist_ok=True)
-    digest = write_safetensors(directory / ADAPTERS_FILE, state)
-    base = {"path": os.path.relpath(base_dir, lands_at or directory), "weights_sha256": weights_sha256(base_dir)}
-    config = {
-        "format": MODEL_FORMAT,
-        "model": model.config.to_dict(),
-        **(metadata or {}),
-        "lora": {**settings, "adapters_sha256": digest, "base": base},
-    }
-    write_json(directory / CONFIG_FILE, config)
-    write_manifest(directory, known={ADAPTERS_FILE: digest})
-    return directory
-
-
-def load_adapted(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> nn.Module:
-    """The model of an adapters-only directory: its base, the new head if any, the adapters
-    applied and merged. The base must be the very one the adapters were trained on."""
-    directory = Path(directory)
-    config, extra = read_model_config(directory)
-    info = extra["lora"]
-    base_dir = (directory / info["base"]["path"]).resolve()
-    adapters = directory / ADAPTERS_FILE
-    if not adapters.is_file() or sha256_file(adapters) != info["adapters_sha256"]:
-        raise PipelineError(f"{adapters} is missing or does not match its sha256 in config.json")
-    if sha256_file(base_dir / WEIGHTS_FILE) != info["base"]["weights_sha256"]:
-        raise PipelineError(f"{directory}: its base model {base_dir} has changed since the adapters were trained")
-    base = load_model(base_dir, device=device, verify=False)  # its file was just checked
-    model = GPTModel(config) if base.config != config else base
-    if model is not base:
-        state = {k: v for k, v in base.state_dict().items() if not k.startswith("out_head")}
-        model.load_state_dict(state, strict=False)
-        model.to(device)
-    apply_lora(model, info["rank"], info["alpha"], 0.0, info["targets"])
-    missing, unexpected = model.load_state_dict(load_file(str(adapters), device=str(device)), strict=False)
-    if unexpected or any(k.endswith((".A", ".B")) for k in missing):
-        raise PipelineError(f"{adapters} does not fit {directory}'s model (unexpected {unexpected[:3]})")
-    return merge_lora(model).eval()
-
-
-def save_finetuned(
-    model: nn.Module,
-    directory: Path,
-    section: Any,
-    base_dir: Path,
-    metadata: dict[str, Any],
-    lands_at: Path | None = None,
-) -> None:
-    """Merged weights (a plain model), or for ``lora.save: adapters`` the adapters alone (see
-    :func:`save_adapters` for ``lands_at``)."""
-    if section.method == "lora" and section.lora.save == "adapters":
-        lo = section.lora
-        settings = {"rank": lo.rank, "alpha": lo.alpha, "targets": list(lo.targets)}
-        save_adapters(model, directory, base_dir, settings, metadata, lands_at)
-        return
-    save_model(merge_lora(model), directory, metadata)
-
-
-# ---------------------------------------------------------------------------------------------
-# The classifier
-
-
-def load_classifier(
-    model_dir: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[GPTModel, Any, Head]:
-    """Model, tokenizer and head description of a classifier directory."""
-    config, extra = read_model_config(model_dir)
-    if not config.n_classes or "classifier" not in extra:
-        raise ValueError(f"{model_dir} is not a classifier (no classification head in config.json)")
-    try:
-        head = Head.from_dict(extra["classifier"])
-    except (TypeError, KeyError, ValueError) as e:
-        raise ModelError(f"{Path(model_dir) / CONFIG_FILE}: classifier: not a head description ({e!r})") from None
-    if head.max_length is not None and not 1 <= head.max_length <= config.context_length:
-        raise ModelError(
-            f"{Path(model_dir) / CONFIG_FILE}: classifier.max_length must be in [1, model.context_length "
-            f"({config.context_length})], got {head.max_length}"
-        )
-    return load_model(model_dir, device=device), load_tokenizer(model_dir), head

@@ -1,4 +1,6 @@
 """Downloads that survive real networks: several sources per file, sha256, retries, atomic writes.
+The ``files`` source of the download stage (``mediawiki`` is :mod:`.wikipedia`, ``dump``
+:mod:`.wikidump`; what readers of data/raw check is :mod:`.datasets`).
 
 Each file of a dataset is tried from its sources in order: the URLs from params.yaml (primary,
 then backups), then the mirror named by ``$SCRATCHGPT_MIRROR`` (a folder or a base URL holding
@@ -14,7 +16,6 @@ and why it failed.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from scratchgpt.errors import PipelineError
-from scratchgpt.files import atomic_dir, sha256_file, temp_path
+from scratchgpt.files import atomic_dir, temp_path
+from scratchgpt.plumbing.datasets import file_dest, verify
 from scratchgpt.plumbing.http import (
     CHUNK,
     HttpClient,
@@ -34,7 +36,6 @@ from scratchgpt.plumbing.http import (
     redact,
 )
 from scratchgpt.plumbing.params import DatasetParams, FileParams
-from scratchgpt.plumbing.wikipedia import scrape
 
 log = logging.getLogger(__name__)
 
@@ -178,19 +179,7 @@ def extract_member(archive: Path, member: str, dest: Path, cap: int | None = Non
 
 
 # ---------------------------------------------------------------------------------------------
-# Files and datasets
-
-
-def verify(path: Path, spec: FileParams) -> str | None:
-    """None when ``path`` has the expected size and sha256 (those that ``spec`` gives), else what is wrong."""
-    size = path.stat().st_size
-    if spec.size is not None and size != spec.size:
-        return f"size mismatch: expected {spec.size} bytes, got {size}"
-    if spec.sha256 is not None:
-        digest = sha256_file(path)
-        if digest != spec.sha256:
-            return f"sha256 mismatch: expected {spec.sha256}, got {digest}"
-    return None
+# Files and datasets of files
 
 
 def partial_path(dest: Path, source: Source) -> Path:
@@ -247,41 +236,6 @@ def fetch_file(
     raise DownloadError(spec.name, failures)
 
 
-class DataCorrupt(PipelineError, ValueError):
-    """A downloaded file that is missing or no longer matches its sha256; the message says what to run."""
-
-
-def verify_dataset(name: str, dataset: DatasetParams, folder: str | os.PathLike[str]) -> None:
-    """Check that every file of a downloaded dataset is still there and matches params.yaml.
-
-    DVC reruns a stage when a dependency changes, but it would happily feed it a file that was
-    edited or damaged in place; readers of data/raw call this first."""
-    folder = Path(folder)
-    hint = f"run `dvc repro -f download@{name}`"
-    if dataset.source == "dump":  # shards listed, with their sha256, in the folder's manifest.json
-        manifest = folder / "manifest.json"
-        try:
-            listed = json.loads(manifest.read_text(encoding="utf-8"))["shards"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise DataCorrupt(f"{manifest} is missing or unreadable: {hint}") from None
-        for shard in listed:
-            path = folder / shard["file"]
-            if not path.is_file() or sha256_file(path) != shard["sha256"]:
-                raise DataCorrupt(f"{path}: missing or changed since it was extracted; {hint}")
-    for spec in dataset.files if dataset.source == "files" else []:
-        path = file_dest(folder, spec)
-        if not path.is_file():
-            raise DataCorrupt(f"{path} not found: {hint}")
-        problem = verify(path, spec)
-        if problem:
-            raise DataCorrupt(f"{path}: {problem} (corrupt or changed since it was downloaded); {hint}")
-
-
-def file_dest(out_dir: Path, spec: FileParams) -> Path:
-    """A dataset's files sit flat in its folder under their base names."""
-    return out_dir / PurePosixPath(spec.name).name
-
-
 def fetch_dataset(
     name: str,
     dataset: DatasetParams,
@@ -290,7 +244,7 @@ def fetch_dataset(
     mirror: str | None = None,
     reuse: str | os.PathLike[str] | None = None,
 ) -> dict[str, str]:
-    """Build ``out_dir`` for one dataset; it appears complete and verified, or not at all.
+    """Build ``out_dir`` for one dataset of files; it appears complete and verified, or not at all.
 
     Files already present and verified in ``reuse`` (default: ``out_dir``) are copied; the rest
     are fetched into a staging folder beside ``out_dir`` which then replaces it. Returns
@@ -300,19 +254,16 @@ def fetch_dataset(
     reuse = Path(reuse) if reuse is not None else out_dir
     client = client or HttpClient()
     report: dict[str, str] = {}
+    if dataset.source != "files":
+        raise ValueError(f"{name}: a {dataset.source} dataset, not files (stages/download.py picks its source)")
     with atomic_dir(out_dir) as staging:
-        if dataset.source == "mediawiki":
-            assert dataset.mediawiki is not None
-            count = scrape(dataset.mediawiki, client, staging / "articles.jsonl")
-            report["articles.jsonl"] = f"{count} articles from {dataset.mediawiki.api_url}"
-        else:
-            for spec in dataset.files:
-                dest = file_dest(staging, spec)
-                existing = file_dest(reuse, spec)
-                if existing.is_file() and verify(existing, spec) is None:
-                    shutil.copy2(existing, dest)
-                    report[dest.name] = "already present"
-                else:
-                    report[dest.name] = fetch_file(spec, dest, client, mirror)
+        for spec in dataset.files:
+            dest = file_dest(staging, spec)
+            existing = file_dest(reuse, spec)
+            if existing.is_file() and verify(existing, spec) is None:
+                shutil.copy2(existing, dest)
+                report[dest.name] = "already present"
+            else:
+                report[dest.name] = fetch_file(spec, dest, client, mirror)
     log.debug("%s: %d file(s) ready", name, len(report))
     return report

@@ -16,13 +16,15 @@ and any other API error raises :class:`~scratchgpt.plumbing.http.SourceFailed`.
 (references, external links, ...) go, and so do LaTeX math and the empty parentheses it leaves.
 
 The output is JSON Lines, one ``{"title", "pageid", "url", "text"}`` object per article, written
-atomically: on any failure no file is left behind.
+atomically: on any failure no file is left behind. :func:`build_dataset` is the ``mediawiki``
+source of the download stage.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import urllib.parse
@@ -33,7 +35,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from scratchgpt.files import atomic_write
+from scratchgpt.files import atomic_dir, atomic_write
 from scratchgpt.plumbing.http import HttpClient, SourceFailed, retry_after_seconds
 from scratchgpt.plumbing.params import MediaWikiParams
 
@@ -386,3 +388,11 @@ def scrape(
         tally.skipped(),
     )
     return tally.written
+
+
+def build_dataset(params: MediaWikiParams, out_dir: str | os.PathLike[str], client: HttpClient) -> dict[str, str]:
+    """data/raw/<dataset>/ from a MediaWiki site: its articles.jsonl, the folder appearing whole or
+    not at all. Returns {file: what it is}."""
+    with atomic_dir(Path(out_dir)) as staging:
+        count = scrape(params, client, staging / "articles.jsonl")
+    return {"articles.jsonl": f"{count} articles from {params.api_url}"}
