@@ -3,13 +3,18 @@ bodies included): what tests/stages/test_deps.py checks dvc.yaml's deps against 
 tests/test_layout.py checks the layers and cycles of.
 
     python tests/imports.py          # rewrite dvc.yaml's source deps to each stage's import closure
+    python tests/imports.py table    # print which stages each module invalidates (docs/pipeline.md)
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import re
+import sys
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "scratchgpt"
@@ -35,8 +40,10 @@ def _package_of(file: Path) -> str:
     return ".".join(parts[:-1]) if file.name != "__init__.py" else ".".join(parts)
 
 
-def imported_files(file: Path) -> set[Path]:
-    """Project files that ``file`` imports directly (its package's __init__ included)."""
+@functools.cache
+def imported_files(file: Path) -> frozenset[Path]:
+    """Project files that ``file`` imports directly (its package's __init__ included); read once
+    per process."""
     found = set()
     for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
         names = []
@@ -56,7 +63,7 @@ def imported_files(file: Path) -> set[Path]:
                 target = _module_file(".".join(parts[:i]))
                 if target is not None:
                     found.add(target)
-    return found
+    return frozenset(found)
 
 
 def import_closure(script: Path) -> set[Path]:
@@ -106,5 +113,36 @@ def rewrite_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> None:
     path.write_text("".join(out), encoding="utf-8")
 
 
+def stage_definitions(path: Path = ROOT / "dvc.yaml") -> list[str]:
+    """The stage definitions of dvc.yaml in their order (a ``foreach`` stage once, by its name)."""
+    return list(yaml.safe_load(path.read_text(encoding="utf-8"))["stages"])
+
+
+def invalidated_by() -> dict[str, list[str]]:
+    """Each package module (by its path under src/scratchgpt) → the stage definitions whose script
+    imports it, so whose deps a change to it invalidates, in dvc.yaml's order."""
+    stages = stage_definitions()
+    closures = {stage: import_closure(ROOT / "stages" / f"{stage}.py") for stage in stages}
+    return {
+        file.relative_to(PACKAGE).as_posix(): [stage for stage in stages if file in closures[stage]]
+        for file in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def table() -> str:
+    """The Markdown table module → stages it invalidates (``every stage``, or ``none``)."""
+    everything = stage_definitions()
+    rows = ["| module | stages a change to it invalidates |", "| --- | --- |"]
+    for module, stages in invalidated_by().items():
+        listed = "every stage" if stages == everything else ", ".join(f"`{s}`" for s in stages) or "none"
+        rows.append(f"| `{module}` | {listed} |")
+    return "\n".join(rows) + "\n"
+
+
 if __name__ == "__main__":
-    rewrite_dvc_yaml()
+    if sys.argv[1:] == ["table"]:
+        print(table(), end="")
+    elif sys.argv[1:]:
+        sys.exit(f"usage: python {sys.argv[0]} [table]")
+    else:
+        rewrite_dvc_yaml()

@@ -1,13 +1,18 @@
 """dvc.yaml's deps of every stage cover the project source files its script imports, found from
 the code (ast, every import statement, function bodies included, followed transitively), not
-from a hand-made list; and they list no source file the stage does not import."""
+from a hand-made list; and they list no source file the stage does not import. Since every
+imported module is a dep, a stage imports only what it runs: a change to one stage's code
+invalidates no stage that does not run it (checked from the closures, dvc.yaml and DVC itself)."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from imports import ROOT, import_closure, imported_files
+from imports import ROOT, import_closure, imported_files, table
+from scratch_repo import DVC, init_repo, repo_env, sh
 from scratchgpt.plumbing.pipeline import load_spec, stage_names
 
 PACKAGE = ROOT / "src" / "scratchgpt"
@@ -60,3 +65,161 @@ def test_every_stage_resolves_and_its_deps_exist_in_the_repository():
         for dep in spec.deps:
             if dep.startswith(("src/", "stages/")):
                 assert (ROOT / dep).exists(), f"{name}: dep {dep} does not exist"
+
+
+def dvc_yaml_code_deps(stage: str) -> list[str]:
+    """The source files dvc.yaml lists as deps of the stage definition ``stage``."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    body = spec.get("do", spec)
+    return [d for d in (next(iter(d)) if isinstance(d, dict) else d for d in body["deps"]) if d.endswith(".py")]
+
+
+def code_deps(stage: str) -> dict[str, list[str]]:
+    """The stage's source deps, as derived from its script and as dvc.yaml lists them."""
+    derived = [p.relative_to(ROOT).as_posix() for p in import_closure(ROOT / "stages" / f"{stage}.py")]
+    return {"import closure": derived, "dvc.yaml": dvc_yaml_code_deps(stage)}
+
+
+DOWNLOAD_CODE = ("http.py", "download.py", "wikipedia.py", "wikidump.py")
+FINETUNING_CODE = ("classify.py", "lora.py", "instruct.py", "dpo.py", "scoring.py", "judge.py")
+
+
+def test_pretrain_depends_on_no_finetuning_or_download_code():
+    """A change to the classifier, LoRA, instruction or preference tuning, the scores, the
+    judge, or any download code does not rerun pretraining."""
+    for where, deps in code_deps("pretrain").items():
+        found = sorted(d for d in deps if Path(d).name in FINETUNING_CODE + DOWNLOAD_CODE)
+        assert not found, f"pretrain's {where} holds {found}"
+
+
+MODEL_CODE = (
+    "src/scratchgpt/book/model.py",
+    "src/scratchgpt/book/train.py",
+    "src/scratchgpt/book/generate.py",
+    "src/scratchgpt/device.py",
+    "src/scratchgpt/plumbing/training.py",
+    "src/scratchgpt/plumbing/live.py",
+    *(f"src/scratchgpt/book/{name}" for name in FINETUNING_CODE if name != "judge.py"),
+)
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare"])
+def test_the_data_stages_depend_on_no_model_or_training_code(stage):
+    """Downloads and shards rerun for no change to the model, training or a model format
+    (prepare runs the tokenizer and writes shards, nothing else of the book)."""
+    for where, deps in code_deps(stage).items():
+        found = sorted(d for d in deps if d in MODEL_CODE or d.startswith("src/scratchgpt/formats/"))
+        assert not found, f"{stage}'s {where} holds {found}"
+
+
+@pytest.mark.parametrize(
+    "stage, fetches",
+    [
+        ("prepare", ()),
+        ("pretrain", ()),
+        ("init", ("http.py", "download.py")),  # OpenAI's checkpoint files and the Hub
+        ("finetune_classifier", ()),
+        ("finetune_instruct", ()),
+        ("finetune_dpo", ()),
+        ("evaluate", ("http.py",)),  # the judge
+        ("report", ()),
+    ],
+)
+def test_only_what_a_stage_downloads_with_is_its_dep(stage, fetches):
+    """Readers of data/raw check it with plumbing/datasets.py, not with the download code; only
+    the download stage depends on the MediaWiki and dump sources."""
+    for where, deps in code_deps(stage).items():
+        found = sorted(Path(d).name for d in deps if d.startswith("src/") and Path(d).name in DOWNLOAD_CODE)
+        assert found == sorted(fetches), f"{stage}'s {where} holds {found}"
+
+
+# Which stage definitions list each module: a change to it reruns these and no other.
+INVALIDATES = {
+    "book/classify.py": {"finetune_classifier", "evaluate"},
+    "book/lora.py": {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"},
+    "book/instruct.py": {"finetune_instruct", "finetune_dpo", "evaluate"},
+    "book/dpo.py": {"finetune_dpo"},
+    "book/scoring.py": {"evaluate"},
+    "book/shards.py": {"prepare", "pretrain"},
+    "plumbing/wikidump.py": {"download"},
+    "plumbing/wikipedia.py": {"download"},
+    "plumbing/download.py": {"download", "init"},
+    "plumbing/datasets.py": {"download", "prepare", "init", "finetune_classifier", "finetune_instruct", "finetune_dpo"},
+    "formats/finetuned.py": {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"},
+    "formats/classifier.py": {"evaluate"},
+    "formats/openai_download.py": {"init"},
+}
+
+
+@pytest.mark.parametrize("module", sorted(INVALIDATES))
+def test_a_change_to_a_module_invalidates_only_the_stages_that_run_it(module):
+    path = f"src/scratchgpt/{module}"
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listing = {stage for stage in stages if path in dvc_yaml_code_deps(stage)}
+    importing = {stage for stage in stages if ROOT / path in import_closure(ROOT / "stages" / f"{stage}.py")}
+    assert listing == importing == INVALIDATES[module], f"{module}: dvc.yaml {listing}, imports {importing}"
+
+
+def test_docs_hold_the_current_table_of_what_a_change_invalidates():
+    """docs/pipeline.md shows `python tests/imports.py table` as it is now."""
+    lines = (ROOT / "docs" / "pipeline.md").read_text(encoding="utf-8").splitlines()
+    header = table().splitlines()[0]
+    assert header in lines, "docs/pipeline.md lacks the table of `python tests/imports.py table`"
+    start = lines.index(header)
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    shown = "\n".join(lines[start:end]) + "\n"
+    assert shown == table(), "docs/pipeline.md: paste the output of `python tests/imports.py table`"
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """A scratch copy of the pipeline whose dvc.lock records every stage as run: each output and
+    data dep a placeholder, committed with `dvc commit` (nothing runs), so `dvc status` shows
+    only what a change to the code does."""
+    work = tmp_path_factory.mktemp("deps")
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, work / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = repo_env()
+    init_repo(work, env)
+    for name in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml"):
+        spec = load_spec(name, ROOT / "dvc.yaml", ROOT / "params.yaml")
+        for path in [work / d for d in spec.deps if not d.endswith(".py")] + [work / o for o in spec.outs]:
+            if path.suffix:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text("{}\n")
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "placeholder").write_text("placeholder\n")
+    sh([*DVC, "commit", "-f", "-q"], work, env)
+    assert json.loads(sh([*DVC, "status", "--json"], work, env)) == {}
+    return work, env
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "module, changed",
+    [
+        ("book/classify.py", {"finetune_classifier", "evaluate"}),
+        ("book/lora.py", {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"}),
+        (
+            "plumbing/wikidump.py",
+            {n for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml") if "@" in n and n.startswith("download@")},
+        ),
+    ],
+    ids=["classify", "lora", "wikidump"],
+)
+def test_dvc_status_after_a_change_lists_only_the_stages_that_run_it(committed, module, changed):
+    """A comment appended to one module: `dvc status` names the stages that import it and no other."""
+    work, env = committed
+    path = work / "src" / "scratchgpt" / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# a comment\n")
+        status = json.loads(sh([*DVC, "status", "--json"], work, env))
+    finally:
+        path.write_bytes(original)
+    assert set(status) == changed
+    for stage, changes in status.items():
+        assert changes == [{"changed deps": {f"src/scratchgpt/{module}": "modified"}}], stage
