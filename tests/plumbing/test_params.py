@@ -288,18 +288,23 @@ def test_a_params_file_over_1_mib_is_refused_before_parsing(tmp_path, monkeypatc
     assert str(err.value).startswith(f"{path}: 1 problem")
 
 
-def test_a_stage_refuses_a_50_mb_params_file_at_once(tmp_path):
-    padded(tmp_path / "params.yaml", 52_428_800)
-    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
-    env = {**os.environ, "SCRATCHGPT_MIRROR": str(tmp_path / "nowhere")}
-    run = subprocess.run(
+def run_download_stage(folder: Path) -> subprocess.CompletedProcess[str]:
+    """download@verdict run in ``folder`` (which holds params.yaml) with the repository's dvc.yaml."""
+    (folder / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    env = {**os.environ, "SCRATCHGPT_MIRROR": str(folder / "nowhere")}
+    return subprocess.run(
         [sys.executable, str(ROOT / "stages" / "download.py"), "verdict"],
-        cwd=tmp_path,
+        cwd=folder,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_a_stage_refuses_a_50_mb_params_file_at_once(tmp_path):
+    padded(tmp_path / "params.yaml", 52_428_800)
+    run = run_download_stage(tmp_path)
     assert run.returncode == 1
     assert "52,428,800 bytes; params.yaml is capped at 1 MiB (1,048,576 bytes)" in run.stderr
     assert "Traceback" not in run.stderr
@@ -323,16 +328,7 @@ def test_a_params_file_that_is_not_utf8_is_one_problem(tmp_path):
 def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
     data = with_change(base, "download.http.connect_timeout", -1)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
-    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
-    env = {**os.environ, "SCRATCHGPT_MIRROR": str(tmp_path / "nowhere")}
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "stages" / "download.py"), "verdict"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_download_stage(tmp_path)
     assert run.returncode == 1
     assert "download.http.connect_timeout: must be > 0, got -1" in run.stderr
     assert "Traceback" not in run.stderr
