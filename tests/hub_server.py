@@ -152,10 +152,10 @@ def flood(extra: int, announce: int | None = None, watch: Path | None = None, se
     seen = {} if seen is None else seen
 
     def respond(handler: http.server.BaseHTTPRequestHandler, data: bytes) -> bool:
-        _body_start(handler, announce)
-        seen.update(sent=0, partial=0)
+        seen.update(sent=0, partial=0, done=False)  # before the headers: the client may hang up on them
         pieces = [data[i : i + 65536] for i in range(0, len(data), 65536)] + [b"\0" * 65536] * (extra // 65536)
         try:
+            _body_start(handler, announce)
             for piece in pieces:
                 handler.wfile.write(piece)
                 seen["sent"] += len(piece)
@@ -164,6 +164,8 @@ def flood(extra: int, announce: int | None = None, watch: Path | None = None, se
                     seen["partial"] = max([seen["partial"], *sizes])
         except OSError:  # the client hung up
             pass
+        finally:
+            seen["done"] = True  # what the counts say is final
         return True
 
     return respond
