@@ -1,9 +1,12 @@
-"""The command line (scratchgpt.cli): --help answers without importing torch; bad arguments end
-in one line naming the option; `generate` streams the continuation and `chat` answers with the
-book's Alpaca prompt (pipe mode, history, /reset, the next "###" section); both refuse a
-classifier; `classify` prints aligned columns; `experiments` lists, shows and runs only the target
-stages; `weights convert`, `export-hf` and `download` say what went wrong in one line."""
+"""The command line (scratchgpt.cli): --help answers without importing torch or the module of a
+command; bad arguments end in one line naming the option; `generate` streams the continuation and
+`chat` answers with the book's Alpaca prompt (pipe mode, history, /reset, the next "###" section);
+both refuse a classifier; `classify` prints aligned columns; `experiments` lists, shows and runs
+only the target stages; `weights convert`, `export-hf` and `download` say what went wrong in one
+line."""
 
+import argparse
+import importlib
 import io
 import json
 import os
@@ -15,16 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import scratchgpt.book.generate
 from fakes import BOOK_LIKE, TINY, hf_model, openai_arrays, our_model_dir, write_openai_checkpoint
-from scratchgpt import cli as cli_module
+from scratchgpt import cli as cli_package
 from scratchgpt.book.classify import Head
 from scratchgpt.book.generate import generate
 from scratchgpt.book.instruct import format_input
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import WordTokenizer
-from scratchgpt.cli import Conversation, answer_so_far, converse
+from scratchgpt.cli import common, generation
 from scratchgpt.cli import main as cli
+from scratchgpt.cli.chat import Conversation, answer_so_far, converse
 from scratchgpt.formats import modeldir
 from scratchgpt.formats.modeldir import load_model, read_model_config, save_model, save_tokenizer
 from scratchgpt.formats.openai_download import OPENAI_PRESETS
@@ -139,9 +142,31 @@ HELPS = [
     ["experiments"],
     ["experiments", "list"],
     ["experiments", "show"],
+    ["experiments", "args"],
     ["experiments", "run"],
+    ["experiments", "snapshot"],
+    ["experiments", "figure"],
 ]
-HEAVY = ("torch", "numpy", "dvc", "safetensors", "scratchgpt.book.model", "scratchgpt.formats.modeldir")
+HEAVY = (
+    "torch",
+    "numpy",
+    "dvc",
+    "safetensors",
+    "scratchgpt.book.model",
+    "scratchgpt.formats.modeldir",
+    "scratchgpt.cli.generation",
+    *(cli_package.command_module(command) for command in cli_package.COMMANDS),
+)
+
+
+def subcommands(parser) -> list[list[str]]:
+    """Every command and action a parser takes, as argv prefixes."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [[name]] + [[name, *rest] for rest in subcommands(sub)]
+    return found
 
 
 def test_help_answers_without_importing_torch():
@@ -175,9 +200,21 @@ def test_help_answers_without_importing_torch():
         assert command in helps[""][1]
 
 
+def test_every_command_and_action_has_its_help_checked():
+    assert sorted(subcommands(cli_package.parser())) == sorted(a for a in HELPS if a)
+
+
+def test_each_command_runs_in_a_module_of_its_own():
+    """The parser's commands are COMMANDS, each run by ``run`` of scratchgpt.cli.<command>."""
+    assert [argv[0] for argv in subcommands(cli_package.parser()) if len(argv) == 1] == list(cli_package.COMMANDS)
+    for command in cli_package.COMMANDS:
+        module = importlib.import_module(cli_package.command_module(command))
+        assert callable(module.run), command
+
+
 def test_the_names_the_command_line_repeats_agree_with_the_library():
-    assert cli_module.CONFIG_FILE == modeldir.CONFIG_FILE
-    assert cli_module.GPT2_SIZES == tuple(OPENAI_PRESETS)
+    assert common.CONFIG_FILE == modeldir.CONFIG_FILE
+    assert common.GPT2_SIZES == tuple(OPENAI_PRESETS)
 
 
 @pytest.mark.parametrize(
@@ -286,13 +323,13 @@ def test_chat_from_a_pipe_answers_as_greedy_generate_does(language_model, tok, m
 def prompts_fed(monkeypatch, tok):
     """The prompts chat feeds the model, decoded (the book's stream, spied on)."""
     fed = []
-    real = scratchgpt.book.generate.stream
+    real = generation.stream
 
     def spy(model, prompts, *args, **kwargs):
         fed.append(tok.decode(list(prompts[0])))
         return real(model, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(scratchgpt.book.generate, "stream", spy)
+    monkeypatch.setattr(generation, "stream", spy)
     return fed
 
 

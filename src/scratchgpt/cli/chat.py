@@ -1,0 +1,167 @@
+"""``scratchgpt chat``: talk to an instruction model with the book's Alpaca prompt, streaming
+each answer; at a terminal the conversation is kept, from a pipe each line is answered alone."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import readline  # noqa: F401 (line editing and history for input())
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from scratchgpt.book.instruct import INTRO, format_example
+from scratchgpt.cli.common import CONFIG_FILE, stdin_lines
+from scratchgpt.cli.generation import context_note, load_language_model, new_text, sampling
+
+SECTION = "###"  # the Alpaca prompt's section marker: an answer ends before the next one
+
+
+def answer_so_far(text: str) -> tuple[str, bool]:
+    """What of a generated answer to show, and whether it is complete: it ends before the next
+    ``###`` section marker; trailing ``#`` and whitespace wait until more text comes."""
+    text = text.lstrip()
+    at = text.find(SECTION)
+    if at >= 0:
+        return text[:at].rstrip(), True
+    return text.rstrip("#").rstrip(), False
+
+
+class Conversation:
+    """The book's Alpaca prompt over a conversation: the introduction once, then each earlier turn
+    as ``### Instruction:`` / ``### Response:``, then the new instruction and ``### Response:``.
+    Earlier turns are dropped, oldest first, while the prompt and ``max_new_tokens`` new tokens do
+    not fit in the model's context window."""
+
+    def __init__(self, tokenizer: Any, context_length: int, max_new_tokens: int, keep_history: bool) -> None:
+        self.tokenizer = tokenizer
+        self.context_length = context_length
+        self.max_new_tokens = max_new_tokens
+        self.keep_history = keep_history
+        self.turns: list[tuple[str, str]] = []
+        self.dropped = 0  # turns of the last prompt left out for lack of room
+
+    @staticmethod
+    def text(turns: list[tuple[str, str]], instruction: str) -> str:
+        entries = [{"instruction": q, "input": "", "output": a} for q, a in turns]
+        entries.append({"instruction": instruction, "input": "", "output": ""})
+        parts = [format_example(entries[0])]
+        parts += [format_example(e).removeprefix(INTRO + "\n\n") for e in entries[1:]]
+        return "\n\n".join(parts)
+
+    def prompt_ids(self, instruction: str) -> list[int]:
+        turns = list(self.turns) if self.keep_history else []
+        while True:
+            ids = self.tokenizer.encode(self.text(turns, instruction), allow_special=False)
+            if not turns or len(ids) + self.max_new_tokens <= self.context_length:
+                self.dropped = len(self.turns) - len(turns) if self.keep_history else 0
+                return ids
+            turns.pop(0)
+
+    def add(self, instruction: str, answer: str) -> None:
+        if self.keep_history:
+            self.turns.append((instruction, answer))
+
+    def reset(self) -> None:
+        self.turns.clear()
+
+
+def _answer(conv: Conversation, instruction: str, reply: Callable[[list[int]], Iterable[str]], write) -> str:
+    """Stream the answer to ``instruction``; return it whole."""
+    shown, last = "", ""
+    for text in reply(conv.prompt_ids(instruction)):
+        last = text
+        final, done = answer_so_far(text)
+        if done:
+            break
+        if final.startswith(shown) and len(final) > len(shown):
+            write(final[len(shown) :])
+            shown = final
+    else:
+        final = last.strip()  # it ended without a next section: all of it
+    if final.startswith(shown) and len(final) > len(shown):
+        write(final[len(shown) :])
+    write("\n")
+    return final
+
+
+def converse(
+    conv: Conversation,
+    reply: Callable[[list[int]], Iterable[str]],
+    lines: Iterable[str],
+    write,
+    note: Callable[[str], None] | None = None,
+    between: str = "",
+) -> None:
+    """Answer each line; ``/reset`` forgets the conversation, ``/quit`` ends it. ``note`` hears
+    of an empty answer; ``between`` is written between two answers."""
+    answered = False
+    for line in lines:
+        instruction = line.strip()
+        if not instruction:
+            continue
+        if instruction == "/quit":
+            return
+        if instruction == "/reset":
+            conv.reset()
+            continue
+        if answered and between:
+            write(between)
+        answered = True
+        answer = _answer(conv, instruction, reply, write)
+        if not answer and note:
+            note("(no answer: the model ended it or went straight on to a next ### section)")
+        conv.add(instruction, answer)
+
+
+def _typed_lines(conv: Conversation) -> Iterator[str]:
+    """What the person types, until /quit, Ctrl-D or Ctrl-C."""
+    while True:
+        try:
+            line = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return
+        if line.strip() == "/reset":
+            print("(history cleared)", file=sys.stderr)
+        yield line
+        if conv.dropped:
+            print(f"(the oldest {conv.dropped} turns no longer fit the context and were left out)", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    model, tokenizer, _, generator = load_language_model(args)
+    config = json.loads((Path(args.model) / CONFIG_FILE).read_text(encoding="utf-8"))
+    interactive = sys.stdin.isatty()
+    keep_history = interactive if args.history is None else args.history
+    conv = Conversation(tokenizer, model.config.context_length, args.max_new_tokens, keep_history)
+    options = sampling(args, tokenizer, generator)
+
+    def reply(ids: list[int]) -> Iterator[str]:
+        context_note(ids, model.config.context_length)
+        return new_text(model, tokenizer, ids, args.max_new_tokens, **options)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    if "instruct" not in config:
+        print(f"note: {args.model} was not finetuned on instructions; it continues the prompt", file=sys.stderr)
+    if not interactive:  # a blank line between answers, which may span lines
+        converse(conv, reply, stdin_lines(args.parser.prog), write, between="\n")
+        return 0
+    if hasattr(sys.stdin, "reconfigure"):  # typed bytes that are not UTF-8 become U+FFFD too
+        sys.stdin.reconfigure(encoding="utf-8", errors="replace")
+    print(
+        f"{args.model}: {model.config.context_length}-token context, "
+        f"{'history kept' if keep_history else 'no history'}. /reset forgets, /quit or Ctrl-D ends.",
+        file=sys.stderr,
+    )
+    lines = _typed_lines(conv)
+    while True:
+        try:
+            converse(conv, reply, lines, write, note=lambda text: print(text, file=sys.stderr))
+            return 0
+        except KeyboardInterrupt:  # during an answer: drop it, ask again
+            print("\n(interrupted)", file=sys.stderr)

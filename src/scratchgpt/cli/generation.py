@@ -1,0 +1,68 @@
+"""What ``generate`` and ``chat`` share: loading a language model with its tokenizer on a
+device, the sampling options and the decoded text as it streams."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from scratchgpt.book.generate import stream
+from scratchgpt.cli.common import fail
+from scratchgpt.device import pick_device
+from scratchgpt.errors import PipelineError
+from scratchgpt.formats.finetuned import load_finetuned
+from scratchgpt.formats.modeldir import load_tokenizer
+from scratchgpt.plumbing.allocator import tune_cpu_allocator
+
+
+def load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Model, tokenizer, device and sampling generator, or SystemExit with one line."""
+    tune_cpu_allocator()
+    try:
+        where = pick_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        args.parser.error(f"argument --device: {e}")
+    try:
+        model = load_finetuned(args.model, device=where)
+        tokenizer = load_tokenizer(args.model)
+    except (OSError, ValueError, PipelineError) as e:
+        raise SystemExit(fail(args, str(e))) from None
+    generator = None
+    if args.seed is not None:
+        generator = torch.Generator(device=where)
+        generator.manual_seed(args.seed)
+    return model, tokenizer, where, generator
+
+
+def sampling(args: argparse.Namespace, tokenizer: Any, generator: Any) -> dict[str, Any]:
+    return dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        use_cache=not getattr(args, "no_cache", False),
+        eos_id=None if getattr(args, "no_eos", False) else tokenizer.eot_id,
+        generator=generator,
+    )
+
+
+def new_text(
+    model: Any, tokenizer: Any, ids: list[int], max_new_tokens: int, with_prompt: bool = False, **options: Any
+) -> Iterator[str]:
+    """The decoded continuation of ``ids`` (after the prompt's own text with ``with_prompt``) after
+    each new token; end-of-text left out, half a UTF-8 character held back."""
+    new: list[int] = []
+    for next_ids, _ in stream(model, [ids], max_new_tokens, **options):
+        token = int(next_ids[0])
+        if token == options.get("eos_id"):
+            break
+        new.append(token)
+        yield tokenizer.decode(ids + new if with_prompt else new).rstrip("\ufffd")
+
+
+def context_note(ids: list[int], context_length: int) -> None:
+    if len(ids) > context_length:
+        print(f"note: the prompt has {len(ids)} tokens; the model sees the last {context_length}", file=sys.stderr)
