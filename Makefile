@@ -12,7 +12,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test setup shell clean-venv report-screenshot book-ch05-figure bench plots-screenshot exp-show
 
+# The whole of params.yaml is checked first: each stage checks only the sections it reads.
 repro: $(STAMP)
+	$(BIN)/scratchgpt params
 	$(BIN)/dvc repro
 
 test: $(DEV_STAMP)

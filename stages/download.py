@@ -11,6 +11,7 @@ dump) is downloaded into the cache, checked against its sha1sums file and extrac
 from scratchgpt.plumbing import paths, stage, wikidump, wikipedia
 from scratchgpt.plumbing.download import fetch_dataset, mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
+from scratchgpt.plumbing.sections.download import DownloadParams
 
 
 def main(st: stage.Stage) -> None:
@@ -28,4 +29,4 @@ def main(st: stage.Stage) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, DownloadParams)

@@ -36,6 +36,9 @@ from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.judge import Judge, judge_each, judge_from_params
 from scratchgpt.plumbing.live import perplexity
+from scratchgpt.plumbing.sections.download import DownloadParams
+from scratchgpt.plumbing.sections.evaluate import EvaluateParams
+from scratchgpt.plumbing.sections.instruct import InstructParams
 
 
 def score_responses(
@@ -114,4 +117,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, EvaluateParams, InstructParams, DownloadParams)

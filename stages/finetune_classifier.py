@@ -41,6 +41,8 @@ from scratchgpt.formats.modeldir import (
 from scratchgpt.plumbing import paths, stage, training
 from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.plots import plot_curves
+from scratchgpt.plumbing.sections.classifier import ClassifierParams
+from scratchgpt.plumbing.sections.download import DownloadParams
 
 log = logging.getLogger("finetune_classifier")
 
@@ -186,4 +188,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, ClassifierParams, DownloadParams)

@@ -35,6 +35,9 @@ from scratchgpt.formats.modeldir import load_tokenizer, save_tokenizer
 from scratchgpt.plumbing import paths, stage, training
 from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.plots import plot_curves, plot_losses
+from scratchgpt.plumbing.sections.download import DownloadParams
+from scratchgpt.plumbing.sections.dpo import DPOParams
+from scratchgpt.plumbing.sections.instruct import InstructParams
 
 log = logging.getLogger("finetune_dpo")
 
@@ -188,4 +191,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, DPOParams, InstructParams, DownloadParams)

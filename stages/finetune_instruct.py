@@ -35,6 +35,8 @@ from scratchgpt.plumbing import paths, stage, training
 from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.live import perplexity
 from scratchgpt.plumbing.plots import plot_losses
+from scratchgpt.plumbing.sections.download import DownloadParams
+from scratchgpt.plumbing.sections.instruct import InstructParams
 
 log = logging.getLogger("finetune_instruct")
 
@@ -115,4 +117,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, InstructParams, DownloadParams)

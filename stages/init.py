@@ -30,7 +30,8 @@ from scratchgpt.formats.openai_download import download_openai
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import HUB_PREFIX, OPENAI_SOURCES, HttpParams, InitParams
+from scratchgpt.plumbing.sections.download import DownloadParams, HttpParams
+from scratchgpt.plumbing.sections.init import HUB_PREFIX, OPENAI_SOURCES, InitParams
 
 log = logging.getLogger("init")
 
@@ -79,4 +80,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, InitParams, DownloadParams)

@@ -5,6 +5,8 @@ from scratchgpt.book.shards import corpus_files, make_tokenizer, write_shards
 from scratchgpt.files import write_json
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.datasets import verify_dataset
+from scratchgpt.plumbing.sections.download import DownloadParams
+from scratchgpt.plumbing.sections.prepare import PrepareParams
 
 
 def main(st: stage.Stage) -> None:
@@ -30,4 +32,4 @@ def main(st: stage.Stage) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, PrepareParams, DownloadParams)

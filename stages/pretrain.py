@@ -24,6 +24,9 @@ from scratchgpt.formats.modeldir import check_fits, save_model, save_tokenizer, 
 from scratchgpt.plumbing import paths, stage, training
 from scratchgpt.plumbing.live import perplexity
 from scratchgpt.plumbing.plots import plot_losses
+from scratchgpt.plumbing.sections.model import ModelParams
+from scratchgpt.plumbing.sections.prepare import PrepareParams
+from scratchgpt.plumbing.sections.pretrain import PretrainParams
 
 log = logging.getLogger("pretrain")
 
@@ -105,4 +108,4 @@ def main(st: stage.Stage) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, ModelParams, PretrainParams, PrepareParams)

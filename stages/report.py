@@ -3,6 +3,13 @@ figures, sample generations, an attention heat map and our numbers beside the bo
 marked like for like or not from the run's settings (the sections it declares besides report)."""
 
 from scratchgpt.plumbing import paths, report, stage
+from scratchgpt.plumbing.sections.classifier import ClassifierParams
+from scratchgpt.plumbing.sections.dpo import DPOParams
+from scratchgpt.plumbing.sections.init import InitParams
+from scratchgpt.plumbing.sections.instruct import InstructParams
+from scratchgpt.plumbing.sections.model import ModelParams
+from scratchgpt.plumbing.sections.pretrain import PretrainParams
+from scratchgpt.plumbing.sections.report import ReportParams
 
 
 def main(st: stage.Stage) -> None:
@@ -17,4 +24,4 @@ def main(st: stage.Stage) -> None:
 
 
 if __name__ == "__main__":
-    stage.run(main)
+    stage.run(main, ReportParams, ModelParams, PretrainParams, InitParams, ClassifierParams, InstructParams, DPOParams)

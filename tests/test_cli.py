@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from fakes import BOOK_LIKE, TINY, hf_model, openai_arrays, our_model_dir, write_openai_checkpoint
 from scratchgpt import cli as cli_package
@@ -132,6 +133,7 @@ def test_cli_download_errors_in_one_line(server, tmp_path, capsys):
 
 HELPS = [
     [],
+    ["params"],
     ["generate"],
     ["chat"],
     ["classify"],
@@ -198,6 +200,21 @@ def test_help_answers_without_importing_torch():
     assert "stop after N new tokens (>= 1; default 64)" in helps["chat"][1] and "/reset" in helps["chat"][1]
     for command in ("generate", "chat", "classify", "weights", "experiments"):
         assert command in helps[""][1]
+
+
+def test_params_checks_the_whole_file_and_names_each_problem(tmp_path, capsys):
+    """A stage validates only its own sections; ``scratchgpt params`` (run by `make repro` before
+    `dvc repro`) checks them all, so a typo in the last stage's section stops the first."""
+    assert cli_package.main(["params", str(ROOT / "params.yaml")]) == 0
+    assert capsys.readouterr().out == f"{ROOT / 'params.yaml'}: valid (10 sections)\n"
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["dpo"]["betta"] = 0.1
+    data["report"]["samples"] = -1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    assert cli_package.main(["params", str(tmp_path / "params.yaml")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"scratchgpt params: error: {tmp_path / 'params.yaml'}: 2 problems"
+    assert err[1].startswith("  dpo.betta: unknown key") and err[2].startswith("  report.samples: must be >= 0")
 
 
 def test_every_command_and_action_has_its_help_checked():

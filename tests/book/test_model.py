@@ -89,7 +89,7 @@ def test_causality():
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(emb_dim=30), "emb_dim (30) must be divisible by n_heads (4)"),
+        (dict(emb_dim=30), "emb_dim must be divisible by n_heads (4), got 30"),
         (dict(n_layers=0), "n_layers must be a positive integer, got 0"),
         (dict(drop_rate=1.0), "drop_rate must be in [0, 1), got 1.0"),
         (dict(qkv_bias="yes"), "qkv_bias must be true or false, got 'yes'"),

@@ -36,7 +36,7 @@ from scratchgpt.formats.openai_download import (
 )
 from scratchgpt.plumbing.download import DownloadError
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import HttpParams
+from scratchgpt.plumbing.sections.download import HttpParams
 from scripted_server import Reply
 
 TOL = 1e-5
@@ -179,7 +179,7 @@ def test_convert_tf_bad_checkpoint_names_variable(tf, tmp_path, change, message)
     "hparams, message",
     [
         ({k: v for k, v in TINY.items() if k != "n_head"}, "hparams.json: missing n_head"),
-        (dict(TINY, n_head=5), r"hparams.json: .*emb_dim \(32\) must be divisible by n_heads \(5\)"),
+        (dict(TINY, n_head=5), r"hparams.json: .*emb_dim must be divisible by n_heads \(5\), got 32"),
     ],
 )
 def test_convert_tf_bad_hparams(tmp_path, hparams, message):

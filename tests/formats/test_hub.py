@@ -23,7 +23,8 @@ from hub_server import COMMIT, REPO, flood, redirect, trickle
 from scratchgpt.formats.gpt2 import WeightsError
 from scratchgpt.formats.hub import check_endpoint, choose_files, import_hub
 from scratchgpt.formats.modeldir import load_model, load_tokenizer
-from scratchgpt.plumbing.params import HttpParams, InitParams
+from scratchgpt.plumbing.sections.download import HttpParams
+from scratchgpt.plumbing.sections.init import InitParams
 
 OTHER = "1" * 40
 

@@ -124,7 +124,7 @@ def test_a_folder_edited_after_it_was_written_is_named(tmp_path, edit, named):
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        ({"n_heads": 5}, r"emb_dim \(32\) must be divisible by n_heads \(5\)"),
+        ({"n_heads": 5}, r"emb_dim must be divisible by n_heads \(5\), got 32"),
         ({"emb_dim": 0}, "emb_dim must be a positive integer, got 0"),
         ({"n_layers": -1}, "n_layers must be a positive integer"),
         ({"context_length": 2**20 + 1}, "context_length must be <= 1048576"),

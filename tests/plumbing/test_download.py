@@ -25,14 +25,9 @@ from scratchgpt.plumbing.download import (
     sources_for,
 )
 from scratchgpt.plumbing.http import CHUNK, HttpClient, SourceFailed
-from scratchgpt.plumbing.params import (
-    DatasetParams,
-    FileParams,
-    HttpParams,
-    ParamsError,
-    load_params,
-    validate,
-)
+from scratchgpt.plumbing.params import load_params, validate
+from scratchgpt.plumbing.params_file import ParamsError
+from scratchgpt.plumbing.sections.download import DatasetParams, FileParams, HttpParams
 from scripted_server import Reply
 
 ROOT = Path(__file__).resolve().parents[2]

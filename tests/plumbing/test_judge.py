@@ -27,7 +27,8 @@ from scratchgpt.plumbing.judge import (
     openai_content,
     reply_content,
 )
-from scratchgpt.plumbing.params import HttpParams, judge_url_problem
+from scratchgpt.plumbing.sections.download import HttpParams
+from scratchgpt.plumbing.sections.evaluate import judge_url_problem
 
 # ---------------------------------------------------------------------------------------------
 # ROUGE-L

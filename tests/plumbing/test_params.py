@@ -16,16 +16,11 @@ from pydantic import BaseModel
 
 from scratchgpt.book.model import GPTConfig
 from scratchgpt.book.train import TrainConfig
-from scratchgpt.plumbing.params import (
-    ModelParams,
-    Params,
-    ParamsError,
-    Section,
-    TrainingParams,
-    load_params,
-    read_yaml,
-    validate,
-)
+from scratchgpt.plumbing.params import Params, load_params, validate
+from scratchgpt.plumbing.params_file import ParamsError, read_yaml
+from scratchgpt.plumbing.sections.base import Section
+from scratchgpt.plumbing.sections.model import ModelParams
+from scratchgpt.plumbing.sections.training import TrainingParams
 
 ROOT = Path(__file__).resolve().parents[2]
 

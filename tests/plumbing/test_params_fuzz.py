@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from scratchgpt.plumbing.params import Params, ParamsError, validate
+from scratchgpt.plumbing.params import Params, validate
+from scratchgpt.plumbing.params_file import ParamsError
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -24,6 +24,7 @@ from scratchgpt.plumbing.pipeline import (
     load_spec,
     stage_names,
 )
+from scratchgpt.plumbing.sections.pretrain import PretrainParams
 from scratchgpt.plumbing.stage import InputsChanged, session
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,7 +253,7 @@ def _rewrite_params(**changes):
 @pytest.mark.parametrize("changed", ["params.yaml", "data/in"])
 def test_inputs_changed_while_a_stage_ran_are_refused_and_nothing_moves(demo, changed):
     with pytest.raises(InputsChanged) as e:
-        with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+        with session("demo", dvc_yaml=Path("dvc.yaml"), sections=[PretrainParams]) as st:
             st.out("out.txt").write_text("new")
             folder = st.resume_dir("f" * 64).__enter__()
             (folder / "checkpoint.json").write_text("{}")
@@ -265,7 +266,9 @@ def test_inputs_changed_while_a_stage_ran_are_refused_and_nothing_moves(demo, ch
     assert not (demo / ".scratchgpt" / "staging" / "demo").exists(), "what the run staged is dropped"
     assert (folder / "checkpoint.json").is_file(), "a run that recorded nothing keeps its resume folder"
     Path("params.yaml").write_bytes(PARAMS_YAML.read_bytes())
-    with session("demo", dvc_yaml=Path("dvc.yaml")) as st:  # the stage's lock is free again; unchanged inputs commit
+    with session(
+        "demo", dvc_yaml=Path("dvc.yaml"), sections=[PretrainParams]
+    ) as st:  # the stage's lock is free again; unchanged inputs commit
         st.out("out.txt").write_text("new")
     assert Path("out.txt").read_text() == "new"
 
@@ -273,12 +276,12 @@ def test_inputs_changed_while_a_stage_ran_are_refused_and_nothing_moves(demo, ch
 def test_a_finished_run_deletes_its_resume_folder_a_failed_one_keeps_it(demo, caplog):
     caplog.set_level(logging.INFO)
     with pytest.raises(RuntimeError):
-        with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+        with session("demo", dvc_yaml=Path("dvc.yaml"), sections=[PretrainParams]) as st:
             with st.resume_dir("a" * 64) as failed:
                 (failed / "checkpoint.json").write_text("{}")
             raise RuntimeError("diverged")
     assert (failed / "checkpoint.json").is_file()
-    with session("demo", dvc_yaml=Path("dvc.yaml")) as st:
+    with session("demo", dvc_yaml=Path("dvc.yaml"), sections=[PretrainParams]) as st:
         with st.resume_dir("b" * 64) as done:
             (done / "checkpoint.json").write_text("{}")
         st.out("out.txt").write_text("new")

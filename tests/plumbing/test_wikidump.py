@@ -19,7 +19,7 @@ from scratchgpt.book.shards import corpus_files, documents
 from scratchgpt.plumbing import wikidump
 from scratchgpt.plumbing.datasets import DataCorrupt, verify_dataset
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import DatasetParams, DumpParams, HttpParams
+from scratchgpt.plumbing.sections.download import DatasetParams, DumpParams, HttpParams
 from scratchgpt.plumbing.wikidump import WikiDumpError, clean, extract, read_shard, stream_offsets
 from scripted_server import Reply
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from scratchgpt.plumbing.http import HttpClient, SourceFailed
-from scratchgpt.plumbing.params import HttpParams, MediaWikiParams
+from scratchgpt.plumbing.sections.download import HttpParams, MediaWikiParams
 from scratchgpt.plumbing.wikipedia import (
     article_url,
     category_title,

@@ -4,6 +4,7 @@ from a hand-made list; and they list no source file the stage does not import. S
 imported module is a dep, a stage imports only what it runs: a change to one stage's code
 invalidates no stage that does not run it (checked from the closures, dvc.yaml and DVC itself)."""
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -11,9 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import load_stage
 from imports import ROOT, import_closure, imported_files, table
 from scratch_repo import DVC, init_repo, repo_env, sh
-from scratchgpt.plumbing.pipeline import load_spec, stage_names
+from scratchgpt.plumbing.params import ParamsError, load_params
+from scratchgpt.plumbing.pipeline import SpecError, load_spec, stage_names
+from scratchgpt.plumbing.sections.dpo import DPOParams
+from scratchgpt.plumbing.sections.model import ModelParams
+from scratchgpt.plumbing.sections.prepare import PrepareParams
+from scratchgpt.plumbing.sections.pretrain import PretrainParams
+from scratchgpt.plumbing.stage import read_sections
 
 PACKAGE = ROOT / "src" / "scratchgpt"
 
@@ -84,11 +92,58 @@ DOWNLOAD_CODE = ("http.py", "download.py", "wikipedia.py", "wikidump.py")
 FINETUNING_CODE = ("classify.py", "lora.py", "instruct.py", "dpo.py", "scoring.py", "judge.py")
 
 
+def code(dep: str) -> str | None:
+    """The file name of a dep that is book or plumbing code (not a params section's schema)."""
+    path = Path(dep)
+    return path.name if path.parent.name in ("book", "plumbing", "formats") else None
+
+
+def test_a_stage_validates_exactly_the_params_sections_dvc_yaml_declares_for_it():
+    """Each script passes ``stage.run`` the section classes whose keys dvc.yaml declares for it
+    (the stage refuses to start otherwise): so its deps hold those sections' schema, no other."""
+    for stage in STAGES:
+        module = load_stage(stage)
+        call = next(
+            node
+            for node in ast.walk(ast.parse((ROOT / "stages" / f"{stage}.py").read_text()))
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "stage.run"
+        )
+        given = sorted(getattr(module, arg.id).section for arg in call.args[1:])
+        body = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+        declared = sorted({key.split(".")[0] for key in body.get("do", body)["params"]})
+        assert given == declared, stage
+
+
+def test_a_stage_that_validates_other_sections_than_it_declares_does_not_start():
+    spec = load_spec("pretrain", ROOT / "dvc.yaml", ROOT / "params.yaml")
+    with pytest.raises(SpecError, match="validates the params sections dpo, dvc.yaml declares keys of model, "):
+        read_sections(spec, [DPOParams], str(ROOT / "params.yaml"))
+    params = read_sections(spec, [ModelParams, PretrainParams, PrepareParams], str(ROOT / "params.yaml"))
+    assert set(type(params).model_fields) == {"model", "pretrain", "prepare"}
+    assert params.pretrain.lr > 0
+
+
+def test_a_stage_validates_its_sections_only(tmp_path):
+    """A problem in a section pretrain does not read is not pretrain's: the whole file's
+    validation (scratchgpt params, scratchgpt experiments run) names it."""
+    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data["dpo"]["betta"] = 0.1
+    data["pretrain"]["lr"] = -1.0
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
+    spec = load_spec("pretrain", ROOT / "dvc.yaml", ROOT / "params.yaml")
+    with pytest.raises(ParamsError) as err:
+        read_sections(spec, [ModelParams, PretrainParams, PrepareParams], str(tmp_path / "params.yaml"))
+    assert err.value.problems == ["pretrain.lr: must be > 0, got -1"]
+    with pytest.raises(ParamsError) as err:
+        load_params(tmp_path / "params.yaml")
+    assert any(p.startswith("dpo.betta") for p in err.value.problems), err.value.problems
+
+
 def test_pretrain_depends_on_no_finetuning_or_download_code():
     """A change to the classifier, LoRA, instruction or preference tuning, the scores, the
     judge, or any download code does not rerun pretraining."""
     for where, deps in code_deps("pretrain").items():
-        found = sorted(d for d in deps if Path(d).name in FINETUNING_CODE + DOWNLOAD_CODE)
+        found = sorted(d for d in deps if code(d) in FINETUNING_CODE + DOWNLOAD_CODE)
         assert not found, f"pretrain's {where} holds {found}"
 
 
@@ -129,9 +184,11 @@ def test_only_what_a_stage_downloads_with_is_its_dep(stage, fetches):
     """Readers of data/raw check it with plumbing/datasets.py, not with the download code; only
     the download stage depends on the MediaWiki and dump sources."""
     for where, deps in code_deps(stage).items():
-        found = sorted(Path(d).name for d in deps if d.startswith("src/") and Path(d).name in DOWNLOAD_CODE)
+        found = sorted(code(d) for d in deps if code(d) in DOWNLOAD_CODE)
         assert found == sorted(fetches), f"{stage}'s {where} holds {found}"
 
+
+STAGES = tuple(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 # Which stage definitions list each module: a change to it reruns these and no other.
 INVALIDATES = {
@@ -148,6 +205,18 @@ INVALIDATES = {
     "formats/finetuned.py": {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"},
     "formats/classifier.py": {"evaluate"},
     "formats/openai_download.py": {"init"},
+    # params schema: a section's module reruns the stages that read that section (report reads most)
+    "plumbing/params.py": {"report"},
+    "plumbing/sections/download.py": set(STAGES) - {"pretrain"},
+    "plumbing/sections/prepare.py": {"prepare", "pretrain", "report"},
+    "plumbing/sections/model.py": {"pretrain", "report"},
+    "plumbing/sections/pretrain.py": {"pretrain", "report"},
+    "plumbing/sections/init.py": {"init", "report"},
+    "plumbing/sections/classifier.py": {"finetune_classifier", "report"},
+    "plumbing/sections/instruct.py": {"finetune_instruct", "finetune_dpo", "evaluate", "report"},
+    "plumbing/sections/dpo.py": {"finetune_dpo", "report"},
+    "plumbing/sections/evaluate.py": {"evaluate", "report"},
+    "plumbing/sections/report.py": {"report"},
 }
 
 
@@ -207,8 +276,10 @@ def committed(tmp_path_factory):
             "plumbing/wikidump.py",
             {n for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml") if "@" in n and n.startswith("download@")},
         ),
+        ("plumbing/sections/dpo.py", {"finetune_dpo", "report"}),
+        ("plumbing/sections/model.py", {"pretrain", "report"}),
     ],
-    ids=["classify", "lora", "wikidump"],
+    ids=["classify", "lora", "wikidump", "dpo-params", "model-params"],
 )
 def test_dvc_status_after_a_change_lists_only_the_stages_that_run_it(committed, module, changed):
     """A comment appended to one module: `dvc status` names the stages that import it and no other."""

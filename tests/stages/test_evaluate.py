@@ -20,7 +20,8 @@ from scratchgpt.errors import PipelineError
 from scratchgpt.files import write_json
 from scratchgpt.formats.modeldir import save_model, save_tokenizer
 from scratchgpt.plumbing import paths
-from scratchgpt.plumbing.params import ParamsError, load_params, validate
+from scratchgpt.plumbing.params import load_params, validate
+from scratchgpt.plumbing.params_file import ParamsError
 
 CFG = GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
 ENTRIES = [

@@ -18,7 +18,7 @@ from scratchgpt.formats.hf import export_hf
 from scratchgpt.formats.modeldir import ModelError, load_model, save_model, save_tokenizer
 from scratchgpt.formats.openai import convert_tf_checkpoint
 from scratchgpt.plumbing import paths
-from scratchgpt.plumbing.params import InitParams
+from scratchgpt.plumbing.sections.init import InitParams
 
 init = load_stage("init")
 
@@ -140,7 +140,7 @@ def test_hub_source_is_fetched_at_its_commit_and_converted(repo, hub, tmp_path, 
 def test_hub_source_downloads_under_download_http_and_init_allow_http(repo, monkeypatch):
     """The stage hands download.http (timeouts, retries, the total deadline) and init.allow_http
     to the Hub download; formats/hub's tests show what each of them bounds."""
-    from scratchgpt.plumbing.params import HttpParams
+    from scratchgpt.plumbing.sections.download import HttpParams
 
     seen = {}
 

@@ -13,107 +13,13 @@ Model directories (config.json + model.safetensors) are :mod:`scratchgpt.formats
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scratchgpt.book.settings import MAX_CONTEXT_LENGTH, MAX_VOCAB_SIZE
+from scratchgpt.book.settings import GPTConfig
 
 TIED_EMBEDDING_STD = 0.02
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 50257
-    context_length: int = 1024
-    emb_dim: int = 768
-    n_heads: int = 12
-    n_layers: int = 12
-    drop_rate: float = 0.1
-    qkv_bias: bool = False
-    tie_weights: bool = False
-    n_classes: int = 0  # 0: a language-model head over the vocabulary; >0: a classification head
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                problems.append(f"{name} must be a positive integer, got {value!r}")
-        for name, most in (("context_length", MAX_CONTEXT_LENGTH), ("vocab_size", MAX_VOCAB_SIZE)):
-            value = getattr(self, name)
-            if isinstance(value, int) and value > most:
-                problems.append(f"{name} must be <= {most}, got {value!r}")
-        if not isinstance(self.drop_rate, (int, float)) or not 0 <= self.drop_rate < 1:
-            problems.append(f"drop_rate must be in [0, 1), got {self.drop_rate!r}")
-        for name in ("qkv_bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                problems.append(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not isinstance(self.n_classes, int) or isinstance(self.n_classes, bool) or self.n_classes < 0:
-            problems.append(f"n_classes must be an integer >= 0, got {self.n_classes!r}")
-        elif self.n_classes and self.tie_weights:
-            problems.append("tie_weights needs the language-model head (n_classes 0)")
-        if not problems and self.emb_dim % self.n_heads:
-            problems.append(f"emb_dim ({self.emb_dim}) must be divisible by n_heads ({self.n_heads})")
-        if problems:
-            raise ValueError("invalid GPTConfig: " + "; ".join(problems))
-
-    @property
-    def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
-
-    def num_parameters(self) -> int:
-        """The parameters :class:`GPTModel` of this config holds (a tied head counts once),
-        by arithmetic: nothing is allocated."""
-        d, v = self.emb_dim, self.vocab_size
-        block = (
-            2 * d  # norm1
-            + 3 * d * d
-            + (3 * d if self.qkv_bias else 0)  # qkv
-            + d * d
-            + d  # out_proj
-            + 2 * d  # norm2
-            + 4 * d * d
-            + 4 * d  # ff.fc
-            + 4 * d * d
-            + d  # ff.proj
-        )
-        if self.n_classes:
-            head = d * self.n_classes + self.n_classes
-        else:
-            head = 0 if self.tie_weights else d * v
-        return v * d + self.context_length * d + self.n_layers * block + 2 * d + head
-
-    def memory_estimate(self, batch_size: int = 0, seq_len: int = 0) -> int:
-        """Bytes this model needs in fp32, roughly: the weights alone (``batch_size`` 0), or to
-        train on batches of ``batch_size`` × ``seq_len`` tokens: weights, gradients and AdamW's two
-        moments (16 bytes a parameter) plus the activations kept for the backward pass (about 16
-        values of emb_dim per token and layer, and the logits twice)."""
-        params = self.num_parameters()
-        if not batch_size:
-            return 4 * params
-        tokens = batch_size * max(seq_len, 1)
-        width = self.n_classes or self.vocab_size
-        activations = tokens * (16 * self.emb_dim * self.n_layers + 2 * width)
-        return 16 * params + 4 * activations
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GPTConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig keys: {', '.join(unknown)}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> GPTConfig:
-        return dataclasses.replace(self, **changes)
 
 
 _GPT2 = dict(vocab_size=50257, context_length=1024, drop_rate=0.0, qkv_bias=True, tie_weights=True)

@@ -5,6 +5,7 @@
     scratchgpt classify --model models/classifier "You are a winner!"
     scratchgpt experiments list | show NAME | run NAME [--queue]
     scratchgpt weights download 124M ~/gpt2-124M | convert SRC OUT | export-hf MODEL OUT
+    scratchgpt params [FILE]
 
 The parser is here, with the light argument types of ``common``; each command runs in a module
 of its own, ``scratchgpt.cli.<command>``, whose ``run(args)`` returns the exit status. That module,
@@ -45,6 +46,8 @@ COMMANDS = {
     "export a model directory to Hugging Face's layout.",
     "experiments": "The book's runs, named in experiments/: list them, show one, run one as a DVC experiment of "
     "only the stages it reproduces.",
+    "params": "Check the whole of params.yaml: every section and the rules across them (a stage checks only the "
+    "sections it reads). Prints each problem by its full key.",
 }
 
 CHAT_EPILOG = """\
@@ -216,6 +219,9 @@ def parser() -> argparse.ArgumentParser:
     ex_fig = ex_action("figure", "chapter 5's loss curves of a snapshot against the book's 18 printed points")
     ex_fig.add_argument("name", help="a snapshotted pretraining experiment, e.g. book-ch05")
     ex_fig.add_argument("out", metavar="PNG", help="where to write the figure, e.g. docs/book-ch05-loss.png")
+
+    params = command("params")
+    params.add_argument("file", nargs="?", default="params.yaml", help="the params file (default %(default)s)")
     return ap
 
 

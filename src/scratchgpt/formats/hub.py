@@ -45,7 +45,8 @@ from scratchgpt.formats.gpt2 import PathLike, WeightsError
 from scratchgpt.formats.hf import config_from_hf, import_hf
 from scratchgpt.formats.modeldir import ModelError, check_fits, size_keys
 from scratchgpt.plumbing.http import HttpClient, HttpStatusError, SourceFailed, TooLarge, check_remote_url, redact
-from scratchgpt.plumbing.params import HttpParams, allowed_url
+from scratchgpt.plumbing.sections.base import allowed_url
+from scratchgpt.plumbing.sections.download import HttpParams
 
 log = logging.getLogger(__name__)
 

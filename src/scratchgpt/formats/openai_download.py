@@ -17,7 +17,7 @@ from scratchgpt.formats.gpt2 import PathLike, WeightsError
 from scratchgpt.plumbing.datasets import file_dest
 from scratchgpt.plumbing.download import fetch_file
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import FileParams
+from scratchgpt.plumbing.sections.download import FileParams
 
 log = logging.getLogger(__name__)
 

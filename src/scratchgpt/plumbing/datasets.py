@@ -11,7 +11,7 @@ from pathlib import Path, PurePosixPath
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import sha256_file
-from scratchgpt.plumbing.params import DatasetParams, FileParams
+from scratchgpt.plumbing.sections.download import DatasetParams, FileParams
 
 
 class DataCorrupt(PipelineError, ValueError):

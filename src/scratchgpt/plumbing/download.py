@@ -35,7 +35,7 @@ from scratchgpt.plumbing.http import (
     progress_bar,
     redact,
 )
-from scratchgpt.plumbing.params import DatasetParams, FileParams
+from scratchgpt.plumbing.sections.download import DatasetParams, FileParams
 
 log = logging.getLogger(__name__)
 

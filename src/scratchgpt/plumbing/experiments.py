@@ -37,9 +37,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scratchgpt.plumbing.params import PARAMS_FILE, validate
+from scratchgpt.plumbing.params import validate
 from scratchgpt.plumbing.params_file import ParamsError, describe_errors, read_yaml
 from scratchgpt.plumbing.pipeline import DVC_YAML, load_spec, stage_names
+from scratchgpt.plumbing.sections.base import PARAMS_FILE
 
 EXPERIMENTS_DIR = Path("experiments")
 

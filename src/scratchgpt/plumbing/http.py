@@ -24,7 +24,8 @@ import urllib3
 from tqdm.auto import tqdm
 
 from scratchgpt.errors import PipelineError
-from scratchgpt.plumbing.params import HttpParams, allowed_url
+from scratchgpt.plumbing.sections.base import allowed_url
+from scratchgpt.plumbing.sections.download import HttpParams
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from scratchgpt.book.scoring import judge_prompt, parse_score, shorten, summarize_scores
 from scratchgpt.errors import PipelineError
 from scratchgpt.plumbing.http import HttpClient, SourceFailed, redact
-from scratchgpt.plumbing.params import judge_url_problem
+from scratchgpt.plumbing.sections.evaluate import judge_url_problem
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""What every script in stages/ shares. A stage script is ``stage.run(main)``; ``run``:
+"""What every script in stages/ shares. A stage script is ``stage.run(main, *sections)``, the
+params sections it reads (:mod:`scratchgpt.plumbing.sections`); ``run``:
 
 - names the stage after its script (``stages/<name>.py``; a ``foreach`` stage takes its item as
   its one argument: ``python stages/download.py spam`` is ``download@spam``);
-- reads the stage's declaration in dvc.yaml (:mod:`scratchgpt.plumbing.pipeline`) and validates the
-  whole params.yaml;
+- reads the stage's declaration in dvc.yaml (:mod:`scratchgpt.plumbing.pipeline`), checks that
+  ``sections`` are the sections whose keys dvc.yaml declares for it, and validates those sections
+  of params.yaml with the rules among them (not the others: their schema is not the stage's dep);
 - calls ``main(st)`` with a :class:`Stage`: ``st.params`` (only the keys dvc.yaml declares for the
   stage), ``st.out(path)`` (where to write an output while the stage runs),
   ``st.fingerprint(...)`` and ``st.resume_dir(...)`` (training stages);
@@ -37,15 +39,17 @@ from scratchgpt.files import json_digest, sha256_file, tree_digest
 from scratchgpt.plumbing import logs, resume
 from scratchgpt.plumbing.allocator import tune_cpu_allocator
 from scratchgpt.plumbing.outputs import StagedOutputs
-from scratchgpt.plumbing.params import PARAMS_FILE, Params, load_params
+from scratchgpt.plumbing.params_file import read_yaml
 from scratchgpt.plumbing.pipeline import (
     DVC_YAML,
     ParamsView,
+    SpecError,
     StageSpec,
     declared_values,
     key_tree,
     load_spec,
 )
+from scratchgpt.plumbing.sections.base import PARAMS_FILE, Section, validate_sections
 
 
 def is_main_process() -> bool:
@@ -56,9 +60,7 @@ def is_main_process() -> bool:
 class Stage:
     """One run of a dvc.yaml stage: its declaration, its params and where its outputs go."""
 
-    def __init__(
-        self, spec: StageSpec, params: Params, outputs: StagedOutputs, held: contextlib.ExitStack | None = None
-    ):
+    def __init__(self, spec: StageSpec, params: Any, outputs: StagedOutputs, held: contextlib.ExitStack | None = None):
         self.spec, self.name = spec, spec.name
         self.key = spec.name.partition("@")[2] or None  # the foreach item
         self._params = params
@@ -123,16 +125,33 @@ def _unchanged(started: dict[str, dict[str, str] | None]) -> None:
             raise InputsChanged(f"{path} changed while this stage ran (another `dvc exp run`?); nothing was recorded")
 
 
+def read_sections(spec: StageSpec, sections: Sequence[type[Section]], path: str = PARAMS_FILE) -> Any:
+    """The params sections a stage reads, validated; ``sections`` must be the top-level keys of
+    what dvc.yaml declares for the stage (then every key it may read is validated, and nothing
+    else)."""
+    declared = sorted({key.split(".")[0] for key in spec.params})
+    given = sorted(cls.section for cls in sections)
+    if given != declared:
+        raise SpecError(
+            f"stage {spec.name}: its script validates the params sections {', '.join(given) or 'none'}, "
+            f"dvc.yaml declares keys of {', '.join(declared) or 'none'}"
+        )
+    return validate_sections(read_yaml(path), sections, path)
+
+
 @contextlib.contextmanager
-def session(name: str, params: Params | None = None, dvc_yaml: Path = DVC_YAML) -> Iterator[Stage]:
-    """A :class:`Stage` for ``name``; its outputs are committed when the block ends normally and
-    its inputs (params.yaml when ``params`` are read from it, the declared deps) are as they were
+def session(
+    name: str, params: Any = None, dvc_yaml: Path = DVC_YAML, sections: Sequence[type[Section]] = ()
+) -> Iterator[Stage]:
+    """A :class:`Stage` for ``name`` with ``params`` (validated params), or else the ``sections``
+    of params.yaml it reads (:func:`read_sections`); its outputs are committed when the block ends
+    normally and its inputs (params.yaml when read from it, the declared deps) are as they were
     when it started, and dropped otherwise. Only the main process hashes the inputs, stages,
     commits or drops the outputs, and deletes the resume folders of a finished run."""
     writer = is_main_process()
     started = {PARAMS_FILE: _hashes(PARAMS_FILE)} if writer and params is None else {}  # before it is read
-    params = params if params is not None else load_params()  # the whole file first: its errors come first
     spec = load_spec(name, dvc_yaml, dvc_yaml.with_name("params.yaml"))
+    params = params if params is not None else read_sections(spec, sections)
     outputs = StagedOutputs(spec.name, spec.outs)
     if writer:
         outputs.begin()
@@ -168,14 +187,14 @@ def stage_name(argv: list[str]) -> str:
     return f"{name}@{argv[1]}" if len(argv) == 2 else name
 
 
-def run(main: Callable[[Stage], None]) -> None:
+def run(main: Callable[[Stage], None], *sections: type[Section]) -> None:
     logs.configure()
     tune_cpu_allocator()  # see its docstring: large tensors reused, not re-faulted every step
     signal.signal(signal.SIGTERM, _on_sigterm)
     name = Path(sys.argv[0]).stem
     try:
         name = stage_name(sys.argv)
-        with session(name) as st:
+        with session(name, sections=sections) as st:
             main(st)
     except (PipelineError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 from scratchgpt.files import write_text
 from scratchgpt.plumbing.download import fetch_file, mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import FileParams
+from scratchgpt.plumbing.sections.download import FileParams
 
 TEMPLATE = Path(".dvc/plots-template.html")
 # (npm package file, sha256 of the tarball, the minified build inside it)

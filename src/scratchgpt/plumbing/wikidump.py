@@ -57,7 +57,7 @@ from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, atomic_path, json_digest, sha256_file, write_json
 from scratchgpt.plumbing.download import fetch_file
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.params import DumpParams, FileParams
+from scratchgpt.plumbing.sections.download import DumpParams, FileParams
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from scratchgpt.files import atomic_dir, atomic_write
 from scratchgpt.plumbing.http import HttpClient, SourceFailed, retry_after_seconds
-from scratchgpt.plumbing.params import MediaWikiParams
+from scratchgpt.plumbing.sections.download import MediaWikiParams
 
 log = logging.getLogger(__name__)
 
