@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_stage
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.printed import CH05_LOSSES
 from scratchgpt.book.tokenizer import GPT2Tokenizer
@@ -20,6 +21,8 @@ from scratchgpt.formats.modeldir import save_model, save_tokenizer
 from scratchgpt.plumbing import experiments, figures, paths, report, results
 from scratchgpt.plumbing.params_file import read_yaml
 from scratchgpt.plumbing.plots import plot_losses
+
+build = load_stage("report").build  # the stage's steps: stages/report.py
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = read_yaml(ROOT / "params.yaml")
@@ -89,7 +92,7 @@ def workdir(tmp_path, monkeypatch, mirror):
 
 
 def test_report_is_self_contained_and_complete(workdir):
-    index = report.build(settings=settings_of(PARAMS))
+    index = build(settings=settings_of(PARAMS))
     page = index.read_text()
     assert not re.search(r"""(src|href)=["']?https?:""", page), "the page must not load anything from the network"
     assert page.count('src="data:image/png;base64,') == 2  # the pretraining loss and the attention map
@@ -127,7 +130,7 @@ def test_like_for_like_from_settings():
 
 def test_snapshot_is_the_like_for_like_row(workdir):
     write_json(results.snapshot_path("book-ch05"), ch05_snapshot())
-    page = report.build(settings=settings_of(PARAMS)).read_text()
+    page = build(settings=settings_of(PARAMS)).read_text()
     rows = report.comparison(report.collect(["book-ch05"]), settings_of(PARAMS))
     row = next(r for r in rows if r.run == "experiment book-ch05")
     assert row.like == "yes" and row.why == "every setting of experiments/book-ch05.yaml"
@@ -174,7 +177,7 @@ def test_preference_tuning_section(workdir):
         {"instruction": "Name a color.", "input": "", "output": "Blue.", "model_response": "Green."},
     ]
     write_json(paths.DPO_DATA / "test-responses.json", responses)
-    page = report.build(settings=settings_of(PARAMS), samples=2).read_text()
+    page = build(settings=settings_of(PARAMS), samples=2).read_text()
     assert "<h2>Preference tuning (DPO)</h2>" in page
     # the book's first evaluation beside ours, read from the workspace's curves
     rows = report.comparison(report.collect(), settings_of(PARAMS))
@@ -202,7 +205,7 @@ def test_report_without_models_or_figures(tmp_path, monkeypatch):
     shutil.copytree(ROOT / "experiments", "experiments")
     for name in ("dvc.yaml", "params.yaml"):  # experiments name their stages, checked against dvc.yaml
         shutil.copy(ROOT / name, name)
-    page = report.build().read_text()
+    page = build().read_text()
     assert "not run" in page and "<img" not in page
 
 
@@ -235,7 +238,7 @@ def test_report_in_a_browser(workdir, tmp_path):
     """The page as Chromium draws it: the like-for-like marks show (the "no" cells' orange and
     the snapshot row's green), and the figures are drawn, not broken images."""
     write_json(results.snapshot_path("book-ch05"), ch05_snapshot())
-    index = report.build(settings=settings_of(PARAMS))
+    index = build(settings=settings_of(PARAMS))
     shot = tmp_path / "screenshot.png"
     subprocess.run(
         [

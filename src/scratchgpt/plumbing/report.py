@@ -17,7 +17,6 @@ import base64
 import dataclasses
 import html
 import json
-import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,12 +27,10 @@ from pydantic import BaseModel
 
 from scratchgpt.book import printed
 from scratchgpt.book.model import GPTModel, attention_weights
-from scratchgpt.files import atomic_dir, write_text
 from scratchgpt.formats.modeldir import load_model, load_tokenizer, read_model_config
 from scratchgpt.plumbing import experiments, figures, paths, plots, results
 from scratchgpt.plumbing.pipeline import ParamsView
 
-REPORT_DIR = paths.REPORT
 FIGURES = [
     ("Pretraining loss", paths.PLOTS / "pretrain" / "loss.png"),
     ("Spam classifier loss", paths.PLOTS / "classifier" / "loss.png"),
@@ -668,36 +665,3 @@ def render_markdown(data: dict[str, Any], rows: list[Row]) -> str:
     lines += ["", "## Every metric", "", "| stage | metric | value |", "| --- | --- | ---: |"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in metric_rows(data)]
     return "\n".join(lines) + "\n"
-
-
-def build(
-    out_dir: str | os.PathLike[str] = REPORT_DIR,
-    attention_text: str = "Every effort moves you",
-    samples: int = 3,
-    settings: Settings | None = None,
-) -> Path:
-    """Write index.html, summary.md, attention.png (and book-ch05-loss.png once book-ch05 is
-    snapshotted) into ``out_dir`` (replaced whole). ``settings`` gives the default run's value
-    of a dotted params key (the stage passes its declared params)."""
-
-    out_dir = Path(out_dir)
-    settings = settings or (lambda key: MISSING)
-    data = collect([c.experiment for c in CHAPTERS])
-    rows = comparison(data, settings)
-    with atomic_dir(out_dir) as staging:
-        figures_ = [(caption, path) for caption, path in FIGURES if path.is_file()]
-        ch05 = data["experiments"].get("book-ch05")
-        if ch05 is not None:
-            figures_.insert(
-                0,
-                (
-                    "Chapter 5 reproduced: experiment book-ch05's losses (lines), the book's printed points (markers)",
-                    results.ch05_figure(ch05, staging / CH05_FIGURE),
-                ),
-            )
-        caption = attention_figure(paths.PRETRAINED, attention_text, staging / "attention.png")
-        if caption is not None:
-            figures_.append((caption, staging / "attention.png"))
-        write_text(staging / "index.html", render_html(data, rows, figures_, samples))
-        write_text(staging / "summary.md", render_markdown(data, rows))
-    return out_dir / "index.html"
