@@ -27,14 +27,14 @@ from scratchgpt.book.instruct import (
     load_entries,
 )
 from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
-from scratchgpt.book.train import Evaluator, lm_loss
+from scratchgpt.book.loader import Evaluator, lm_loss
 from scratchgpt.files import write_json
 from scratchgpt.formats.classifier import load_classifier
 from scratchgpt.formats.finetuned import load_finetuned
 from scratchgpt.formats.modeldir import load_tokenizer
 from scratchgpt.plumbing import paths, stage
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.judge import Judge, judge_each, judge_from_params
+from scratchgpt.plumbing.judge import Judge, JudgeSettings, judge_each, judge_from_params
 from scratchgpt.plumbing.live import perplexity
 from scratchgpt.plumbing.sections.download import DownloadParams
 from scratchgpt.plumbing.sections.evaluate import EvaluateParams
@@ -91,18 +91,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
     client = HttpClient(
         params.download.http.model_copy(update={"read_timeout": p.judge_timeout}), allow_http=p.judge_allow_http
     )
-    judge = judge_from_params(
-        p.judge_url,
-        p.judge_model,
-        client,
-        api=p.judge_api,
-        api_key_env=p.judge_api_key_env,
-        allow_http=p.judge_allow_http,
-        seed=p.judge_seed,
-        temperature=p.judge_temperature,
-        num_ctx=p.judge_num_ctx,
-        max_tokens=p.judge_max_tokens,
-    )
+    judge = judge_from_params(JudgeSettings.from_params(p), client)
     for prefix, model_dir, data_dir in (
         ("instruct", paths.INSTRUCT, paths.INSTRUCT_DATA),
         ("dpo", paths.DPO, paths.DPO_DATA),

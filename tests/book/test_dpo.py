@@ -66,7 +66,7 @@ def test_dpo_loss_and_rewards():
         z = 0.5 * ((pc[i] - pr[i]) - (rc[i] - rr[i]))
         assert losses[i].item() == pytest.approx(math.log1p(math.exp(-z.item())))
     assert chosen.tolist() == [0.5, 0.0] and rejected.tolist() == [-0.5, 0.5]
-    same, zero, _ = dpo_loss(pc, pr, pc, pr)
+    same, zero, _ = dpo_loss(pc, pr, pc, pr, beta=0.1)
     assert torch.allclose(same, torch.full((2,), math.log(2))) and zero.abs().max() == 0
 
 
@@ -173,7 +173,7 @@ def test_training_raises_the_margin_and_lowers_the_loss(pairs):
 def test_measures_must_start_with_the_loss(pairs):
     _, data = pairs
     policy = GPTModel(TINY)
-    objective = Objective(copy.deepcopy(policy))
+    objective = Objective(copy.deepcopy(policy), beta=0.1)
     cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3)
     with pytest.raises(ValueError, match="first name must be 'loss'"):
         train(

@@ -4,6 +4,7 @@ OpenAI-compatible /v1/chat/completions), well-behaved and hostile: slow, trickli
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -21,6 +22,7 @@ from scratchgpt.plumbing.http import HttpClient, SourceFailed, check_remote_url
 from scratchgpt.plumbing.judge import (
     MAX_REPLY_BYTES,
     Judge,
+    JudgeSettings,
     judge_each,
     judge_from_params,
     judge_responses,
@@ -28,7 +30,23 @@ from scratchgpt.plumbing.judge import (
     reply_content,
 )
 from scratchgpt.plumbing.sections.download import HttpParams
-from scratchgpt.plumbing.sections.evaluate import judge_url_problem
+from scratchgpt.plumbing.sections.evaluate import EvaluateParams, judge_url_problem
+
+
+def judge_at(url, model, client=None, api_key=None, **settings):
+    return Judge(JudgeSettings(url, model, **settings), client, api_key=api_key)
+
+
+def test_the_judge_settings_are_the_evaluate_sections_judge_keys():
+    """One object carries evaluate.judge_* from the stage to the request: its fields are those
+    keys, and where params has a default, it is the same."""
+    fields = {f.name: f.default for f in dataclasses.fields(JudgeSettings)}
+    keys = {k.removeprefix("judge_"): v for k, v in EvaluateParams.model_fields.items() if k.startswith("judge_")}
+    assert set(fields) == set(keys) - {"timeout"}  # the timeout is the HTTP client's
+    for name, field in keys.items():
+        if fields.get(name, dataclasses.MISSING) is not dataclasses.MISSING and not field.is_required():
+            assert fields[name] == field.default, name
+
 
 # ---------------------------------------------------------------------------------------------
 # ROUGE-L
@@ -66,7 +84,7 @@ def client(sleeps):
 
 @pytest.fixture
 def judge(ollama, client):
-    return Judge(ollama.url, "llama3", client)
+    return judge_at(ollama.url, "llama3", client)
 
 
 ITEM = ("### Instruction:\nName a color.", "Blue.", "Red.")
@@ -87,7 +105,7 @@ def test_judge_normal_reply_and_request_body(ollama, judge):
 
 def test_judge_options_are_passed(ollama, client):
     ollama.script(chat("1"))
-    Judge(ollama.url, "phi3", client, seed=7, temperature=0.5, num_ctx=4096).score("p")
+    judge_at(ollama.url, "phi3", client, seed=7, temperature=0.5, num_ctx=4096).score("p")
     assert ollama.bodies[0]["model"] == "phi3"
     assert ollama.bodies[0]["options"] == {"seed": 7, "temperature": 0.5, "num_ctx": 4096}
 
@@ -108,7 +126,7 @@ def test_judge_timeout_is_unscored_after_retries(ollama, sleeps, caplog):
     client = HttpClient(HttpParams(connect_timeout=2, read_timeout=0.05, retries=1, backoff=0), sleep=sleeps)
     ollama.script(Answer(json.dumps({"message": {"content": "90"}}).encode(), delay=0.4))
     caplog.set_level(logging.WARNING, logger="scratchgpt.plumbing.judge")
-    assert Judge(ollama.url, "m", client).score("p") is None
+    assert judge_at(ollama.url, "m", client).score("p") is None
     assert len(ollama.bodies) == 2 and sleeps == [0]
     assert any("timed out" in r.getMessage() for r in caplog.records)
 
@@ -127,7 +145,7 @@ def test_judge_reply_not_json_is_unscored(ollama, judge):
 
 def test_judge_refuses_plain_http_elsewhere():
     with pytest.raises(PipelineError, match=r"evaluate\.judge_url: .*needs evaluate\.judge_allow_http: true"):
-        Judge("http://example.com/api/chat", "m")
+        judge_at("http://example.com/api/chat", "m")
 
 
 def test_judge_responses_mean_and_counts(ollama, judge):
@@ -175,7 +193,7 @@ def test_unreachable_port_raises(client):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/api/chat"
     with pytest.raises(PipelineError, match="could not be reached") as info:
-        judge_responses(Judge(url, "m", client), [ITEM] * 2)
+        judge_responses(judge_at(url, "m", client), [ITEM] * 2)
     assert url in str(info.value) and "connection failed" in str(info.value)
 
 
@@ -188,11 +206,11 @@ def test_score_swallows_failure(ollama, judge):
 
 def test_judge_from_params(ollama, client, caplog):
     caplog.set_level(logging.INFO, logger="scratchgpt.plumbing.judge")
-    assert judge_from_params(None, "llama3") is None
-    assert judge_from_params("", "llama3") is None
+    assert judge_from_params(None) is None
+    assert judge_from_params(JudgeSettings("", "llama3")) is None
     messages = [r.getMessage() for r in caplog.records]
     assert messages == ["no judge configured (evaluate.judge_url); skipping the judge"] * 2
-    judge = judge_from_params(ollama.url, "llama3", client, num_ctx=1024)
+    judge = judge_from_params(JudgeSettings(ollama.url, "llama3", num_ctx=1024), client)
     assert isinstance(judge, Judge) and judge.url == ollama.url and judge.options["num_ctx"] == 1024
 
 
@@ -216,7 +234,7 @@ def test_plain_http_elsewhere_needs_judge_allow_http(url):
     with pytest.raises(SourceFailed, match="not https"):
         check_remote_url(url)
     check_remote_url(url, allow_http=True)  # the client lets it through when allowed
-    judge = Judge(url, "m", api="openai", allow_http=True)
+    judge = judge_at(url, "m", api="openai", allow_http=True)
     assert judge.client.allow_http
 
 
@@ -244,7 +262,7 @@ def openai():
 
 @pytest.fixture
 def ojudge(openai, client):
-    return Judge(openai.url, "qwen2.5-7b", client, api="openai")
+    return judge_at(openai.url, "qwen2.5-7b", client, api="openai")
 
 
 def test_openai_reply_shapes():
@@ -279,7 +297,7 @@ def test_openai_request_and_reply(openai, ojudge):
 
 def test_openai_options_are_passed(openai, client):
     openai.script(completion("1"))
-    Judge(openai.url, "m", client, api="openai", seed=7, temperature=0.5, max_tokens=4).score("p")
+    judge_at(openai.url, "m", client, api="openai", seed=7, temperature=0.5, max_tokens=4).score("p")
     assert {k: openai.bodies[0][k] for k in ("seed", "temperature", "max_tokens")} == {
         "seed": 7,
         "temperature": 0.5,
@@ -303,7 +321,7 @@ def test_openai_scores_and_garbage(openai, ojudge):
 
 def test_openai_wrong_path_is_an_http_error(openai, client):
     openai.script(completion("1"))
-    judge = Judge(openai.url.replace("/v1/chat/completions", "/api/chat"), "m", client, api="openai")
+    judge = judge_at(openai.url.replace("/v1/chat/completions", "/api/chat"), "m", client, api="openai")
     with pytest.raises(SourceFailed, match="HTTP 404"):
         judge.ask("p")
 
@@ -317,7 +335,7 @@ KEY = "sk-test-5f0c1e2d9a8b7c6d"
 def test_api_key_from_the_named_variable(openai, client, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("MY_JUDGE_KEY", KEY)
-    judge = judge_from_params(openai.url, "m", client, api="openai", api_key_env="MY_JUDGE_KEY")
+    judge = judge_from_params(JudgeSettings(openai.url, "m", api="openai", api_key_env="MY_JUDGE_KEY"), client)
     openai.script(completion("70"))
     assert judge.score("p") == 70
     assert openai.headers[0]["Authorization"] == f"Bearer {KEY}"
@@ -332,14 +350,14 @@ def test_no_key_no_header(openai, client, monkeypatch, value):
     else:
         monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", value)
     openai.script(completion("70"))
-    assert judge_from_params(openai.url, "m", client, api="openai").score("p") == 70
+    assert judge_from_params(JudgeSettings(openai.url, "m", api="openai"), client).score("p") == 70
     assert "Authorization" not in openai.headers[0]
 
 
 def test_key_ignored_without_a_variable_name(openai, client, monkeypatch):
     monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", KEY)
     openai.script(completion("70"))
-    judge_from_params(openai.url, "m", client, api="openai", api_key_env=None).score("p")
+    judge_from_params(JudgeSettings(openai.url, "m", api="openai", api_key_env=None), client).score("p")
     assert "Authorization" not in openai.headers[0]
 
 
@@ -350,7 +368,7 @@ def echo(status: int, template: str) -> Answer:
 def test_a_server_echoing_the_key_never_gets_it_logged_or_raised(openai, client, monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     monkeypatch.setenv("SCRATCHGPT_JUDGE_API_KEY", KEY)
-    judge = judge_from_params(openai.url, "m", client, api="openai")
+    judge = judge_from_params(JudgeSettings(openai.url, "m", api="openai"), client)
     openai.script(
         echo(401, '{"error": {"message": "Incorrect API key provided: KEY"}}'),
         echo(200, '{"choices": [{"message": {"content": "your key is KEY"}}]}'),  # not a score: logged
@@ -379,7 +397,7 @@ def hostile(request, sleeps):
     server, reply = SERVERS[request.param]
     client = HttpClient(HttpParams(connect_timeout=1, read_timeout=0.5, retries=1, backoff=0.25), sleep=sleeps)
     with server() as fake:
-        yield fake, reply, Judge(fake.url, "m", client, api=request.param)
+        yield fake, reply, judge_at(fake.url, "m", client, api=request.param)
 
 
 def test_429_and_5xx_are_retried_honouring_retry_after(hostile, sleeps):

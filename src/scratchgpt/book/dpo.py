@@ -119,7 +119,7 @@ def dpo_loss(
     policy_rejected: torch.Tensor,
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
-    beta: float = 0.1,
+    beta: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: the DPO loss, the chosen reward and the rejected reward (detached)."""
     logits = (policy_chosen - policy_rejected) - (reference_chosen - reference_rejected)
@@ -132,7 +132,7 @@ class Objective:
     """DPO against a frozen ``reference``: the loop's loss function and evaluation measure."""
 
     reference: torch.nn.Module
-    beta: float = 0.1
+    beta: float  # how far the policy may move from the reference (params' dpo.beta; the book: 0.1)
 
     def __post_init__(self) -> None:
         self.reference.eval().requires_grad_(False)

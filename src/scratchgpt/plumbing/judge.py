@@ -12,7 +12,7 @@ The judge, as in the book, asks a larger model to rate each response from 0 to 1
 An API key, when the environment variable named by ``evaluate.judge_api_key_env`` holds one, is
 sent as ``Authorization: Bearer``; it is never logged and is masked (``***``) in every message
 built from what a server sends back. Plain http goes only to this machine unless
-``evaluate.judge_allow_http`` is true (:func:`~scratchgpt.plumbing.params.judge_url_problem`).
+``evaluate.judge_allow_http`` is true (:func:`~scratchgpt.plumbing.sections.evaluate.judge_url_problem`).
 
 The reply must be the bare integer (:func:`parse_score`); anything else leaves that response
 unscored. How failures count, per response and for the whole run:
@@ -35,11 +35,13 @@ judge is skipped; that is not an error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import requests
@@ -57,6 +59,30 @@ GIVE_UP_AFTER = 3
 MAX_REPLY_BYTES = 1 << 20  # a score is a few bytes; a bigger reply is garbage, not read further
 API_KEY_ENV = "SCRATCHGPT_JUDGE_API_KEY"
 Api = Literal["ollama", "openai"]
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Who judges and how: params' ``evaluate.judge_<field>`` keys, one object from the stage to
+    the request. The sampling defaults are the book's (seed 123, temperature 0, num_ctx 2048); the
+    others equal params' defaults (a test compares them)."""
+
+    url: str
+    model: str
+    api: Api = "ollama"
+    api_key_env: str | None = API_KEY_ENV  # the variable's name, never the key
+    allow_http: bool = False  # plain http to a host other than this machine
+    seed: int = 123
+    temperature: float = 0.0
+    num_ctx: int = 2048  # Ollama's context window
+    max_tokens: int = 16  # openai: the most tokens of one reply
+
+    @classmethod
+    def from_params(cls, section: Any) -> JudgeSettings | None:
+        """The settings of an ``evaluate`` section (``judge_url`` … ``judge_max_tokens``), or None
+        when it names no judge."""
+        values = {f.name: getattr(section, f"judge_{f.name}") for f in dataclasses.fields(cls)}
+        return cls(**values) if values["url"] else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,35 +177,21 @@ class Judge:
     Plain http is refused except to this machine, unless ``allow_http``.
     """
 
-    def __init__(
-        self,
-        url: str,
-        model: str,
-        client: HttpClient | None = None,
-        *,
-        api: Api = "ollama",
-        api_key: str | None = None,
-        api_key_env: str | None = API_KEY_ENV,
-        allow_http: bool = False,
-        seed: int = 123,
-        temperature: float = 0.0,
-        num_ctx: int = 2048,
-        max_tokens: int = 16,
-    ):
-        if api not in ("ollama", "openai"):
-            raise PipelineError(f"evaluate.judge_api: must be 'ollama' or 'openai', got {api!r}")
-        problem = judge_url_problem(url, allow_http)
+    def __init__(self, settings: JudgeSettings, client: HttpClient | None = None, api_key: str | None = None):
+        url = settings.url
+        if settings.api not in ("ollama", "openai"):
+            raise PipelineError(f"evaluate.judge_api: must be 'ollama' or 'openai', got {settings.api!r}")
+        problem = judge_url_problem(url, settings.allow_http)
         if problem:
             raise PipelineError(f"evaluate.judge_url: {problem.replace(repr(url), repr(redact(url)))}")
-        self.url = url
-        self.model = model
-        self.api = api
-        self.client = client or HttpClient(allow_http=allow_http)
-        self.options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
-        self.max_tokens = max_tokens
-        self.api_key_env = api_key_env
+        self.settings = settings
+        self.url, self.model, self.api = url, settings.model, settings.api
+        self.client = client or HttpClient(allow_http=settings.allow_http)
+        self.options = {"seed": settings.seed, "temperature": settings.temperature, "num_ctx": settings.num_ctx}
+        self.max_tokens = settings.max_tokens
+        self.api_key_env = settings.api_key_env
         self._api_key = api_key or None
-        if self._api_key and url.startswith("http://") and allow_http:
+        if self._api_key and url.startswith("http://") and settings.allow_http:
             log.warning("the judge's API key goes over plain http to %s (evaluate.judge_allow_http)", redact(url))
 
     def __repr__(self) -> str:
@@ -318,43 +330,20 @@ def judge_responses(
     return summary
 
 
-def judge_from_params(
-    url: str | None,
-    model: str,
-    client: HttpClient | None = None,
-    *,
-    api: Api = "ollama",
-    api_key_env: str | None = API_KEY_ENV,
-    allow_http: bool = False,
-    seed: int = 123,
-    temperature: float = 0.0,
-    num_ctx: int = 2048,
-    max_tokens: int = 16,
-) -> Judge | None:
-    """A :class:`Judge` for ``url``, or None (logged, not an error) when no URL is configured.
-    The API key is read from the environment variable ``api_key_env`` names; unset or empty
-    means no key (servers on this machine rarely want one)."""
-    if not url:
+def judge_from_params(settings: JudgeSettings | None, client: HttpClient | None = None) -> Judge | None:
+    """A :class:`Judge`, or None (logged, not an error) when no judge is configured. The API key
+    is read from the environment variable ``settings.api_key_env`` names; unset or empty means no
+    key (servers on this machine rarely want one)."""
+    if settings is None or not settings.url:
         log.info("no judge configured (evaluate.judge_url); skipping the judge")
         return None
-    api_key = os.environ.get(api_key_env, "").strip() if api_key_env else ""
+    env = settings.api_key_env
+    api_key = os.environ.get(env, "").strip() if env else ""
     log.info(
         "judge: %s (%s API, model %s, %s)",
-        redact(url),
-        api,
-        model,
-        f"API key from ${api_key_env}" if api_key else "no API key",
+        redact(settings.url),
+        settings.api,
+        settings.model,
+        f"API key from ${env}" if api_key else "no API key",
     )
-    return Judge(
-        url,
-        model,
-        client,
-        api=api,
-        api_key=api_key or None,
-        api_key_env=api_key_env,
-        allow_http=allow_http,
-        seed=seed,
-        temperature=temperature,
-        num_ctx=num_ctx,
-        max_tokens=max_tokens,
-    )
+    return Judge(settings, client, api_key=api_key or None)
