@@ -18,8 +18,9 @@ from pathlib import Path
 CHILD = """
 import resource, sys
 from pathlib import Path
-from scratchgpt.book.shards import corpus_files, write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.plumbing.corpus import corpus_files
+from scratchgpt.plumbing.shard_writer import write_shards
 tok = GPT2Tokenizer(sys.argv[1])
 write_shards(corpus_files(Path(sys.argv[2])), tok, Path(sys.argv[3]), mode="wikitext")
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
@@ -44,8 +45,9 @@ def best_time(fn, repeat: int = 5) -> float:
 
 
 def main() -> None:
-    from scratchgpt.book.shards import corpus_files, write_shards
     from scratchgpt.book.tokenizer import GPT2Tokenizer
+    from scratchgpt.plumbing.corpus import corpus_files
+    from scratchgpt.plumbing.shard_writer import write_shards
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mirror", default=os.environ.get("SCRATCHGPT_MIRROR", "../shared/data"))

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from scratchgpt.book.loader import lm_loss
 from scratchgpt.book.model import PRESETS, GPTModel
-from scratchgpt.book.train import lm_loss
 from scratchgpt.plumbing.allocator import tune_cpu_allocator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "book"))

@@ -1,5 +1,5 @@
 """Wikipedia dump extraction (scratchgpt.plumbing.wikidump) and the shards' tokenization
-(prepare: scratchgpt.book.shards.write_shards): speed per core and with every core, and peak
+(prepare: scratchgpt.plumbing.shard_writer.write_shards): speed per core and with every core, and peak
 memory at two dump sizes, on a generated multistream dump with real wikitext markup.
 
 Each run is its own process (``spawn`` pool workers included), so the peak resident memory
@@ -136,8 +136,9 @@ PREPARE = (
     + """
 import json, sys, time
 from pathlib import Path
-from scratchgpt.book.shards import corpus_files, write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
+from scratchgpt.plumbing.corpus import corpus_files
+from scratchgpt.plumbing.shard_writer import write_shards
 start = time.perf_counter()
 files = corpus_files(Path(sys.argv[2]))
 m = write_shards(files, GPT2Tokenizer(sys.argv[1]), sys.argv[3], workers=int(sys.argv[4]), pool_bytes=0)

@@ -26,8 +26,8 @@ from scratchgpt.book.instruct import (
     load_answered,
     load_entries,
 )
-from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
 from scratchgpt.book.loader import Evaluator, lm_loss
+from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
 from scratchgpt.files import write_json
 from scratchgpt.formats.classifier import load_classifier
 from scratchgpt.formats.finetuned import load_finetuned

@@ -26,8 +26,8 @@ from scratchgpt.book.classify import (
     scores,
     to_classifier,
 )
+from scratchgpt.book.loader import Evaluator, seed_everything
 from scratchgpt.book.tokenizer import GPT2_EOT_ID
-from scratchgpt.book.train import Evaluator, seed_everything
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.finetuned import save_finetuned

@@ -28,7 +28,8 @@ from scratchgpt.book.instruct import (
     load_entries,
     split_entries,
 )
-from scratchgpt.book.train import Evaluator, TooLittleData, seed_everything
+from scratchgpt.book.loader import Evaluator, seed_everything
+from scratchgpt.book.train import TooLittleData
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.finetuned import load_finetuned, save_finetuned
 from scratchgpt.formats.modeldir import load_tokenizer, save_tokenizer

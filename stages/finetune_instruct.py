@@ -23,7 +23,7 @@ from scratchgpt.book.instruct import (
     load_entries,
     split_entries,
 )
-from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
+from scratchgpt.book.loader import Evaluator, lm_loss, seed_everything
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.finetuned import save_finetuned
 from scratchgpt.formats.modeldir import (

@@ -1,12 +1,13 @@
 """Stage prepare@<corpus>: tokenize one corpus into data/shards/<corpus>/ (train.bin, val.bin,
 meta.json) and record its token counts in metrics/prepare/<corpus>.json."""
 
-from scratchgpt.book.shards import corpus_files, make_tokenizer, write_shards
 from scratchgpt.files import write_json
 from scratchgpt.plumbing import paths, stage
+from scratchgpt.plumbing.corpus import corpus_files
 from scratchgpt.plumbing.datasets import verify_dataset
 from scratchgpt.plumbing.sections.download import DownloadParams
 from scratchgpt.plumbing.sections.prepare import PrepareParams
+from scratchgpt.plumbing.shard_writer import make_tokenizer, write_shards
 
 
 def main(st: stage.Stage) -> None:

@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import ConcatDataset
 
 from scratchgpt.book.generate import generate_text
+from scratchgpt.book.loader import Evaluator, lm_loss, seed_everything
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import ShardError, Shards
-from scratchgpt.book.train import Evaluator, lm_loss, seed_everything
 from scratchgpt.files import atomic_dir
 from scratchgpt.formats.modeldir import check_fits, save_model, save_tokenizer, size_keys
 from scratchgpt.plumbing import paths, stage, training

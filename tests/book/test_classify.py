@@ -15,10 +15,12 @@ from scratchgpt.book.classify import (
     scores,
     to_classifier,
 )
+from scratchgpt.book.loader import seed_everything
 from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.book.train import TrainConfig, seed_everything
+from scratchgpt.book.train import Setup, TrainConfig
 from scratchgpt.book.train import train as run_training
 from scratchgpt.formats.checkpoint import Checkpoints
+from scratchgpt.plumbing.checkpointing import Checkpointing
 
 TINY = GPTConfig(vocab_size=50257, context_length=48, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
 
@@ -115,10 +117,12 @@ def test_only_chosen_weights_train(tmp_path):
         model,
         data,
         data,
-        TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
-        loss_fn=classify.loss_fn("last"),
-        device=torch.device("cpu"),
-        checkpoints=Checkpoints(tmp_path, "x"),
+        Setup(
+            TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
+            classify.loss_fn("last"),
+            torch.device("cpu"),
+            checkpoints=Checkpointing(Checkpoints(tmp_path, "x")),
+        ),
     )
     for name, p in model.named_parameters():
         changed = not torch.equal(before[name], p.detach())

@@ -18,9 +18,10 @@ from scratchgpt.book.dpo import (
     sequence_logprobs,
 )
 from scratchgpt.book.instruct import EntryError, format_input, load_entries, split_entries
+from scratchgpt.book.loader import Evaluator, seed_everything
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.settings import TrainConfig
-from scratchgpt.book.train import Evaluator, seed_everything, train
+from scratchgpt.book.train import Setup, train
 
 TINY = GPTConfig(vocab_size=50257, context_length=64, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
 
@@ -150,11 +151,13 @@ def test_training_raises_the_margin_and_lowers_the_loss(pairs):
         policy,
         train_data,
         train_data,
-        cfg,
-        loss_fn=objective.loss,
-        device=torch.device("cpu"),
-        collate_fn=collate,
-        measures=(MEASURES, objective.measure),
+        Setup(
+            cfg,
+            objective.loss,
+            torch.device("cpu"),
+            collate_fn=collate,
+            measures=(MEASURES, objective.measure),
+        ),
     )
     first, last = progress.history[0], progress.history[-1]
     assert {f"{s}_{k}" for s in ("train", "val") for k in MEASURES} <= set(last)
@@ -180,9 +183,11 @@ def test_measures_must_start_with_the_loss(pairs):
             policy,
             data,
             data,
-            cfg,
-            loss_fn=objective.loss,
-            device=torch.device("cpu"),
-            collate_fn=Collate(),
-            measures=(("margin", "loss"), objective.measure),
+            Setup(
+                cfg,
+                objective.loss,
+                torch.device("cpu"),
+                collate_fn=Collate(),
+                measures=(("margin", "loss"), objective.measure),
+            ),
         )

@@ -6,11 +6,13 @@ import torch
 
 from fakes import logits, randomize_adapters
 from scratchgpt.book.classify import to_classifier
+from scratchgpt.book.loader import lm_loss, seed_everything
 from scratchgpt.book.lora import LoRALinear, apply_lora, lora_parameters, merge_lora
 from scratchgpt.book.model import PRESETS, GPTConfig, GPTModel
-from scratchgpt.book.train import TrainConfig, lm_loss, seed_everything
+from scratchgpt.book.train import Setup, TrainConfig
 from scratchgpt.book.train import train as run_training
 from scratchgpt.formats.checkpoint import Checkpoints
+from scratchgpt.plumbing.checkpointing import Checkpointing
 
 TINY = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=4, n_layers=2, drop_rate=0.0, qkv_bias=True)
 
@@ -58,10 +60,12 @@ def test_only_adapters_change_in_a_step(tmp_path):
         model,
         data,
         data,
-        TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
-        loss_fn=lm_loss,
-        device=torch.device("cpu"),
-        checkpoints=Checkpoints(tmp_path, "x"),
+        Setup(
+            TrainConfig(epochs=1, batch_size=4, lr=1e-2, eval_freq=100, eval_iter=1),
+            lm_loss,
+            torch.device("cpu"),
+            checkpoints=Checkpointing(Checkpoints(tmp_path, "x")),
+        ),
     )
     for name, p in model.named_parameters():
         if name.endswith(".A"):

@@ -10,16 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scratchgpt.book import shards
-from scratchgpt.book.shards import (
-    ShardError,
-    Shards,
-    TokenWindows,
-    create_dataloader,
-    safe_cut,
-    write_shards,
-)
+from scratchgpt.book.shards import ShardError, Shards, TokenWindows, create_dataloader
 from scratchgpt.book.tokenizer import GPT2Tokenizer, WordTokenizer
+from scratchgpt.plumbing import corpus
+from scratchgpt.plumbing.corpus import safe_cut
+from scratchgpt.plumbing.shard_writer import make_tokenizer, write_shards
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +122,7 @@ def test_streaming_equals_whole_text_encoding(gpt2):
     for _ in range(200):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 300)))
         for size in (1, 5, 31):
-            parts = list(shards._chunks(iter(text), size))
+            parts = list(corpus._chunks(iter(text), size))
             assert "".join(parts) == text
             ids = [i for p in parts for i in gpt2.encode(p, allow_special=False)]
             assert ids == gpt2.encode(text, allow_special=False), (text, size)
@@ -161,7 +156,7 @@ def test_documents_joined_by_endoftext(gpt2, tmp_path):
     docs = ["First document here.", "Second one, a bit longer than the first.", "Third."]
     for i, d in enumerate(docs):
         (raw / f"{i}.txt").write_text(d)
-    files = shards.corpus_files(raw)
+    files = corpus.corpus_files(raw)
     meta = write_shards(files, gpt2, tmp_path / "s", train_ratio=0.5)
     train = np.fromfile(tmp_path / "s" / "train.bin", dtype=np.uint16).tolist()
     val = np.fromfile(tmp_path / "s" / "val.bin", dtype=np.uint16).tolist()
@@ -179,13 +174,13 @@ def test_wikitext_articles_become_documents(gpt2, tmp_path):
     raw.mkdir()
     text = " \n = Alpha = \n \n Alpha text . \n \n = = Section = = \n More alpha . \n = Beta = \n \n Beta text . \n"
     (raw / "valid.txt").write_text(text)
-    docs = list(shards.documents(shards.corpus_files(raw), "wikitext"))
+    docs = list(corpus.documents(corpus.corpus_files(raw), "wikitext"))
     joined = ["".join(d) for d in docs]
     assert joined == [
         " \n = Alpha = \n \n Alpha text . \n \n = = Section = = \n More alpha . \n",
         " = Beta = \n \n Beta text . \n",
     ]
-    meta = write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s", mode="wikitext", train_ratio=0.99)
+    meta = write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "s", mode="wikitext", train_ratio=0.99)
     assert meta["splits"]["train"]["documents"] == 2
     train = np.fromfile(tmp_path / "s" / "train.bin", dtype=np.uint16).tolist()
     assert train.count(50256) == 1
@@ -197,17 +192,17 @@ def test_jsonl_documents_and_bad_line(gpt2, tmp_path):
     (raw / "articles.jsonl").write_text(
         json.dumps({"title": "A", "text": "Alpha."}) + "\n" + json.dumps({"text": "Beta."}) + "\n"
     )
-    meta = write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s", train_ratio=0.5)
+    meta = write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "s", train_ratio=0.5)
     assert meta["splits"]["train"]["documents"] + meta["splits"]["val"]["documents"] == 3  # one is split
     (raw / "articles.jsonl").write_text('{"text": "ok"}\n{"title": "no text"}\n')
     with pytest.raises(ShardError, match=r"articles.jsonl:2: expected a JSON object with a 'text' string"):
-        write_shards(shards.corpus_files(raw), gpt2, tmp_path / "t")
+        write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "t")
     assert not (tmp_path / "t").exists()
 
 
 def test_word_tokenizer_shards(verdict_file, tmp_path, mirror):
     files = [verdict_file]
-    tok = shards.make_tokenizer("word", mirror / "gpt2", files, "file")
+    tok = make_tokenizer("word", mirror / "gpt2", files, "file")
     meta = write_shards(files, tok, tmp_path / "s")
     assert meta["vocab_size"] == 1132
     assert meta["tokenizer"]["kind"] == "word"
@@ -225,7 +220,7 @@ def test_wide_vocabulary_uses_uint32(tmp_path):
     raw.mkdir()
     (raw / "a.txt").write_text(" ".join(words[-50:] * 3))
     tok = WordTokenizer(words + ["<|endoftext|>", "<|unk|>"])
-    meta = write_shards(shards.corpus_files(raw), tok, tmp_path / "s")
+    meta = write_shards(corpus.corpus_files(raw), tok, tmp_path / "s")
     assert meta["dtype"] == "uint32"
     ids = np.fromfile(tmp_path / "s" / "train.bin", dtype=np.uint32)
     assert ids.max() == 69_999
@@ -235,10 +230,10 @@ def test_empty_corpus_and_no_files(gpt2, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     with pytest.raises(ShardError, match="no .txt or .jsonl files"):
-        shards.corpus_files(raw)
+        corpus.corpus_files(raw)
     (raw / "a.txt").write_text("")
     with pytest.raises(ShardError, match="is empty"):
-        write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s")
+        write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "s")
     assert not (tmp_path / "s").exists()
 
 
@@ -246,7 +241,7 @@ def test_corpus_shorter_than_a_window(gpt2, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "a.txt").write_text("Just a few words of text for training and validation.")
-    write_shards(shards.corpus_files(raw), gpt2, tmp_path / "s")
+    write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "s")
     data = Shards(tmp_path / "s")
     with pytest.raises(ShardError, match=r"val.bin: \d+ tokens, too few for one window of max_length 256"):
         data.windows("val", 256)
@@ -300,8 +295,8 @@ def test_character_count_equals_the_document_stream(tmp_path, mode):
     (raw / "a.txt").write_text(" \n = T = \n body\n\n = U = \n more \n \n")
     (raw / "b.txt").write_text("\n\n  \n")  # blank only
     (raw / "c.jsonl").write_text('{"text": "Alpha."}\n\n{"text": "Beta beta."}\n')
-    files = shards.corpus_files(raw)
-    assert shards.count_characters(files) == sum(len(p) for _, p in shards.pieces(files, mode, size=7))
+    files = corpus.corpus_files(raw)
+    assert corpus.count_characters(files) == sum(len(p) for _, p in corpus.pieces(files, mode, size=7))
 
 
 def mixed_corpus(folder: Path) -> list[Path]:
@@ -324,7 +319,7 @@ def mixed_corpus(folder: Path) -> list[Path]:
     (folder / "x-blank.txt").write_text("\n\n  \n")
     (folder / "y-wikitext.txt").write_text(" = Alpha = \n " + text(200) + "\n = Beta = \n " + text(50) + "\n")
     (folder / "z-long.txt").write_text(text(5000))
-    return shards.corpus_files(folder)
+    return corpus.corpus_files(folder)
 
 
 @pytest.mark.parametrize("mode, train_ratio", [("file", 0.9), ("wikitext", 0.3)])
@@ -341,7 +336,7 @@ def test_output_is_the_same_for_any_number_of_workers(gpt2, tmp_path, mode, trai
     assert results[1] == results[0]
     # the reference: the corpus's text cut at the split character, each side's documents
     # encoded whole and joined by <|endoftext|>
-    docs = [d for d in ("".join(parts) for parts in shards.documents(files, mode)) if d]
+    docs = [d for d in ("".join(parts) for parts in corpus.documents(files, mode)) if d]
     split_at, seen, sides = int(train_ratio * sum(map(len, docs))), 0, ([], [])
     for doc in docs:
         cut = min(max(split_at - seen, 0), len(doc))

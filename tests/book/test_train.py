@@ -16,19 +16,13 @@ import torch
 from book_reference import book_training_loop
 from torch.utils.data import DataLoader
 
+from scratchgpt.book.loader import epoch_order, lm_loss, seed_everything
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import TokenWindows
-from scratchgpt.book.train import (
-    Hooks,
-    NonFiniteLoss,
-    TrainConfig,
-    epoch_order,
-    learning_rate,
-    lm_loss,
-    seed_everything,
-)
+from scratchgpt.book.train import Hooks, NonFiniteLoss, Setup, TrainConfig, learning_rate
 from scratchgpt.book.train import train as run_training
 from scratchgpt.formats.checkpoint import Checkpoints, load_checkpoint
+from scratchgpt.plumbing.checkpointing import Checkpointing
 
 CFG = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.1)
 TRAIN = TrainConfig(epochs=3, batch_size=4, lr=3e-3, eval_freq=4, eval_iter=2, checkpoint_every=3, seed=5)
@@ -47,18 +41,19 @@ def data(tmp_path_factory):
     return train, val
 
 
+def setup(cfg: TrainConfig, store=None, **pieces) -> Setup:
+    """The loop's setup on the CPU with the language-model loss, checkpoints in ``store`` if any."""
+    checkpoints = Checkpointing(store, cfg.checkpoint_share) if store is not None else None
+    return Setup(cfg, lm_loss, torch.device("cpu"), checkpoints=checkpoints, **pieces)
+
+
 def run(data, ckpt: Path, cfg: TrainConfig = TRAIN, hooks=None, fp="fp"):
     seed_everything(cfg.seed)
     model = GPTModel(CFG)
     progress = run_training(
         model,
         *data,
-        cfg,
-        loss_fn=lm_loss,
-        device=torch.device("cpu"),
-        checkpoints=Checkpoints(ckpt, fp),
-        epoch_end=lambda m, ev: {"text": "sample"},
-        hooks=hooks,
+        setup(cfg, Checkpoints(ckpt, fp), epoch_end=lambda m, ev: {"text": "sample"}, hooks=hooks or Hooks()),
     )
     return model, progress
 
@@ -124,9 +119,7 @@ def test_same_batches_and_losses_as_the_books_loop(data, tmp_path):
     val.seen.clear()
     seed_everything(TRAIN.seed)
     model = GPTModel(CFG)
-    progress = run_training(
-        model, train, val, TRAIN, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=Checkpoints(tmp_path, "x")
-    )
+    progress = run_training(model, train, val, setup(TRAIN, Checkpoints(tmp_path, "x")))
     assert train.seen == book_seen[0]
     untrained_eval = min(TRAIN.eval_iter * TRAIN.batch_size, len(val))  # our extra first look at val
     assert val.seen[untrained_eval:] == book_seen[1]
@@ -238,15 +231,7 @@ def test_weights_that_turn_infinite_are_never_saved(data, tmp_path):
     cfg = TrainConfig(**{**TRAIN.__dict__, "max_steps": 1, "epochs": 1})
     seed_everything(cfg.seed)
     with pytest.raises(NonFiniteLoss, match=r"parameter trf_blocks.0.att.out_proj.weight is no longer finite after 1 "):
-        run_training(
-            GPTModel(CFG),
-            *data,
-            cfg,
-            loss_fn=lm_loss,
-            device=torch.device("cpu"),
-            checkpoints=Checkpoints(tmp_path / "inf", "x"),
-            epoch_end=poison,
-        )
+        run_training(GPTModel(CFG), *data, setup(cfg, Checkpoints(tmp_path / "inf", "x"), epoch_end=poison))
     assert load_checkpoint(tmp_path / "inf") is None
     assert not list((tmp_path / "inf").glob("checkpoint-*.pt"))
 
@@ -263,9 +248,12 @@ DDP_SCRIPT = textwrap.dedent(
     import sys, torch
     from scratchgpt.book.model import GPTConfig, GPTModel
     from scratchgpt.book.shards import TokenWindows
-    from scratchgpt.book.train import TrainConfig, init_distributed, lm_loss, seed_everything
+    from scratchgpt.book.loader import lm_loss, seed_everything
+    from scratchgpt.book.train import Setup, TrainConfig
     from scratchgpt.book.train import train as run_training
     from scratchgpt.formats.checkpoint import Checkpoints
+    from scratchgpt.plumbing.checkpointing import Checkpointing
+    from scratchgpt.plumbing.distributed import init_distributed
     from pathlib import Path
     out, batch = Path(sys.argv[1]), int(sys.argv[2])
     dist_info, device = init_distributed("cpu")
@@ -274,8 +262,9 @@ DDP_SCRIPT = textwrap.dedent(
     cfg = TrainConfig(epochs=2, batch_size=batch, lr=3e-3, eval_freq=3, eval_iter=2, seed=5)
     seed_everything(cfg.seed)
     model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0))
-    progress = run_training(model, train, val, cfg, loss_fn=lm_loss, device=device,
-                     checkpoints=Checkpoints(out / f"ckpt{dist_info.world_size}", "x"), dist_info=dist_info)
+    store = Checkpointing(Checkpoints(out / f"ckpt{dist_info.world_size}", "x"), cfg.checkpoint_share, dist_info)
+    progress = run_training(model, train, val, Setup(cfg, lm_loss, device, checkpoints=store,
+                                                     rank=dist_info.rank, world_size=dist_info.world_size))
     if dist_info.is_main:
         torch.save({"state": model.state_dict(), "steps": progress.step, "tokens": progress.tokens_seen},
                    out / f"result{dist_info.world_size}.pt")
@@ -325,7 +314,7 @@ def test_checkpoint_share_bounds_the_time_spent_writing(data, share):
     cfg = dataclasses.replace(TRAIN, epochs=1, max_steps=30, checkpoint_share=share)
     seed_everything(cfg.seed)
     model, store = GPTModel(CFG), SlowStore()
-    progress = run_training(model, *data, cfg, loss_fn=lm_loss, device=torch.device("cpu"), checkpoints=store)
+    progress = run_training(model, *data, setup(cfg, store))
     assert progress.step == 30
     if share == 1.0:
         assert store.saved == 10

@@ -15,8 +15,8 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from scratchgpt.book.shards import corpus_files, documents
 from scratchgpt.plumbing import wikidump
+from scratchgpt.plumbing.corpus import corpus_files, documents
 from scratchgpt.plumbing.datasets import DataCorrupt, verify_dataset
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.sections.download import DatasetParams, DumpParams, HttpParams

@@ -24,11 +24,11 @@ import yaml
 from scratch_repo import DVC, repo_env, sh
 from scratchgpt.book.instruct import load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
-from scratchgpt.book.shards import write_shards
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.files import sha256_file, write_json
 from scratchgpt.formats.modeldir import rewrite_config, save_model, save_tokenizer
 from scratchgpt.plumbing import paths
+from scratchgpt.plumbing.shard_writer import write_shards
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,6 +37,7 @@ RUNNER = textwrap.dedent(
     """
     import os, runpy, signal, sys
     import torch
+    import scratchgpt.book.loader as L
     import scratchgpt.book.train as T
     import scratchgpt.formats.checkpoint as C
 
@@ -48,12 +49,12 @@ RUNNER = textwrap.dedent(
         return count[0] == n
 
     if fault == "step":  # the n-th batch being assembled: mid-way through a step
-        collate = T.collate
+        collate = L.collate
         def patched(*args, **kwargs):
             if hit():
                 os.kill(os.getpid(), signal.SIGKILL)
             return collate(*args, **kwargs)
-        T.collate = patched
+        T.collate = L.collate = patched  # the training steps' batches and the evaluations'
     elif fault == "checkpoint-write":  # the n-th checkpoint file, half written
         save = torch.save
         def patched(obj, f, *args, **kwargs):
@@ -66,12 +67,12 @@ RUNNER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         T.torch.save = patched
     elif fault in ("sigint", "sigterm"):  # Ctrl-C or a SIGTERM at the n-th batch
-        collate = T.collate
+        collate = L.collate
         def patched(*args, **kwargs):
             if hit():
                 os.kill(os.getpid(), signal.SIGINT if fault == "sigint" else signal.SIGTERM)
             return collate(*args, **kwargs)
-        T.collate = patched
+        T.collate = L.collate = patched  # the training steps' batches and the evaluations'
     elif fault == "commit":  # killed after the n-th output was moved into place, before the others
         import scratchgpt.plumbing.outputs as O
         move = O._move
@@ -81,7 +82,7 @@ RUNNER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
         O._move = patched
     elif fault in ("params", "base"):  # another `dvc exp run` in this workspace, at the n-th batch
-        collate = T.collate
+        collate = L.collate
         def patched(*args, **kwargs):
             if hit():
                 import json, yaml
@@ -98,7 +99,7 @@ RUNNER = textwrap.dedent(
                     config["model"]["drop_rate"] = 0.5
                     rewrite_config("models/base", config)
             return collate(*args, **kwargs)
-        T.collate = patched
+        T.collate = L.collate = patched  # the training steps' batches and the evaluations'
     elif fault == "pointer":  # the n-th checkpoint written, the pointer to it not yet
         write_json = C.write_json
         def patched(path, obj):

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from scratchgpt.book.loader import collate
 from scratchgpt.book.model import GPTModel
 from scratchgpt.book.tokenizer import GPT2_EOT_ID
-from scratchgpt.book.train import collate
 from scratchgpt.device import autocast
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_write

@@ -83,7 +83,7 @@ def load_checkpoint(folder: Path) -> dict[str, Any] | None:
 
 class Checkpoints:
     """The checkpoints of one run: ``folder`` and the run's ``fingerprint``, which every saved
-    state carries and :meth:`load` requires (:class:`scratchgpt.book.train.CheckpointStore`)."""
+    state carries and :meth:`load` requires (:class:`scratchgpt.plumbing.checkpointing.CheckpointStore`)."""
 
     def __init__(self, folder: str | os.PathLike[str], fingerprint: str):
         self.folder, self.fingerprint = Path(folder), fingerprint

@@ -24,21 +24,14 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from scratchgpt.book.train import (
-    CollateFn,
-    Dist,
-    EpochEnd,
-    LossFn,
-    Measures,
-    Progress,
-    TrainConfig,
-    init_distributed,
-    train,
-)
+from scratchgpt.book.loader import CollateFn, LossFn, Measures
+from scratchgpt.book.train import EpochEnd, Hooks, Progress, Setup, TrainConfig, train
 from scratchgpt.device import peak_memory_mb
 from scratchgpt.files import write_json
 from scratchgpt.formats.checkpoint import Checkpoints
 from scratchgpt.plumbing import paths
+from scratchgpt.plumbing.checkpointing import Checkpointing
+from scratchgpt.plumbing.distributed import Dist, init_distributed
 from scratchgpt.plumbing.live import LiveLogger, perplexity
 from scratchgpt.plumbing.stage import Stage
 
@@ -103,20 +96,20 @@ class TrainingRun:
                 self.st.out(self.metrics_dir), curves, epoch_curves, epochs_file=epochs_file, derived=derived, echo=echo
             )
         with self.st.resume_dir(fingerprint) as folder:
-            return train(
-                model,
-                train_data,
-                val_data,
-                TrainConfig.from_params(self.params),
-                loss_fn=loss_fn,
-                device=self.device,
-                checkpoints=Checkpoints(folder, fingerprint),
+            cfg = TrainConfig.from_params(self.params)
+            setup = Setup(
+                cfg,
+                loss_fn,
+                self.device,
                 epoch_end=epoch_end,
-                hooks=self.logger.hooks() if self.logger else None,
-                dist_info=self.dist,
                 collate_fn=collate_fn,
                 measures=measures,
+                hooks=self.logger.hooks() if self.logger else Hooks(),
+                checkpoints=Checkpointing(Checkpoints(folder, fingerprint), cfg.checkpoint_share, self.dist),
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
             )
+            return train(model, train_data, val_data, setup)
 
     def write_splits(self, folder: Path, parts: dict[str, list[Any]], what: str) -> None:
         """Rank 0: each split as ``<folder>/<name>.json`` (``folder`` as :meth:`Stage.out` gives it)
