@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch.utils.data import Subset
@@ -67,29 +68,29 @@ def same_test_split(test: list[dict[str, str]], instruct_test: list[dict[str, st
         )
 
 
-def main(st: stage.Stage) -> dict[str, Any]:
-    run = training.start(st, "dpo")
-    p, split = run.params, st.params.instruct
-    raw = paths.raw("preferences")
+def split(st: stage.Stage, run: training.TrainingRun) -> tuple[dict[str, list[dict[str, str]]], Path]:
+    """The preference pairs split with the instruct section's keys (the test split must be
+    chapter 7's), written to data/dpo/."""
+    split_keys, raw = st.params.instruct, paths.raw("preferences")
     verify_dataset("preferences", st.params.download.datasets["preferences"], raw)
     entries = load_entries(raw / PREFERENCE_FILE, PREFERENCE_KEYS)
     try:
-        cut = split_entries(entries, split.train_frac, split.test_frac, split.shuffle, split.split_seed)
+        cut = split_entries(
+            entries, split_keys.train_frac, split_keys.test_frac, split_keys.shuffle, split_keys.split_seed
+        )
     except EntryError as e:
         raise EntryError(f"{raw / PREFERENCE_FILE}: {e}") from None
     parts = dict(zip(SPLITS, cut))
     same_test_split(parts["test"], load_entries(paths.INSTRUCT_DATA / "test.json"), str(raw / PREFERENCE_FILE))
     data_dir = st.out(paths.DPO_DATA)
     run.write_splits(data_dir, parts, "preference data")
+    return parts, data_dir
 
-    tokenizer = load_tokenizer(paths.INSTRUCT)
-    policy = load_finetuned(paths.INSTRUCT, device=run.device)
-    reference = load_finetuned(paths.INSTRUCT, device=run.device)  # frozen by the objective
-    collate = Collate(
-        allowed_max_length=min(p.allowed_max_length, policy.config.context_length), mask_prompt=p.mask_prompt
-    )
+
+def pairs_with_responses(run: training.TrainingRun, parts: dict, tokenizer: Any, collate: Collate) -> dict:
+    """The training and validation pairs that keep a response token within the length limit."""
     data = {}
-    for name in ("train", "val"):  # test: answered below
+    for name in ("train", "val"):  # test: answered after training
         pairs = PreferenceDataset(parts[name], tokenizer)
         keep = [i for i, item in enumerate(pairs.items) if collate.has_response(item)]
         if not keep:
@@ -106,17 +107,38 @@ def main(st: stage.Stage) -> dict[str, Any]:
                 collate.allowed_max_length,
             )
         data[name] = Subset(pairs, keep)
-    lora.setup(policy, p)  # method lora: everything frozen, adapters train
-    objective = Objective(reference, p.beta)
-    measures = (MEASURES, objective.measure)
-    evaluator = Evaluator(policy, data, p.batch_size, objective.loss, run.device, collate)
-    n_trainable = policy.num_parameters(trainable_only=True)
+    return data
+
+
+def measurer(evaluator: Evaluator, objective: Objective) -> Callable[..., dict[str, float]]:
+    """The DPO measures of a split (``n_batches`` of it, or all), with the reward margin."""
 
     def measured(split_name: str, n_batches: int | None, draw: bool = True) -> dict[str, float]:
         values = dict(zip(MEASURES, evaluator.measure(split_name, n_batches, objective.measure, draw)))
         return {**values, "reward_margin": values["chosen_reward"] - values["rejected_reward"]}
 
-    seed_everything(p.seed)  # the book measures the starting point after seeding, then seeds again
+    return measured
+
+
+def summarize(start: dict, final: dict, progress: Any, pairs: int, trainable: int, parameters: int) -> dict[str, Any]:
+    """metrics/dpo/metrics.json: the start, the end and the run's size."""
+    return {
+        "dpo_initial_train_loss": start["train"]["loss"],
+        "dpo_initial_val_loss": start["val"]["loss"],
+        "dpo_initial_val_reward_margin": start["val"]["reward_margin"],
+        **{f"dpo_val_{k}": v for k, v in final.items()},
+        "dpo_steps": progress.step,
+        "dpo_pairs": pairs,
+        "dpo_tokens_seen": progress.tokens_seen,
+        "dpo_trainable_parameters": trainable,
+        "dpo_parameters": parameters,
+    }
+
+
+def measure_start(run: training.TrainingRun, policy: Any, measured: Callable) -> dict[str, dict[str, float]]:
+    """Losses and reward margins before DPO, measured as the book does (seeded before and after)."""
+    p = run.params
+    seed_everything(p.seed)
     policy.eval()
     start = {name: measured(name, p.eval_iter) for name in ("train", "val")}
     seed_everything(p.seed)
@@ -128,9 +150,12 @@ def main(st: stage.Stage) -> dict[str, Any]:
             start["train"]["reward_margin"],
             start["val"]["reward_margin"],
         )
-    sample_prompt = format_input(parts["val"][2 if len(parts["val"]) > 2 else 0])  # the book's start_context
+    return start
 
-    progress = run.fit(
+
+def finetune(run: training.TrainingRun, policy: Any, objective: Objective, data: dict, collate: Collate, sample: Any):
+    """The DPO loop, with the answer to the book's sample prompt after each epoch."""
+    return run.fit(
         policy,
         data["train"],
         data["val"],
@@ -139,45 +164,60 @@ def main(st: stage.Stage) -> dict[str, Any]:
         epochs_file="samples.json",
         derived=MARGINS,
         echo=lambda e: f"epoch {e['epoch']} response to the third validation prompt: {e['text']!r}",
-        epoch_end=epoch_sample(tokenizer, sample_prompt),
+        epoch_end=sample,
         collate_fn=collate,
-        measures=measures,
+        measures=(MEASURES, objective.measure),
         fingerprint_exclude=("response_tokens", "response_batch"),
     )
+
+
+def save(st: stage.Stage, run: training.TrainingRun, policy: Any, tokenizer: Any, history: list) -> None:
+    """The loss and reward-margin figures and the model."""
+    history = [{**point, **{k: f(point) for k, f in MARGINS.items()}} for point in history]
+    plot_losses(history, st.out(paths.PLOTS / "dpo" / "loss.png"), title="preference tuning (DPO): loss")
+    plot_curves(
+        history,
+        list(MARGINS),
+        st.out(paths.PLOTS / "dpo" / "reward-margins.png"),
+        ylabel="Reward margins",
+        second_axis=("tokens_seen", "Tokens seen"),
+        title="preference tuning (DPO): reward margins",
+    )
+    with atomic_dir(st.out(paths.DPO)) as staging:
+        meta = {
+            "tokenizer": save_tokenizer(tokenizer, staging),
+            "instruct": {"format": "alpaca"},
+            "dpo": {"beta": run.params.beta},
+        }
+        save_finetuned(policy, staging, run.params, paths.INSTRUCT, meta, lands_at=paths.DPO)
+
+
+def main(st: stage.Stage) -> dict[str, Any]:
+    run = training.start(st, "dpo")
+    p = run.params
+    parts, data_dir = split(st, run)
+    tokenizer = load_tokenizer(paths.INSTRUCT)
+    policy = load_finetuned(paths.INSTRUCT, device=run.device)
+    reference = load_finetuned(paths.INSTRUCT, device=run.device)  # frozen by the objective
+    limit = min(p.allowed_max_length, policy.config.context_length)
+    collate = Collate(allowed_max_length=limit, mask_prompt=p.mask_prompt)
+    data = pairs_with_responses(run, parts, tokenizer, collate)
+    lora.setup(policy, p)  # method lora: everything frozen, adapters train
+    objective = Objective(reference, p.beta)
+    evaluator = Evaluator(policy, data, p.batch_size, objective.loss, run.device, collate)
+    n_trainable = policy.num_parameters(trainable_only=True)
+    measured = measurer(evaluator, objective)
+    start = measure_start(run, policy, measured)
+    sample_prompt = format_input(parts["val"][2 if len(parts["val"]) > 2 else 0])  # the book's start_context
+    progress = finetune(run, policy, objective, data, collate, epoch_sample(tokenizer, sample_prompt))
     summary: dict[str, Any] = {}
     if run.is_main:
         responses = answer(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
         write_json(data_dir / "test-responses.json", responses)
         final = measured("val", None, draw=False)
-        summary = {
-            "dpo_initial_train_loss": start["train"]["loss"],
-            "dpo_initial_val_loss": start["val"]["loss"],
-            "dpo_initial_val_reward_margin": start["val"]["reward_margin"],
-            **{f"dpo_val_{k}": v for k, v in final.items()},
-            "dpo_steps": progress.step,
-            "dpo_pairs": len(data["train"]),
-            "dpo_tokens_seen": progress.tokens_seen,
-            "dpo_trainable_parameters": n_trainable,
-            "dpo_parameters": policy.num_parameters(),
-        }
+        summary = summarize(start, final, progress, len(data["train"]), n_trainable, policy.num_parameters())
         run.finish(summary)
-        history = [{**point, **{k: f(point) for k, f in MARGINS.items()}} for point in progress.history]
-        plot_losses(history, st.out(paths.PLOTS / "dpo" / "loss.png"), title="preference tuning (DPO): loss")
-        plot_curves(
-            history,
-            list(MARGINS),
-            st.out(paths.PLOTS / "dpo" / "reward-margins.png"),
-            ylabel="Reward margins",
-            second_axis=("tokens_seen", "Tokens seen"),
-            title="preference tuning (DPO): reward margins",
-        )
-        with atomic_dir(st.out(paths.DPO)) as staging:
-            meta = {
-                "tokenizer": save_tokenizer(tokenizer, staging),
-                "instruct": {"format": "alpaca"},
-                "dpo": {"beta": p.beta},
-            }
-            save_finetuned(policy, staging, p, paths.INSTRUCT, meta, lands_at=paths.DPO)
+        save(st, run, policy, tokenizer, progress.history)
         log.info(
             "validation DPO loss %.3f → %.3f, reward margin %.3f, accuracy %.3f; %d test responses in %s",
             start["val"]["loss"],

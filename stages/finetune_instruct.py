@@ -9,6 +9,7 @@ loss figure plots/instruct/loss.png.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from scratchgpt.book import lora
@@ -41,8 +42,8 @@ from scratchgpt.plumbing.sections.instruct import InstructParams
 log = logging.getLogger("finetune_instruct")
 
 
-def main(st: stage.Stage) -> dict[str, Any]:
-    run = training.start(st, "instruct")
+def split(st: stage.Stage, run: training.TrainingRun) -> tuple[dict[str, list[dict[str, str]]], Path]:
+    """Chapter 7's train, validation and test entries, written to data/instruct/."""
     p = run.params
     raw = paths.raw("instructions")
     verify_dataset("instructions", st.params.download.datasets["instructions"], raw)
@@ -53,6 +54,54 @@ def main(st: stage.Stage) -> dict[str, Any]:
         raise EntryError(f"{raw / 'instruction-data.json'}: {e}") from None
     data_dir = st.out(paths.INSTRUCT_DATA)
     run.write_splits(data_dir, parts, "instruction data")
+    return parts, data_dir
+
+
+def measure_start(run: training.TrainingRun, model: Any, evaluator: Evaluator) -> dict[str, float]:
+    """The losses before finetuning, measured as the book does (seeded before and after)."""
+    p = run.params
+    seed_everything(p.seed)
+    model.eval()
+    start = {
+        "initial_train_loss": evaluator.loss("train", p.eval_iter),
+        "initial_val_loss": evaluator.loss("val", p.eval_iter),
+    }
+    seed_everything(p.seed)
+    if run.is_main:
+        log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
+    return start
+
+
+def finetune(run: training.TrainingRun, model: Any, tokenizer: Any, data: dict, collate_fn: Collate, prompt: str):
+    """Chapter 7's loop, with the answer to the first validation prompt after each epoch."""
+    return run.fit(
+        model,
+        data["train"],
+        data["val"],
+        loss_fn=lm_loss,
+        curves=["train_loss", "val_loss", "tokens_seen", "lr"],
+        epochs_file="samples.json",
+        derived=training.VAL_PERPLEXITY,
+        echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
+        epoch_end=epoch_sample(tokenizer, prompt),
+        collate_fn=collate_fn,
+        fingerprint_exclude=("response_tokens", "response_batch"),
+    )
+
+
+def save(st: stage.Stage, run: training.TrainingRun, model: Any, tokenizer: Any, summary: dict, history: list) -> None:
+    """The metrics, the loss figure and the model."""
+    run.finish(summary)
+    plot_losses(history, st.out(paths.PLOTS / "instruct" / "loss.png"), title="instruction finetuning")
+    with atomic_dir(st.out(paths.INSTRUCT)) as staging:
+        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
+        save_finetuned(model, staging, run.params, paths.BASE, meta, lands_at=paths.INSTRUCT)
+
+
+def main(st: stage.Stage) -> dict[str, Any]:
+    run = training.start(st, "instruct")
+    p = run.params
+    parts, data_dir = split(st, run)
     tokenizer = load_tokenizer(paths.BASE)
     model = load_model(paths.BASE, device=run.device)
     collate_fn = Collate(
@@ -62,30 +111,8 @@ def main(st: stage.Stage) -> dict[str, Any]:
     lora.setup(model, p)  # method lora: everything frozen, adapters train
     evaluator = Evaluator(model, data, p.batch_size, lm_loss, run.device, collate_fn)
     n_trainable = model.num_parameters(trainable_only=True)
-    seed_everything(p.seed)  # the book measures the starting loss after seeding, then seeds again
-    model.eval()
-    start = {
-        "initial_train_loss": evaluator.loss("train", p.eval_iter),
-        "initial_val_loss": evaluator.loss("val", p.eval_iter),
-    }
-    seed_everything(p.seed)
-    if run.is_main:
-        log.info("before finetuning: training loss %.3f, validation loss %.3f", *start.values())
-    sample_prompt = format_input(parts["val"][0])
-
-    progress = run.fit(
-        model,
-        data["train"],
-        data["val"],
-        loss_fn=lm_loss,
-        curves=["train_loss", "val_loss", "tokens_seen", "lr"],
-        epochs_file="samples.json",
-        derived=training.VAL_PERPLEXITY,
-        echo=lambda e: f"epoch {e['epoch']} response to the first validation prompt: {e['text']!r}",
-        epoch_end=epoch_sample(tokenizer, sample_prompt),
-        collate_fn=collate_fn,
-        fingerprint_exclude=("response_tokens", "response_batch"),
-    )
+    start = measure_start(run, model, evaluator)
+    progress = finetune(run, model, tokenizer, data, collate_fn, format_input(parts["val"][0]))
     summary: dict[str, Any] = {}
     if run.is_main:
         responses = answer(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
@@ -100,11 +127,7 @@ def main(st: stage.Stage) -> dict[str, Any]:
             "trainable_parameters": n_trainable,
             "parameters": model.num_parameters(),
         }
-        run.finish(summary)
-        plot_losses(progress.history, st.out(paths.PLOTS / "instruct" / "loss.png"), title="instruction finetuning")
-        with atomic_dir(st.out(paths.INSTRUCT)) as staging:
-            meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
-            save_finetuned(model, staging, p, paths.BASE, meta, lands_at=paths.INSTRUCT)
+        save(st, run, model, tokenizer, summary, progress.history)
         log.info(
             "validation loss %.3f → %.3f; %d test responses in %s",
             start["initial_val_loss"],

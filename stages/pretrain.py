@@ -43,14 +43,11 @@ def load_data(params: Any) -> tuple[list[Shards], ConcatDataset, ConcatDataset]:
     return shards, train_data, val_data
 
 
-def main(st: stage.Stage) -> dict[str, Any]:
-    params = st.params
-    run = training.start(st, "pretrain")
+def build_model(run: training.TrainingRun, model_params: Any, train_data: Any, val_data: Any) -> GPTModel:
+    """The GPT of params' model section, seeded as the book seeds it, checked to fit first."""
     p = run.params
-    shards, train_data, val_data = load_data(params)
-    tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
     seed_everything(p.seed)
-    config = GPTConfig(**params.model.model_dump())
+    config = GPTConfig(**model_params.model_dump())
     keys = f"{size_keys(config, 'model.')}, pretrain.batch_size={p.batch_size}, pretrain.max_length={p.max_length}"
     check_fits(config, run.device, keys, p.batch_size, p.max_length)  # before anything is allocated
     model = GPTModel(config).to(run.device)
@@ -63,12 +60,18 @@ def main(st: stage.Stage) -> dict[str, Any]:
             p.max_length,
             run.device,
         )
+    return model
+
+
+def pretrain(run: training.TrainingRun, model: GPTModel, tokenizer: Any, train_data: Any, val_data: Any) -> Any:
+    """Chapter 5's loop, with a sample of the prompt's continuation after each epoch."""
+    p = run.params
 
     def sample(m: torch.nn.Module, _: Evaluator) -> dict[str, Any]:
         text = generate_text(m, tokenizer, p.sample_prompt, p.sample_tokens, eos_id=None) if p.sample_tokens else ""
         return {"text": text}
 
-    progress = run.fit(
+    return run.fit(
         model,
         train_data,
         val_data,
@@ -79,30 +82,40 @@ def main(st: stage.Stage) -> dict[str, Any]:
         echo=lambda entry: f"epoch {entry['epoch']} sample: {entry['text']!r}",
         epoch_end=sample,
     )
-    summary: dict[str, Any] = {}
-    if run.is_main:
-        final_val = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device).loss("val", None, draw=False)
-        summary = {
-            "untrained_val_loss": progress.untrained_val_loss,
-            "final_val_loss": final_val,
-            "final_val_perplexity": perplexity(final_val),
-            "steps": progress.step,
-            "parameters": model.num_parameters(),
-        }
-        run.finish(summary)
-        plot_losses(
-            progress.history,
-            st.out(paths.PLOTS / "pretrain" / "loss.png"),
-            title=f"pretraining: {', '.join(p.corpora)}",
-        )
-        with atomic_dir(st.out(paths.PRETRAINED)) as staging:
-            meta = {
-                "tokenizer": save_tokenizer(tokenizer, staging),
-                "trained_on": list(p.corpora),
-                "steps": progress.step,
-            }
-            save_model(model, staging, metadata=meta)
-        log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
+
+
+def save(
+    st: stage.Stage, run: training.TrainingRun, model: GPTModel, tokenizer: Any, progress: Any, val_data: Any
+) -> dict[str, Any]:
+    """The final validation loss over the whole split, the metrics, the figure and the model."""
+    p = run.params
+    final_val = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device).loss("val", None, draw=False)
+    summary = {
+        "untrained_val_loss": progress.untrained_val_loss,
+        "final_val_loss": final_val,
+        "final_val_perplexity": perplexity(final_val),
+        "steps": progress.step,
+        "parameters": model.num_parameters(),
+    }
+    run.finish(summary)
+    plot_losses(
+        progress.history, st.out(paths.PLOTS / "pretrain" / "loss.png"), title=f"pretraining: {', '.join(p.corpora)}"
+    )
+    with atomic_dir(st.out(paths.PRETRAINED)) as staging:
+        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
+        save_model(model, staging, metadata=meta)
+    log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
+    return summary
+
+
+def main(st: stage.Stage) -> dict[str, Any]:
+    params = st.params
+    run = training.start(st, "pretrain")
+    shards, train_data, val_data = load_data(params)
+    tokenizer = shards[0].tokenizer(paths.raw(params.prepare.bpe_dataset))
+    model = build_model(run, params.model, train_data, val_data)
+    progress = pretrain(run, model, tokenizer, train_data, val_data)
+    summary = save(st, run, model, tokenizer, progress, val_data) if run.is_main else {}
     run.dist.barrier()
     return summary
 
