@@ -1,4 +1,4 @@
-"""Wikipedia dump extraction (scratchgpt.plumbing.wikidump) and the shards' tokenization
+"""Wikipedia dump extraction (scratchgpt.plumbing.sources.dump) and the shards' tokenization
 (prepare: scratchgpt.plumbing.shard_writer.write_shards): speed per core and with every core, and peak
 memory at two dump sizes, on a generated multistream dump with real wikitext markup.
 
@@ -122,7 +122,7 @@ RUN = (
     PEAK
     + """
 import json, sys, time
-from scratchgpt.plumbing.wikidump import extract
+from scratchgpt.plumbing.sources.dump import extract
 start = time.perf_counter()
 m = extract(sys.argv[1], sys.argv[2], sys.argv[3], workers=int(sys.argv[4]), streams_per_shard=10)
 peak = max(hwm(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)

@@ -1,15 +1,18 @@
 """Stage download@<dataset>: fetch one dataset of params.yaml into data/raw/<dataset>/.
 
-Each source is its own module, and this is the one place that picks it. Files (source: files,
-scratchgpt.plumbing.download) are tried in order (params URLs, then $SCRATCHGPT_MIRROR); every file
-is sha256-checked and the folder appears complete or not at all. A MediaWiki site (source:
-mediawiki) is scraped through its API (scratchgpt.plumbing.wikipedia). A Wikipedia dump (source:
-dump) is downloaded into the cache, checked against its sha1sums file and extracted there
-(scratchgpt.plumbing.wikidump); the folder receives its JSONL shards and their manifest.
+Each source is its own module of :mod:`scratchgpt.plumbing.sources`, imported when a dataset
+names it, and a dep of that dataset's stage alone (dvc.yaml: ``sources/${item.source}.py``).
+Files (source: files) are tried in order (params URLs, then $SCRATCHGPT_MIRROR); every file is
+sha256-checked and the folder appears complete or not at all. A MediaWiki site (source:
+mediawiki) is scraped through its API. A Wikipedia dump (source: dump) is downloaded into the
+cache, checked against its sha1sums file and extracted there; the folder receives its JSONL
+shards and their manifest.
 """
 
-from scratchgpt.plumbing import paths, stage, wikidump, wikipedia
-from scratchgpt.plumbing.download import fetch_dataset, mirror_from_env
+import importlib
+
+from scratchgpt.plumbing import paths, sources, stage
+from scratchgpt.plumbing.download import mirror_from_env
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.sections.download import DownloadParams
 
@@ -17,15 +20,10 @@ from scratchgpt.plumbing.sections.download import DownloadParams
 def main(st: stage.Stage) -> None:
     name, download = st.key, st.params.download
     folder, dataset, client = paths.raw(name), download.datasets[name], HttpClient(download.http)
-    if dataset.source == "dump":  # Wikimedia's dump: the big files stay in the cache, shards come here
-        report = wikidump.build_dataset(dataset.dump, st.out(folder), client, mirror_from_env(), paths.cache_dir())
-    elif dataset.source == "mediawiki":
-        assert dataset.mediawiki is not None  # params: required with this source
-        report = wikipedia.build_dataset(dataset.mediawiki, st.out(folder), client)
-    else:
-        report = fetch_dataset(name, dataset, st.out(folder), client, mirror_from_env(), reuse=folder)
-    for file, source in report.items():
-        print(f"{folder / file}: {source}")
+    source = importlib.import_module(f"{sources.__name__}.{dataset.source}")
+    report = source.fetch(name, dataset, st.out(folder), client, mirror_from_env(), reuse=folder)
+    for file, where in report.items():
+        print(f"{folder / file}: {where}")
 
 
 if __name__ == "__main__":

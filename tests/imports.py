@@ -103,7 +103,7 @@ def rewrite_dvc_yaml(path: Path = ROOT / "dvc.yaml") -> None:
             while i < len(lines) and re.match(r"^\s+- ", lines[i]):
                 indent = lines[i][: len(lines[i]) - len(lines[i].lstrip())]
                 item = lines[i].strip()[2:]
-                if not re.fullmatch(r"(stages|src)/\S+\.py", item):
+                if not re.fullmatch(r"(stages|src)/[^\s$]+\.py", item):  # a templated dep (${...}) stays
                     kept.append(lines[i])
                 i += 1
             out += [f"{indent}- {dep}\n" for dep in stage_script_deps(stage)] + kept
@@ -118,15 +118,31 @@ def stage_definitions(path: Path = ROOT / "dvc.yaml") -> list[str]:
     return list(yaml.safe_load(path.read_text(encoding="utf-8"))["stages"])
 
 
+def templated_deps(stage: str, path: Path = ROOT / "dvc.yaml") -> list[str]:
+    """The source deps of a foreach stage that name a module by its item (``${item.source}``)."""
+    body = yaml.safe_load(path.read_text(encoding="utf-8"))["stages"][stage]
+    deps = [next(iter(d)) if isinstance(d, dict) else d for d in body.get("do", body).get("deps", [])]
+    return [d for d in deps if d.endswith(".py") and "${item." in d]
+
+
 def invalidated_by() -> dict[str, list[str]]:
-    """Each package module (by its path under src/scratchgpt) → the stage definitions whose script
-    imports it, so whose deps a change to it invalidates, in dvc.yaml's order."""
+    """Each package module (by its path under src/scratchgpt) → the stage definitions whose deps
+    a change to it invalidates, in dvc.yaml's order: those whose script imports it, and a foreach
+    stage whose deps name it by its item's key (as ``stage (items whose key is value)``)."""
     stages = stage_definitions()
     closures = {stage: import_closure(ROOT / "stages" / f"{stage}.py") for stage in stages}
-    return {
-        file.relative_to(PACKAGE).as_posix(): [stage for stage in stages if file in closures[stage]]
-        for file in sorted(PACKAGE.rglob("*.py"))
-    }
+    found = {}
+    for file in sorted(PACKAGE.rglob("*.py")):
+        rel = file.relative_to(ROOT).as_posix()
+        found[file.relative_to(PACKAGE).as_posix()] = [stage for stage in stages if file in closures[stage]]
+        for stage in stages:
+            for dep in templated_deps(stage):
+                before, key, after = re.split(r"\$\{item\.(\w+)\}", dep, maxsplit=1)
+                match = re.fullmatch(f"{re.escape(before)}(?P<{key}>[^/_][^/]*){re.escape(after)}", rel)
+                if match:
+                    ((key, value),) = match.groupdict().items()
+                    found[file.relative_to(PACKAGE).as_posix()].append(f"{stage} (items whose {key} is {value})")
+    return found
 
 
 def table() -> str:

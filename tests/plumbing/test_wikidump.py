@@ -1,4 +1,4 @@
-"""Wikipedia from a multistream dump (scratchgpt.plumbing.wikidump), on small dumps these tests
+"""Wikipedia from a multistream dump (scratchgpt.plumbing.sources.dump), on small dumps these tests
 build in Wikimedia's layout: a header stream, streams of pages with real wikitext markup, a
 closing stream, and the bz2 index of stream offsets."""
 
@@ -15,12 +15,12 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from scratchgpt.plumbing import wikidump
 from scratchgpt.plumbing.corpus import corpus_files, documents
 from scratchgpt.plumbing.datasets import DataCorrupt, verify_dataset
 from scratchgpt.plumbing.http import HttpClient
 from scratchgpt.plumbing.sections.download import DatasetParams, DumpParams, HttpParams
-from scratchgpt.plumbing.wikidump import WikiDumpError, clean, extract, read_shard, stream_offsets
+from scratchgpt.plumbing.sources import dump as wikidump
+from scratchgpt.plumbing.sources.dump import WikiDumpError, clean, extract, read_shard, stream_offsets
 from scripted_server import Reply
 
 BASE = "https://test.wikipedia.org"
@@ -455,7 +455,7 @@ def test_an_index_that_skips_streams_or_pages_is_refused(tmp_path):
 
 PEAK = """
 import json, re, sys
-from scratchgpt.plumbing.wikidump import WikiDumpError, extract
+from scratchgpt.plumbing.sources.dump import WikiDumpError, extract
 try:
     manifest = extract(*sys.argv[1:4], "https://test.wikipedia.org", workers=1, min_chars=40)
     found = {"articles": manifest["articles"], "skipped": manifest["skipped_large_pages"]}

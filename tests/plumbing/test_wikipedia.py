@@ -1,4 +1,4 @@
-"""scratchgpt.plumbing.wikipedia against a fake MediaWiki Action API on 127.0.0.1 (never the network).
+"""scratchgpt.plumbing.sources.mediawiki against a fake MediaWiki Action API on 127.0.0.1 (never the network).
 
 The fake speaks ``format=json&formatversion=2`` like the real api.php: ``prop=extracts`` with
 title normalisation, redirects, missing and invalid titles; ``list=categorymembers`` split into
@@ -21,7 +21,7 @@ import pytest
 
 from scratchgpt.plumbing.http import HttpClient, SourceFailed
 from scratchgpt.plumbing.sections.download import HttpParams, MediaWikiParams
-from scratchgpt.plumbing.wikipedia import (
+from scratchgpt.plumbing.sources.mediawiki import (
     article_url,
     category_title,
     clean_extract,
@@ -423,7 +423,7 @@ def test_missing_invalid_empty_and_short_pages_are_skipped(
 ) -> None:
     out = tmp_path / "articles.jsonl"
     titles = ["Nonexistent article", "Bad<title>", "A|B", "Empty page", "Stub", "Word embedding"]
-    with caplog.at_level("WARNING", logger="scratchgpt.plumbing.wikipedia"):
+    with caplog.at_level("WARNING", logger="scratchgpt.plumbing.sources.mediawiki"):
         assert scrape(mw_params(wiki, titles=titles), client_for(clock), out, clock=clock) == 1
     assert [r["title"] for r in read_jsonl(out)] == ["Word embedding"]
     warnings = "\n".join(r.getMessage() for r in caplog.records)

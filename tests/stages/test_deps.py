@@ -7,6 +7,7 @@ invalidates no stage that does not run it (checked from the closures, dvc.yaml a
 import ast
 import json
 import shutil
+import typing
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from imports import ROOT, import_closure, imported_files, table
 from scratch_repo import DVC, init_repo, repo_env, sh
 from scratchgpt.plumbing.params import ParamsError, load_params
 from scratchgpt.plumbing.pipeline import SpecError, load_spec, stage_names
+from scratchgpt.plumbing.sections.download import DatasetParams
 from scratchgpt.plumbing.sections.dpo import DPOParams
 from scratchgpt.plumbing.sections.model import ModelParams
 from scratchgpt.plumbing.sections.prepare import PrepareParams
@@ -63,7 +65,7 @@ def test_dvc_yaml_deps_are_the_import_closure_of_the_stage_script(stage):
     closure = import_closure(script)
     missing = sorted(p.relative_to(ROOT).as_posix() for p in closure if not _covered(p, deps))
     assert not missing, f"stage {stage}: dvc.yaml deps lack files its script imports: {', '.join(missing)}"
-    code = [d for d in deps if d.endswith(".py")]
+    code = [d for d in deps if d.endswith(".py") and "${" not in d]  # a templated dep: see test_download_sources
     extra = sorted(d for d in code if ROOT / d not in closure)
     assert not extra, f"stage {stage}: dvc.yaml deps list files its script does not import: {', '.join(extra)}"
 
@@ -89,14 +91,43 @@ def code_deps(stage: str) -> dict[str, list[str]]:
     return {"import closure": derived, "dvc.yaml": dvc_yaml_code_deps(stage)}
 
 
-DOWNLOAD_CODE = ("http.py", "download.py", "wikipedia.py", "wikidump.py")
+DOWNLOAD_CODE = ("http.py", "download.py", "files.py", "mediawiki.py", "dump.py")
+SOURCES = ROOT / "src" / "scratchgpt" / "plumbing" / "sources"
 FINETUNING_CODE = ("classify.py", "lora.py", "instruct.py", "dpo.py", "scoring.py", "judge.py")
 
 
 def code(dep: str) -> str | None:
     """The file name of a dep that is book or plumbing code (not a params section's schema)."""
     path = Path(dep)
-    return path.name if path.parent.name in ("book", "plumbing", "formats") else None
+    return path.name if path.parent.name in ("book", "plumbing", "formats", "sources") else None
+
+
+def test_each_download_source_is_a_dep_of_its_own_datasets_only(tmp_path):
+    """download@<key>'s deps are the stage script's closure and the module of the dataset's
+    source, which imports nothing else of the project: a change to the dump's code reruns the
+    dump's datasets, and the-verdict's download depends on no MediaWiki or dump code."""
+    literal = typing.get_args(DatasetParams.model_fields["source"].annotation)
+    assert sorted(literal) == sorted(f.stem for f in SOURCES.glob("*.py") if f.name != "__init__.py")
+    script = import_closure(ROOT / "stages" / "download.py")
+    for name in literal:
+        module = SOURCES / f"{name}.py"
+        assert module not in script, f"stages/download.py imports the {name} source whatever the dataset"
+        extra = sorted(f.relative_to(ROOT).as_posix() for f in import_closure(module) - script - {module})
+        assert not extra, f"the {name} source imports what the download stage's deps lack: {extra}"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["download"]["datasets"]["wikipedia"]["source"] = "dump"
+    params["download"]["datasets"]["wikipedia"]["dump"] = {"wiki": "simplewiki", "date": "20260101"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    deps = {
+        key: [
+            d for d in load_spec(f"download@{key}", ROOT / "dvc.yaml", tmp_path / "params.yaml").deps if "sources/" in d
+        ]
+        for key in ("wikipedia", "verdict")
+    }
+    assert deps == {
+        "wikipedia": ["src/scratchgpt/plumbing/sources/__init__.py", "src/scratchgpt/plumbing/sources/dump.py"],
+        "verdict": ["src/scratchgpt/plumbing/sources/__init__.py", "src/scratchgpt/plumbing/sources/files.py"],
+    }
 
 
 def test_a_stage_validates_exactly_the_params_sections_dvc_yaml_declares_for_it():
@@ -204,8 +235,7 @@ INVALIDATES = {
     "book/shards.py": {"prepare", "pretrain"},
     "plumbing/corpus.py": {"prepare"},
     "plumbing/shard_writer.py": {"prepare"},
-    "plumbing/wikidump.py": {"download"},
-    "plumbing/wikipedia.py": {"download"},
+    "plumbing/sources/__init__.py": {"download"},
     "plumbing/download.py": {"download", "init"},
     "plumbing/datasets.py": {"download", "prepare", "init", "finetune_classifier", "finetune_instruct", "finetune_dpo"},
     "formats/finetuned.py": {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"},
@@ -279,13 +309,15 @@ def committed(tmp_path_factory):
         ("book/classify.py", {"finetune_classifier", "evaluate"}),
         ("book/lora.py", {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"}),
         (
-            "plumbing/wikidump.py",
-            {n for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml") if "@" in n and n.startswith("download@")},
+            "plumbing/sources/files.py",
+            {n for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml") if n.startswith("download@")},
         ),
+        ("plumbing/sources/dump.py", set()),  # no dataset of the default params is a dump
+        ("plumbing/sources/mediawiki.py", set()),
         ("plumbing/sections/dpo.py", {"finetune_dpo", "report"}),
         ("plumbing/sections/model.py", {"pretrain", "report"}),
     ],
-    ids=["classify", "lora", "wikidump", "dpo-params", "model-params"],
+    ids=["classify", "lora", "files-source", "dump-source", "mediawiki-source", "dpo-params", "model-params"],
 )
 def test_dvc_status_after_a_change_lists_only_the_stages_that_run_it(committed, module, changed):
     """A comment appended to one module: `dvc status` names the stages that import it and no other."""

@@ -1,6 +1,7 @@
 """Downloads that survive real networks: several sources per file, sha256, retries, atomic writes.
-The ``files`` source of the download stage (``mediawiki`` is :mod:`.wikipedia`, ``dump``
-:mod:`.wikidump`; what readers of data/raw check is :mod:`.datasets`).
+What the ``files`` source of the download stage runs (:mod:`.sources.files`; the dump source
+fetches its files with it too), and OpenAI's checkpoint download; what readers of data/raw
+check is :mod:`.datasets`.
 
 Each file of a dataset is tried from its sources in order: the URLs from params.yaml (primary,
 then backups), then the mirror named by ``$SCRATCHGPT_MIRROR`` (a folder or a base URL holding

@@ -73,7 +73,7 @@ class MediaWikiParams(Section):
 class DumpParams(Section):
     """Wikipedia from one of Wikimedia's dated multistream dumps (used when a dataset's source is
     dump): downloaded into the cache, checked against the dump's own sha1sums file, extracted into
-    JSONL shards (scratchgpt.plumbing.wikidump)."""
+    JSONL shards (scratchgpt.plumbing.sources.dump)."""
 
     wiki: Key  # simplewiki, enwiki, dewiki ...
     date: Annotated[str, Field(pattern=r"^[0-9]{8}$")]  # a dated dump (YYYYMMDD), never "latest"
@@ -94,6 +94,8 @@ class DumpParams(Section):
 class DatasetParams(Section):
     """One dataset (data/raw/<key>/): a list of files, articles from a MediaWiki, or a dump."""
 
+    # params.yaml names it for every dataset: dvc.yaml's deps of download@<key> hold the module of
+    # its source (scratchgpt.plumbing.sources.<source>); code that builds a dataset may leave it out
     source: Literal["files", "mediawiki", "dump"] = "files"
     files: list[FileParams] = []
     mediawiki: MediaWikiParams | None = None
@@ -102,6 +104,8 @@ class DatasetParams(Section):
     def problems(self, where: str) -> list[str]:
         """What this dataset lacks for its source, each under ``where`` (its full key)."""
         problems = []
+        if "source" not in self.model_fields_set:
+            problems.append(f"{where}.source: required key is missing (files, mediawiki or dump: dvc.yaml reads it)")
         if self.source == "files" and not self.files:
             problems.append(f"{where}.files: must list at least one file when source is 'files'")
         if self.source == "mediawiki" and self.mediawiki is None:

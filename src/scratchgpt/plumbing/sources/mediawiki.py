@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from scratchgpt.files import atomic_dir, atomic_write
 from scratchgpt.plumbing.http import HttpClient, SourceFailed, retry_after_seconds
-from scratchgpt.plumbing.sections.download import MediaWikiParams
+from scratchgpt.plumbing.sections.download import DatasetParams, MediaWikiParams
 
 log = logging.getLogger(__name__)
 
@@ -396,3 +396,11 @@ def build_dataset(params: MediaWikiParams, out_dir: str | os.PathLike[str], clie
     with atomic_dir(Path(out_dir)) as staging:
         count = scrape(params, client, staging / "articles.jsonl")
     return {"articles.jsonl": f"{count} articles from {params.api_url}"}
+
+
+def fetch(
+    name: str, dataset: DatasetParams, out: Path, client: HttpClient, mirror: str | None, reuse: Path
+) -> dict[str, str]:
+    """The ``mediawiki`` source: articles from the site's API (no mirror: they are live pages)."""
+    assert dataset.mediawiki is not None  # params: required with this source
+    return build_dataset(dataset.mediawiki, out, client)

@@ -55,9 +55,10 @@ from mwxml.errors import MalformedXML
 
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import atomic_dir, atomic_path, json_digest, sha256_file, write_json
+from scratchgpt.plumbing import paths
 from scratchgpt.plumbing.download import fetch_file
 from scratchgpt.plumbing.http import HttpClient
-from scratchgpt.plumbing.sections.download import DumpParams, FileParams
+from scratchgpt.plumbing.sections.download import DatasetParams, DumpParams, FileParams
 
 log = logging.getLogger(__name__)
 
@@ -689,3 +690,11 @@ def build_dataset(
     return {
         MANIFEST: f"{manifest['articles']:,} articles in {len(manifest['shards'])} shard(s) from {files['dump'].name}"
     }
+
+
+def fetch(
+    name: str, dataset: DatasetParams, out: Path, client: HttpClient, mirror: str | None, reuse: Path
+) -> dict[str, str]:
+    """The ``dump`` source: the dump and its extraction stay in the cache, the shards come to ``out``."""
+    assert dataset.dump is not None  # params: required with this source
+    return build_dataset(dataset.dump, out, client, mirror, paths.cache_dir())
