@@ -58,7 +58,8 @@ a KV cache) and ends at <|endoftext|>, at the next "###" section or after --max-
 Typed at a terminal, the conversation is kept: earlier turns stay in the prompt, each as its
 "### Instruction:" and "### Response:", and the oldest are dropped when the prompt and
 --max-new-tokens new tokens would not fit the model's context window. /reset forgets them;
-/quit, Ctrl-D or Ctrl-C at the prompt end; Ctrl-C during an answer stops it.
+/quit, /exit, exit, quit, Ctrl-D or Ctrl-C at the prompt end; Ctrl-C during an answer stops it;
+/help lists the commands. An empty answer is said so in one line on stderr.
 
 When stdin is not a terminal, each non-empty line is an instruction answered on its own (no
 history unless --history); the answers are printed with no prompts, a blank line between two:

@@ -16,6 +16,19 @@ from scratchgpt.cli.common import CONFIG_FILE, stdin_lines
 from scratchgpt.cli.generation import context_note, load_language_model, new_text, sampling
 
 SECTION = "###"  # the Alpaca prompt's section marker: an answer ends before the next one
+QUIT = ("/quit", "/exit")  # and, typed at a terminal, plain exit or quit
+HELP = "/reset forgets the conversation; /quit, /exit, exit, quit or Ctrl-D ends; Ctrl-C stops an answer; /help: this"
+EMPTY = (
+    "(no answer: the model ended at once or went straight on to a next ### section; "
+    "`scratchgpt experiments run book-ch07` finetunes GPT-2 medium as the book does, a model that answers)"
+)
+
+
+def dropped_note(n: int) -> str:
+    """What to say when the ``n`` oldest turns are left out of the prompt."""
+    if n == 1:
+        return "(the oldest turn no longer fits the context and was left out)"
+    return f"(the oldest {n} turns no longer fit the context and were left out)"
 
 
 def answer_so_far(text: str) -> tuple[str, bool]:
@@ -65,6 +78,7 @@ class Conversation:
 
     def reset(self) -> None:
         self.turns.clear()
+        self.dropped = 0
 
 
 def _answer(conv: Conversation, instruction: str, reply: Callable[[list[int]], Iterable[str]], write) -> str:
@@ -93,41 +107,51 @@ def converse(
     write,
     note: Callable[[str], None] | None = None,
     between: str = "",
+    typed: bool = False,
 ) -> None:
-    """Answer each line; ``/reset`` forgets the conversation, ``/quit`` ends it. ``note`` hears
-    of an empty answer; ``between`` is written between two answers."""
+    """Answer each line; ``/reset`` forgets the conversation, ``/quit`` or ``/exit`` (and, when
+    ``typed`` at a terminal, ``exit`` or ``quit``) ends it, ``/help`` lists these. ``note`` hears
+    of an empty answer, of turns left out and of the commands; ``between`` is written between two
+    answers."""
+    say = note or (lambda text: None)
     answered = False
     for line in lines:
         instruction = line.strip()
         if not instruction:
             continue
-        if instruction == "/quit":
+        if instruction in QUIT or (typed and instruction.lower() in ("exit", "quit")):
             return
+        if instruction == "/help":
+            say(HELP)
+            continue
         if instruction == "/reset":
             conv.reset()
+            say("(history cleared)")
             continue
         if answered and between:
             write(between)
         answered = True
         answer = _answer(conv, instruction, reply, write)
-        if not answer and note:
-            note("(no answer: the model ended it or went straight on to a next ### section)")
+        if not answer:
+            say(EMPTY)
+        if conv.dropped:
+            say(dropped_note(conv.dropped))
         conv.add(instruction, answer)
 
 
-def _typed_lines(conv: Conversation) -> Iterator[str]:
-    """What the person types, until /quit, Ctrl-D or Ctrl-C."""
+def _typed_lines() -> Iterator[str]:
+    """What the person types, until Ctrl-D or Ctrl-C."""
     while True:
         try:
             line = input("> ")
         except (EOFError, KeyboardInterrupt):
             print(file=sys.stderr)
             return
-        if line.strip() == "/reset":
-            print("(history cleared)", file=sys.stderr)
         yield line
-        if conv.dropped:
-            print(f"(the oldest {conv.dropped} turns no longer fit the context and were left out)", file=sys.stderr)
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,19 +173,19 @@ def run(args: argparse.Namespace) -> int:
     if "instruct" not in config:
         print(f"note: {args.model} was not finetuned on instructions; it continues the prompt", file=sys.stderr)
     if not interactive:  # a blank line between answers, which may span lines
-        converse(conv, reply, stdin_lines(args.parser.prog), write, between="\n")
+        converse(conv, reply, stdin_lines(args.parser.prog), write, note=_note, between="\n")
         return 0
     if hasattr(sys.stdin, "reconfigure"):  # typed bytes that are not UTF-8 become U+FFFD too
         sys.stdin.reconfigure(encoding="utf-8", errors="replace")
     print(
         f"{args.model}: {model.config.context_length}-token context, "
-        f"{'history kept' if keep_history else 'no history'}. /reset forgets, /quit or Ctrl-D ends.",
+        f"{'history kept' if keep_history else 'no history'}. /help lists the commands; /quit or Ctrl-D ends.",
         file=sys.stderr,
     )
-    lines = _typed_lines(conv)
+    lines = _typed_lines()
     while True:
         try:
-            converse(conv, reply, lines, write, note=lambda text: print(text, file=sys.stderr))
+            converse(conv, reply, lines, write, note=_note, typed=True)
             return 0
         except KeyboardInterrupt:  # during an answer: drop it, ask again
             print("\n(interrupted)", file=sys.stderr)
