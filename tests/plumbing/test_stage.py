@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -341,3 +342,28 @@ def test_a_second_run_of_the_same_inputs_waits_and_says_who_it_waits_for(demo, m
     text = caplog.text
     assert f"waiting for another run of demo with the same inputs to finish: process {os.getpid()}" in text
     assert re.search(r"still waiting for the other run of demo \(process \d+.*\) to finish \(\d+ s\)", text), text
+
+
+def test_a_run_waiting_for_the_lock_says_who_holds_it_and_keeps_saying_it(tmp_path, monkeypatch, caplog):
+    """Another run with the same inputs holds the resume folder: the waiting run names it (pid,
+    host, since when, its command) at once and again every WAIT_LOG_S, never silent for long."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(resume, "WAIT_POLL_S", 0.01)
+    monkeypatch.setattr(resume, "WAIT_LOG_S", 0.05)
+    folder = tmp_path / "run"
+    holder = resume._lock(folder, "pretrain")
+    pid, host, started = (folder / resume.LOCK).read_text().split()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(resume._lock(folder, "pretrain")))
+    waiter.start()
+    time.sleep(0.3)
+    os.close(holder)
+    waiter.join(timeout=10)
+    os.close(got[0])
+    assert int(pid) == os.getpid() and host == socket.gethostname() and started.endswith("Z")
+    text = caplog.text
+    first = (
+        f"waiting for another run of pretrain with the same inputs to finish: process {os.getpid()} on {host} since "
+    )
+    assert first in text
+    assert text.count("still waiting for the other run of pretrain (process ") >= 2

@@ -24,9 +24,11 @@ fingerprint waits for the first to finish and says so every 30 seconds.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import shutil
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,16 +96,20 @@ def _gb(size: int) -> str:
 
 
 def _holder(lock: Path) -> str:
-    """Who holds ``lock``, as far as its file tells: a process id and, where /proc shows it, its command."""
+    """Who holds ``lock``, as far as its file tells (``pid host started``): the process, its host,
+    since when and, where this machine's /proc shows it, its command."""
     try:
-        pid = int(lock.read_text().strip())
+        pid_text, host, started = (lock.read_text().split() + ["", ""])[:3]
+        pid = int(pid_text)
     except (OSError, ValueError):
         return "another process"
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-    except OSError:
-        cmd = ""
-    return f"process {pid} ({cmd})" if cmd else f"process {pid}"
+    cmd = ""
+    if host in ("", socket.gethostname()):
+        with contextlib.suppress(OSError):
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    where = f" on {host}" if host else ""
+    since = f" since {started}" if started else ""
+    return f"process {pid}{where}{since}" + (f" ({cmd})" if cmd else "")
 
 
 def _lock(folder: Path, stage: str) -> int:
@@ -122,7 +128,8 @@ def _lock(folder: Path, stage: str) -> int:
                 said = waited
                 log.info("still waiting for the other run of %s (%s) to finish (%.0f s)", stage, _holder(lock), waited)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {now}\n".encode(), 0)
     return fd
 
 
