@@ -2,7 +2,9 @@
 fresh starts on other settings, divergence, and 2-process DDP on the CPU."""
 
 import dataclasses
+import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -16,6 +18,7 @@ import torch
 from book_reference import book_training_loop
 from torch.utils.data import DataLoader
 
+from scratchgpt.book import loader
 from scratchgpt.book.loader import epoch_order, lm_loss, seed_everything
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.shards import TokenWindows
@@ -170,6 +173,33 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_resuming_says_where_the_run_stands(data, tmp_path, caplog):
+    """Mid-run: the step and the epoch of the run's epochs; a run killed after its last
+    checkpoint (all its steps done, the outputs not yet written): that only the end remains."""
+    caplog.set_level(logging.INFO, logger="scratchgpt.book.train")
+
+    class Stopped(Exception):
+        pass
+
+    def stop_at(step):
+        def after_step(progress):
+            if progress.step == step:
+                raise Stopped
+
+        return Hooks(after_step=after_step)
+
+    with pytest.raises(Stopped):
+        run(data, tmp_path / "mid", hooks=stop_at(11))
+    caplog.clear()
+    run(data, tmp_path / "mid")
+    assert re.search(rf"resuming from .* at step 9 of \d+ \(epoch 1 of {TRAIN.epochs}\)", caplog.text), caplog.text
+    _, full = run(data, tmp_path / "end")
+    caplog.clear()
+    run(data, tmp_path / "end")  # its checkpoint is of the finished run
+    expected = f"at step {full.step} of {full.step} (trained; the final evaluation remains)"
+    assert expected in caplog.text, caplog.text
+
+
 def test_other_fingerprint_starts_afresh(data, tmp_path):
     _, first = run(data, tmp_path / "c", fp="one")
     points = []
@@ -322,3 +352,21 @@ def test_checkpoint_share_bounds_the_time_spent_writing(data, share):
         assert 1 <= store.saved <= 2
     reference, _ = run(data, Path(tempfile.mkdtemp()), cfg=dataclasses.replace(cfg, checkpoint_share=1.0))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_a_whole_split_is_evaluated_with_a_progress_bar(data, monkeypatch):
+    """A final evaluation (every batch of a split) shows a bar at a terminal; the loop's
+    evaluations of a few batches do not."""
+    shown = []
+
+    def spy(items, **options):
+        shown.append((options["desc"], options["disable"]))
+        return items
+
+    monkeypatch.setattr(loader, "tqdm", spy)
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0))
+    evaluator = loader.Evaluator(model, {"val": data[1]}, 4, lm_loss, torch.device("cpu"))
+    evaluator.loss("val", None, draw=False)
+    evaluator.loss("val", 2, draw=False)
+    assert shown == [("evaluating val", None), ("evaluating val", True)]

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from scratchgpt.device import autocast
 
@@ -115,7 +116,10 @@ class Evaluator:
             chosen = chosen[:n_batches]
         totals: list[float] = []
         count = 0
-        for indices in chosen:
+        whole = n_batches is None and len(chosen) > 1  # a final evaluation: shown, it may take minutes
+        for indices in tqdm(
+            chosen, desc=f"evaluating {split}", unit="batch", leave=False, disable=None if whole else True
+        ):
             sums, n = measure(self.model, collate(dataset, indices, self.device, self.collate_fn))
             totals = [t + v for t, v in zip(totals, sums)] if totals else list(sums)
             count += n

@@ -194,10 +194,9 @@ class _Run:
         """Continue from this run's last checkpoint, if any, and replay what it had logged."""
         saved = self.checkpoints.restore(self.core, self.optimizer) if self.checkpoints is not None else None
         if saved is not None:
-            self.progress, total = saved, self.total_steps
-            log.info(
-                "resuming from %s at step %d of %d (epoch %d)", self.checkpoints, saved.step, total, saved.epoch + 1
-            )
+            self.progress, n = saved, self.cfg.epochs
+            where = "trained; the final evaluation remains" if saved.complete else f"epoch {saved.epoch + 1} of {n}"
+            log.info("resuming from %s at step %d of %d (%s)", self.checkpoints, saved.step, self.total_steps, where)
         if self.is_main:
             for point in self.progress.history:
                 self.hooks.on_eval(point)
