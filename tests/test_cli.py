@@ -493,7 +493,9 @@ def test_experiments_list_and_show(monkeypatch, capsys):
     assert cli(["experiments", "list"]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert rows[0].split()[:3] == ["NAME", "STAGES", "DESCRIPTION"]
-    assert any(re.match(r"book-ch05\s+pretrain\s+Chapter 5 as the book runs it\s+about", row) for row in rows), rows
+    assert any(
+        re.match(r"book-ch05\s+pretrain\s+Chapter 5 as the book runs it\s+6 min on 2 CPU cores", row) for row in rows
+    ), rows
     assert cli(["experiments", "show", "book-ch05"]) == 0
     out = capsys.readouterr().out
     experiment = load("book-ch05")
@@ -555,3 +557,15 @@ def test_experiments_run_snapshots_what_it_ran(tmp_path, monkeypatch, capsys):
     assert cli(["experiments", "run", "book-ch05"]) == 0
     assert taken == ["book-ch05"]
     assert capsys.readouterr().out.strip() == str(tmp_path / "book-ch05.json")
+
+
+def test_experiments_list_fits_a_terminal(monkeypatch, capsys):
+    """One experiment a line within 100 columns (a long time wraps under its column), in the
+    words of the project's users."""
+    monkeypatch.setenv("COLUMNS", "100")
+    monkeypatch.chdir(ROOT)
+    assert cli(["experiments", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100, lines
+    assert len(lines) == 1 + len(list((ROOT / "experiments").glob("*.yaml")))
+    assert "test machines" not in "\n".join(lines)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +34,8 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 def columns() -> int:
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return 100
+    """The terminal's width ($COLUMNS first), or 100 when output goes to a pipe or file."""
+    return shutil.get_terminal_size((100, 24)).columns
 
 
 def fail(args: argparse.Namespace, message: str) -> int:

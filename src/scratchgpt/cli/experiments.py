@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from scratchgpt.cli.common import fail
+from scratchgpt.cli.common import columns, fail
 from scratchgpt.errors import PipelineError
 from scratchgpt.plumbing import experiments as ex
 from scratchgpt.plumbing import results
@@ -30,8 +30,12 @@ def run(args: argparse.Namespace) -> int:
             table = [("NAME", "STAGES", "DESCRIPTION", "TIME")]
             table += [(e.name, " ".join(e.stages), e.summary, e.time) for e in rows]
             widths = [max(len(r[i]) for r in table) for i in range(3)]
-            for row in table:
-                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[3])
+            indent = sum(widths) + 6
+            for row in table:  # the time column wraps within the terminal's width
+                lines = textwrap.wrap(row[3], width=max(20, columns() - indent)) or [""]
+                print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + lines[0])
+                for more in lines[1:]:
+                    print(" " * indent + more)
             return 0
         experiment = ex.load(args.name)
         changed = ex.changes(experiment)
