@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from scratchgpt.plumbing import logs
+from scratchgpt.plumbing.live import collapse_eot
 
 
 @pytest.fixture
@@ -45,3 +46,11 @@ def test_rouge_scores_without_absl_chatter():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "1.0"
     assert done.stderr == ""
+
+
+def test_epoch_samples_in_the_log_show_a_run_of_end_tokens_once():
+    """A model that ends its texts repeats <|endoftext|>: the log shows each run once with its
+    count (samples.json keeps the text whole)."""
+    sample = "Every effort<|endoftext|><|endoftext|>\n<|endoftext|> the end<|endoftext|>"
+    assert collapse_eot(repr(sample)) == "'Every effort<|endoftext|>×3 the end<|endoftext|>'"
+    assert collapse_eot("no end token") == "no end token"

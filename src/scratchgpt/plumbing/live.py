@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,20 @@ from scratchgpt.files import NonFiniteValue, write_json
 
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, 50.0))
+
+
+EOT = "<|endoftext|>"
+_EOT_RUN = re.compile(r"(?:<\|endoftext\|>(?:\s|\\n)*){2,}")
+
+
+def collapse_eot(text: str) -> str:
+    """``text`` for a log line: each run of <|endoftext|> tokens (a model that has learned to end
+    its texts repeats them) as one, with its count; the samples file keeps them all."""
+
+    def one(match: re.Match[str]) -> str:
+        return f"{EOT}×{match.group().count(EOT)} "
+
+    return _EOT_RUN.sub(one, text)
 
 
 class LiveLogger:
@@ -68,7 +83,7 @@ class LiveLogger:
         if self.epoch_keys:
             self._log(entry["step"], {k: entry[k] for k in self.epoch_keys})
         if self.echo:
-            print(self.echo(entry), flush=True)
+            print(collapse_eot(self.echo(entry)), flush=True)
         if self.epochs_file:
             write_json(self.dir / self.epochs_file, self.entries)
 
