@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from committed import committed
 from fakes import BOOK_LIKE, TINY, hf_model, openai_arrays, our_model_dir, write_openai_checkpoint
 from scratchgpt import cli as cli_package
 from scratchgpt.book.classify import Head
@@ -205,9 +206,9 @@ def test_help_answers_without_importing_torch():
 def test_params_checks_the_whole_file_and_names_each_problem(tmp_path, capsys):
     """A stage validates only its own sections; ``scratchgpt params`` (run by `make repro` before
     `dvc repro`) checks them all, so a typo in the last stage's section stops the first."""
-    assert cli_package.main(["params", str(ROOT / "params.yaml")]) == 0
-    assert capsys.readouterr().out == f"{ROOT / 'params.yaml'}: valid (10 sections)\n"
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert cli_package.main(["params", str(committed("params.yaml"))]) == 0
+    assert capsys.readouterr().out == f"{committed('params.yaml')}: valid (10 sections)\n"
+    data = yaml.safe_load((committed("params.yaml")).read_text())
     data["dpo"]["betta"] = 0.1
     data["report"]["samples"] = -1
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))

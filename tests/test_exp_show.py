@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
 from scratch_repo import DVC, init_repo, repo_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +36,7 @@ def exp_show_command() -> list[str]:
 def metrics_files() -> list[str]:
     """Every metrics file dvc.yaml declares (prepare's foreach expanded over params.yaml)."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    corpora = yaml.safe_load((ROOT / "params.yaml").read_text())["prepare"]["corpora"]
+    corpora = yaml.safe_load((committed("params.yaml")).read_text())["prepare"]["corpora"]
     files = []
     for stage in stages.values():
         for entry in stage.get("do", stage).get("metrics", []):
@@ -49,7 +50,7 @@ def test_the_headline_keys_name_one_file_each():
     and the --keep pattern is exactly the headline."""
     where: dict[str, list[str]] = {}
     for name in metrics_files():
-        for key in json.loads((ROOT / name).read_text()):
+        for key in json.loads(committed(name).read_text()):
             where.setdefault(key, []).append(name)
     assert {key: where.get(key) for key in HEADLINE} == {key: [file] for key, file in HEADLINE.items()}
     cmd = exp_show_command()
@@ -62,7 +63,7 @@ def test_exp_show_fits_120_columns(tmp_path):
     work.mkdir()
     for name in ("params.yaml", *metrics_files()):
         (work / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, work / name)
+        shutil.copy(committed(name), work / name)
     # The repository's metrics files and params without its stages (`dvc exp save` would need
     # every stage's dependencies and outputs).
     (work / "dvc.yaml").write_text(yaml.safe_dump({"metrics": metrics_files(), "params": ["params.yaml"]}))
@@ -71,7 +72,7 @@ def test_exp_show_fits_120_columns(tmp_path):
     sh(["git", "add", "-A"], work, env)
     sh(["git", "commit", "-qm", "baseline"], work, env)
     for name, lr in (("lr-3e-4", 3e-4), ("lr-1e-3", 1e-3)):  # two experiments, one changed param
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        params = yaml.safe_load((committed("params.yaml")).read_text())
         params["classifier"]["lr"] = lr
         (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         for key, file in HEADLINE.items():

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e  # the whole DAG for real: part of the default run and of CI
 
@@ -28,7 +30,7 @@ def sh(cmd: list[str], cwd: Path, env: dict) -> str:
 def repo(tmp_path_factory, mirror):
     work = tmp_path_factory.mktemp("pipeline")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(ROOT / name, work / name)
+        shutil.copy(committed(name), work / name)
     # experiments/ (the book's settings) and metrics/experiments/ (their snapshots): the report's deps
     for folder in ("stages", "src", "experiments", "metrics/experiments"):
         shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
 from scratch_repo import DVC, init_repo, repo_env, sh
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +58,7 @@ def repo(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, work / name)
+        shutil.copy(committed(name), work / name)
     env = repo_env()
     init_repo(work, env)
     shutil.copytree(ROOT / ".dvc" / "plots", work / ".dvc" / "plots")

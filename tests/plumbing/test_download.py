@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from committed import committed
 from scratchgpt.formats.openai_download import DATA_FILE, openai_file_specs
 from scratchgpt.plumbing import http
 from scratchgpt.plumbing.download import (
@@ -501,7 +502,7 @@ def test_a_gzip_bomb_is_decoded_under_the_cap(server, client, tmp_path):
 
 def committed_params():
     """The repository's params.yaml, read as the stages read it."""
-    return load_params(ROOT / "params.yaml")
+    return load_params(committed("params.yaml"))
 
 
 def test_a_gzip_bomb_for_the_verdict_stops_at_its_size_in_params_yaml(server, tmp_path, monkeypatch, sleeps):
@@ -509,7 +510,7 @@ def test_a_gzip_bomb_for_the_verdict_stops_at_its_size_in_params_yaml(server, tm
     (300 KB that would decode to 300 MB) is decoded no further than its declared 20,479 bytes
     and one more chunk, and nothing is left behind."""
     params = committed_params()
-    (committed,) = [f for f in params.download.datasets["verdict"].files if f.name == "the-verdict.txt"]
+    (verdict_file,) = [f for f in params.download.datasets["verdict"].files if f.name == "the-verdict.txt"]
     url = server.route("/the-verdict.txt", Reply(gzip_bomb(300), headers={"Content-Encoding": "gzip"}))
     decoded = 0
     real_decode = http._Decoder.decode
@@ -524,7 +525,7 @@ def test_a_gzip_bomb_for_the_verdict_stops_at_its_size_in_params_yaml(server, tm
     monkeypatch.setattr(http._Decoder, "decode", counted)
     client = HttpClient(params.download.http, sleep=sleeps)
     with pytest.raises(DownloadError, match=r"body passed 20479 bytes \(the declared size of the-verdict.txt\)"):
-        fetch_file(committed.model_copy(update={"urls": [url]}), tmp_path / "the-verdict.txt", client)
+        fetch_file(verdict_file.model_copy(update={"urls": [url]}), tmp_path / "the-verdict.txt", client)
     assert 20_479 < decoded <= 20_479 + CHUNK
     assert list(tmp_path.iterdir()) == []
     assert len(server.hits("/the-verdict.txt")) == 1

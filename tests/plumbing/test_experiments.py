@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from committed import committed
 from scratch_repo import DVC, init_repo, repo_env, sh
 from scratchgpt.plumbing.experiments import (
     EXPERIMENTS_DIR,
@@ -72,7 +73,7 @@ def test_experiments_state_only_what_differs_from_params_yaml():
 
 @functools.cache
 def _declared(stage: str) -> tuple[str, ...]:
-    return load_spec(stage, ROOT / "dvc.yaml", ROOT / "params.yaml").params
+    return load_spec(stage, ROOT / "dvc.yaml", committed("params.yaml")).params
 
 
 def _read_by(stage: str, dotted: str) -> bool:
@@ -116,7 +117,7 @@ def test_an_experiment_extends_another(tmp_path):
             f"description: x\ntime: t\nstages: [pretrain]\nextends: {other}\nparams: {{pretrain.lr: 0.5}}\n"
         )
     shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    shutil.copy(committed("params.yaml"), tmp_path / "params.yaml")
     with pytest.raises(ParamsError, match="extends: a → b → a is a cycle"):
         load("a", folder)
 
@@ -171,7 +172,7 @@ def test_run_command_names_the_experiment_and_its_stages():
 def project(tmp_path):
     """A copy of the repository's dvc.yaml and params.yaml with an experiments/ folder to fill."""
     for name in ("dvc.yaml", "params.yaml"):
-        shutil.copy(ROOT / name, tmp_path / name)
+        shutil.copy(committed(name), tmp_path / name)
     (tmp_path / "experiments").mkdir()
     return tmp_path / "experiments"
 
@@ -200,7 +201,9 @@ def test_bad_experiment_files_are_named_with_the_key(project, text, message):
 
 def test_a_key_outside_params_yaml_or_an_invalid_value_is_refused(project):
     (project / "ok.yaml").write_text(GOOD)
-    assert changes(load("ok", project)) == [("pretrain.lr", read_yaml(ROOT / "params.yaml")["pretrain"]["lr"], 0.001)]
+    assert changes(load("ok", project)) == [
+        ("pretrain.lr", read_yaml(committed("params.yaml"))["pretrain"]["lr"], 0.001)
+    ]
     (project / "bad.yaml").write_text(GOOD.replace("pretrain.lr: 0.001", "pretrain.lrr: 0.001"))
     with pytest.raises(ParamsError, match="pretrain.lrr: not a key of params.yaml"):
         changes(load("bad", project))
@@ -248,7 +251,7 @@ def test_experiments_run_refuses_while_dvc_repro_runs_and_says_how_to_queue(tmp_
     experiments run` refuses with one line naming the way to queue, and changes nothing."""
     work = tmp_path / "repo"
     shutil.copytree(ROOT / "experiments", work / "experiments")
-    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    shutil.copy(committed("params.yaml"), work / "params.yaml")
     dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     dvc_yaml["stages"]["hold"] = HOLD_STAGE
     (work / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml, sort_keys=False))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from committed import committed
 from scratchgpt.book.model import GPTConfig
 from scratchgpt.book.train import TrainConfig
 from scratchgpt.plumbing.params import Params, load_params, validate
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def base() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return yaml.safe_load((committed("params.yaml")).read_text())
 
 
 def problems(data: dict) -> list[str]:
@@ -47,7 +48,7 @@ def with_change(base: dict, dotted: str, value) -> dict:
 
 
 def test_repo_params_are_valid():
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(committed("params.yaml"))
     assert set(params.download.datasets) >= {"verdict", "spam", "instructions", "gpt2", "wikipedia"}
     assert params.prepare.corpora["verdict"].train_ratio == 0.9
     assert params.download.datasets["spam"].files[0].zip_member == "SMSSpamCollection"
@@ -235,7 +236,7 @@ def test_dataset_keys_must_be_folder_names(base):
 
 
 def test_yaml_floats_as_dvc_reads_them(tmp_path, base):
-    text = (ROOT / "params.yaml").read_text().replace("backoff: 1.0", "backoff: 4e-4")
+    text = (committed("params.yaml")).read_text().replace("backoff: 1.0", "backoff: 4e-4")
     (tmp_path / "params.yaml").write_text(text)
     assert load_params(tmp_path / "params.yaml").download.http.backoff == pytest.approx(4e-4)
 
@@ -263,7 +264,7 @@ def test_missing_file(tmp_path):
 
 def padded(path: Path, size: int) -> Path:
     """params.yaml followed by a comment that brings the file to ``size`` bytes."""
-    text = (ROOT / "params.yaml").read_bytes() + b"\n# "
+    text = (committed("params.yaml")).read_bytes() + b"\n# "
     path.write_bytes(text + b"x" * (size - len(text) - 1) + b"\n")
     assert path.stat().st_size == size
     return path
@@ -331,7 +332,7 @@ def test_stage_fails_before_any_work_with_the_message(tmp_path, base):
 
 
 def test_stage_rejects_unknown_item(tmp_path):
-    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "params.yaml").write_text((committed("params.yaml")).read_text())
     (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
     run = subprocess.run(
         [sys.executable, str(ROOT / "stages" / "prepare.py"), "nosuch"],
@@ -413,7 +414,7 @@ def _nested(value: Any, key: str, pattern: str) -> list[str]:
 def test_schema_defaults_are_params_yaml_values():
     """params.yaml holds the values: a default the schema keeps (for a key the file may leave out)
     is the file's value wherever the file states that key."""
-    found = list(dict.fromkeys(default_differences(load_params(ROOT / "params.yaml"))))
+    found = list(dict.fromkeys(default_differences(load_params(committed("params.yaml")))))
     assert not found, "schema defaults that differ from params.yaml:\n" + "\n".join(found)
 
 
@@ -486,7 +487,7 @@ def test_training_keys_and_bounds_come_from_train_config():
         assert field.is_required(), name
     for name in TRAINING_SECTIONS:
         assert issubclass(Params.model_fields[name].annotation, TrainingParams), name
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(committed("params.yaml"))
     assert TrainConfig.from_params(params.classifier).lr == params.classifier.lr
 
 

@@ -15,11 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from committed import committed
 from scratchgpt.plumbing.params import Params, validate
 from scratchgpt.plumbing.params_file import ParamsError
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+BASE = yaml.safe_load((committed("params.yaml")).read_text())
 
 
 def leaves(model: type[BaseModel], data: Any, prefix: tuple = ()) -> list[tuple[tuple, Any]]:

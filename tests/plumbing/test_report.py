@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from committed import committed
 from conftest import load_stage
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.printed import CH05_LOSSES
@@ -25,7 +26,7 @@ from scratchgpt.plumbing.plots import plot_losses
 build = load_stage("report").build  # the stage's steps: stages/report.py
 
 ROOT = Path(__file__).resolve().parents[2]
-PARAMS = read_yaml(ROOT / "params.yaml")
+PARAMS = read_yaml(committed("params.yaml"))
 
 
 def settings_of(params):
@@ -56,7 +57,7 @@ def workdir(tmp_path, monkeypatch, mirror):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "experiments", "experiments")
     for name in ("dvc.yaml", "params.yaml"):  # experiments name their stages, checked against dvc.yaml
-        shutil.copy(ROOT / name, name)
+        shutil.copy(committed(name), name)
     write_json(paths.METRICS / "prepare" / "verdict.json", {"train_tokens": 4612, "val_tokens": 534})
     write_json(
         paths.METRICS / "pretrain" / "metrics.json",
@@ -204,7 +205,7 @@ def test_report_without_models_or_figures(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(ROOT / "experiments", "experiments")
     for name in ("dvc.yaml", "params.yaml"):  # experiments name their stages, checked against dvc.yaml
-        shutil.copy(ROOT / name, name)
+        shutil.copy(committed(name), name)
     page = build().read_text()
     assert "not run" in page and "<img" not in page
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
 from scratchgpt.errors import PipelineError
 from scratchgpt.files import try_lock
 from scratchgpt.plumbing import resume
@@ -29,7 +30,7 @@ from scratchgpt.plumbing.sections.pretrain import PretrainParams
 from scratchgpt.plumbing.stage import InputsChanged, session
 
 ROOT = Path(__file__).resolve().parents[2]
-DVC_YAML, PARAMS_YAML = ROOT / "dvc.yaml", ROOT / "params.yaml"
+DVC_YAML, PARAMS_YAML = ROOT / "dvc.yaml", committed("params.yaml")
 
 
 def test_foreach_stages_are_resolved_as_dvc_resolves_them():

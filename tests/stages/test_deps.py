@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
 from conftest import load_stage
 from imports import ROOT, import_closure, imported_files, table
 from scratch_repo import DVC, init_repo, repo_env, sh
@@ -55,7 +56,7 @@ def test_the_closure_follows_package_and_nested_imports():
 
 
 @pytest.mark.parametrize(
-    "stage", sorted({n.partition("@")[0] for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml")})
+    "stage", sorted({n.partition("@")[0] for n in stage_names(ROOT / "dvc.yaml", committed("params.yaml"))})
 )
 def test_dvc_yaml_deps_are_the_import_closure_of_the_stage_script(stage):
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
@@ -71,8 +72,8 @@ def test_dvc_yaml_deps_are_the_import_closure_of_the_stage_script(stage):
 
 
 def test_every_stage_resolves_and_its_deps_exist_in_the_repository():
-    for name in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml"):
-        spec = load_spec(name, ROOT / "dvc.yaml", ROOT / "params.yaml")
+    for name in stage_names(ROOT / "dvc.yaml", committed("params.yaml")):
+        spec = load_spec(name, ROOT / "dvc.yaml", committed("params.yaml"))
         for dep in spec.deps:
             if dep.startswith(("src/", "stages/")):
                 assert (ROOT / dep).exists(), f"{name}: dep {dep} does not exist"
@@ -114,7 +115,7 @@ def test_each_download_source_is_a_dep_of_its_own_datasets_only(tmp_path):
         assert module not in script, f"stages/download.py imports the {name} source whatever the dataset"
         extra = sorted(f.relative_to(ROOT).as_posix() for f in import_closure(module) - script - {module})
         assert not extra, f"the {name} source imports what the download stage's deps lack: {extra}"
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((committed("params.yaml")).read_text())
     params["download"]["datasets"]["wikipedia"]["source"] = "dump"
     params["download"]["datasets"]["wikipedia"]["dump"] = {"wiki": "simplewiki", "date": "20260101"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -147,10 +148,10 @@ def test_a_stage_validates_exactly_the_params_sections_dvc_yaml_declares_for_it(
 
 
 def test_a_stage_that_validates_other_sections_than_it_declares_does_not_start():
-    spec = load_spec("pretrain", ROOT / "dvc.yaml", ROOT / "params.yaml")
+    spec = load_spec("pretrain", ROOT / "dvc.yaml", committed("params.yaml"))
     with pytest.raises(SpecError, match="validates the params sections dpo, dvc.yaml declares keys of model, "):
-        read_sections(spec, [DPOParams], str(ROOT / "params.yaml"))
-    params = read_sections(spec, [ModelParams, PretrainParams, PrepareParams], str(ROOT / "params.yaml"))
+        read_sections(spec, [DPOParams], str(committed("params.yaml")))
+    params = read_sections(spec, [ModelParams, PretrainParams, PrepareParams], str(committed("params.yaml")))
     assert set(type(params).model_fields) == {"model", "pretrain", "prepare"}
     assert params.pretrain.lr > 0
 
@@ -158,11 +159,11 @@ def test_a_stage_that_validates_other_sections_than_it_declares_does_not_start()
 def test_a_stage_validates_its_sections_only(tmp_path):
     """A problem in a section pretrain does not read is not pretrain's: the whole file's
     validation (scratchgpt params, scratchgpt experiments run) names it."""
-    data = yaml.safe_load((ROOT / "params.yaml").read_text())
+    data = yaml.safe_load((committed("params.yaml")).read_text())
     data["dpo"]["betta"] = 0.1
     data["pretrain"]["lr"] = -1.0
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(data))
-    spec = load_spec("pretrain", ROOT / "dvc.yaml", ROOT / "params.yaml")
+    spec = load_spec("pretrain", ROOT / "dvc.yaml", committed("params.yaml"))
     with pytest.raises(ParamsError) as err:
         read_sections(spec, [ModelParams, PretrainParams, PrepareParams], str(tmp_path / "params.yaml"))
     assert err.value.problems == ["pretrain.lr: must be > 0, got -1"]
@@ -277,19 +278,19 @@ def test_docs_hold_the_current_table_of_what_a_change_invalidates():
 
 
 @pytest.fixture(scope="module")
-def committed(tmp_path_factory):
+def recorded(tmp_path_factory):
     """A scratch copy of the pipeline whose dvc.lock records every stage as run: each output and
     data dep a placeholder, committed with `dvc commit` (nothing runs), so `dvc status` shows
     only what a change to the code does."""
     work = tmp_path_factory.mktemp("deps")
     for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, work / name)
+        shutil.copy(committed(name), work / name)
     for folder in ("stages", "src"):
         shutil.copytree(ROOT / folder, work / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env = repo_env()
     init_repo(work, env)
-    for name in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml"):
-        spec = load_spec(name, ROOT / "dvc.yaml", ROOT / "params.yaml")
+    for name in stage_names(ROOT / "dvc.yaml", committed("params.yaml")):
+        spec = load_spec(name, ROOT / "dvc.yaml", committed("params.yaml"))
         for path in [work / d for d in spec.deps if not d.endswith(".py")] + [work / o for o in spec.outs]:
             if path.suffix:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -310,7 +311,7 @@ def committed(tmp_path_factory):
         ("book/lora.py", {"finetune_classifier", "finetune_instruct", "finetune_dpo", "evaluate"}),
         (
             "plumbing/sources/files.py",
-            {n for n in stage_names(ROOT / "dvc.yaml", ROOT / "params.yaml") if n.startswith("download@")},
+            {n for n in stage_names(ROOT / "dvc.yaml", committed("params.yaml")) if n.startswith("download@")},
         ),
         ("plumbing/sources/dump.py", set()),  # no dataset of the default params is a dump
         ("plumbing/sources/mediawiki.py", set()),
@@ -319,9 +320,9 @@ def committed(tmp_path_factory):
     ],
     ids=["classify", "lora", "files-source", "dump-source", "mediawiki-source", "dpo-params", "model-params"],
 )
-def test_dvc_status_after_a_change_lists_only_the_stages_that_run_it(committed, module, changed):
+def test_dvc_status_after_a_change_lists_only_the_stages_that_run_it(recorded, module, changed):
     """A comment appended to one module: `dvc status` names the stages that import it and no other."""
-    work, env = committed
+    work, env = recorded
     path = work / "src" / "scratchgpt" / module
     original = path.read_bytes()
     try:

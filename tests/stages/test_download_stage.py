@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from committed import committed
 from scratchgpt.plumbing import paths
 from scripted_server import Reply
 
@@ -32,7 +33,7 @@ def work(tmp_path):
 
 
 def start(work: Path, url: str, **http) -> subprocess.Popen:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((committed("params.yaml")).read_text())
     params["download"]["http"].update(http)
     params["download"]["datasets"]["verdict"]["files"][0].update(urls=[url], size=20_479)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

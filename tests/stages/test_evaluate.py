@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from committed import committed
 from fakes import Answer, FakeOllama, FakeOpenAI, chat, completion
 from scratchgpt.book.classify import Head, to_classifier
 from scratchgpt.book.instruct import EntryError
@@ -60,7 +61,7 @@ def stage_dir(tmp_path, monkeypatch, mirror):
 
 
 def params(http=None, **evaluate):
-    p = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    p = load_params(committed("params.yaml"))
     download = p.download.model_copy(update={"http": p.download.http.model_copy(update=http or {})})
     return p.model_copy(update={"evaluate": p.evaluate.model_copy(update=evaluate), "download": download})
 
@@ -152,7 +153,7 @@ def test_an_unreachable_judge_stops_the_stage(stage_dir, run_stage):
 
 
 def with_evaluate(**keys):
-    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    data = yaml.safe_load((committed("params.yaml")).read_text())
     data["evaluate"] |= keys
     return data
 

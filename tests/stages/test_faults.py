@@ -21,6 +21,7 @@ import pytest
 import torch
 import yaml
 
+from committed import committed
 from scratch_repo import DVC, repo_env, sh
 from scratchgpt.book.instruct import load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
@@ -128,7 +129,7 @@ STAGES = {
 
 
 def tiny_params() -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = yaml.safe_load((committed("params.yaml")).read_text())
     params["model"].update(context_length=32, emb_dim=16, n_heads=2, n_layers=1)
     common = dict(checkpoint_every=2, checkpoint_share=1.0, eval_freq=2, eval_iter=1, device="cpu")
     params["pretrain"].update(

@@ -5,11 +5,11 @@ alone."""
 import json
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
+from committed import committed
 from conftest import load_stage
 from scratchgpt.book import classify
 from scratchgpt.book.classify import Head
@@ -37,7 +37,7 @@ def stage_dir(tmp_path, monkeypatch, mirror, tok):
 
 
 def test_stage_writes_model_metrics_and_plots(stage_dir, capsys, run_stage):
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = load_params(committed("params.yaml"))
     clf = params.classifier.model_copy(
         update=dict(
             epochs=2,
@@ -90,7 +90,7 @@ def test_classifier_stage_with_lora(tmp_path, monkeypatch, mirror, run_stage):
     torch.manual_seed(0)
     cfg = GPTConfig(vocab_size=50257, context_length=32, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
     save_model(GPTModel(cfg), paths.BASE, {"tokenizer": save_tokenizer(GPT2Tokenizer(mirror / "gpt2"), paths.BASE)})
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = load_params(committed("params.yaml"))
     lora = params.classifier.lora.model_copy(update={"rank": 2, "save": "adapters"})
     clf = params.classifier.model_copy(
         update=dict(

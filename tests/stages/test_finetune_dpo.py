@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from committed import committed
 from scratchgpt.book.instruct import EntryError, load_entries, split_entries
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
@@ -52,7 +53,7 @@ def stage_dir(tmp_path, monkeypatch, mirror):
 
 
 def tiny(**changes):
-    params = load_params(ROOT / "params.yaml")
+    params = load_params(committed("params.yaml"))
     settings = dict(
         max_steps=6,
         batch_size=4,

@@ -3,11 +3,11 @@ split written out, training, the model, and the responses to the test split."""
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
+from committed import committed
 from scratchgpt.book.model import GPTConfig, GPTModel
 from scratchgpt.book.tokenizer import GPT2Tokenizer
 from scratchgpt.formats.modeldir import load_model, save_model, save_tokenizer
@@ -29,7 +29,7 @@ def stage_dir(tmp_path, monkeypatch, mirror):
 
 
 def test_stage_trains_and_answers_the_test_split(stage_dir, run_stage):
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = load_params(committed("params.yaml"))
     ins = params.instruct.model_copy(
         update=dict(
             max_steps=4, batch_size=4, eval_freq=2, eval_iter=1, response_tokens=5, checkpoint_every=0, device="cpu"
