@@ -146,19 +146,20 @@ def test_training_learns_and_logs_like_the_book(data, tmp_path):
     assert saved["progress"]["complete"] and saved["fingerprint"] == "fp"
 
 
+class Killed(Exception):
+    """A run stopped from a hook, as a SIGKILL would stop it."""
+
+
+def kill_at(step: int) -> Hooks:
+    def after_step(progress):
+        if progress.step == step:
+            raise Killed
+
+    return Hooks(after_step=after_step)
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
     full_model, full = run(data, tmp_path / "a")
-
-    class Killed(Exception):
-        pass
-
-    def kill_at(step):
-        def after_step(progress):
-            if progress.step == step:
-                raise Killed
-
-        return Hooks(after_step=after_step)
-
     with pytest.raises(Killed):  # mid-epoch, two steps after the checkpoint at step 9
         run(data, tmp_path / "b", hooks=kill_at(11))
     assert load_checkpoint(tmp_path / "b")["progress"]["step"] == 9
@@ -177,19 +178,8 @@ def test_resuming_says_where_the_run_stands(data, tmp_path, caplog):
     """Mid-run: the step and the epoch of the run's epochs; a run killed after its last
     checkpoint (all its steps done, the outputs not yet written): that only the end remains."""
     caplog.set_level(logging.INFO, logger="scratchgpt.book.train")
-
-    class Stopped(Exception):
-        pass
-
-    def stop_at(step):
-        def after_step(progress):
-            if progress.step == step:
-                raise Stopped
-
-        return Hooks(after_step=after_step)
-
-    with pytest.raises(Stopped):
-        run(data, tmp_path / "mid", hooks=stop_at(11))
+    with pytest.raises(Killed):
+        run(data, tmp_path / "mid", hooks=kill_at(11))
     caplog.clear()
     run(data, tmp_path / "mid")
     assert re.search(rf"resuming from .* at step 9 of \d+ \(epoch 1 of {TRAIN.epochs}\)", caplog.text), caplog.text
