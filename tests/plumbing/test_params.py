@@ -3,6 +3,7 @@
 import copy
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 import typing
@@ -12,6 +13,7 @@ from typing import Any
 import annotated_types as at
 import pytest
 import yaml
+from dvc.utils.serialize import modify_yaml
 from pydantic import BaseModel
 
 from committed import committed
@@ -576,3 +578,19 @@ def test_a_dump_source_needs_its_dump_and_a_dated_one(base):
     assert "download.datasets.wikipedia.dump: required when source is 'dump'" in problems(data)
     latest = with_change(base, "download.datasets.wikipedia.dump.date", "latest")
     assert any(p.startswith("download.datasets.wikipedia.dump.date:") for p in problems(latest))
+
+
+@pytest.mark.parametrize("key, value", [("classifier.lr", 0.0003), ("init.revision", "a" * 40), ("pretrain.epochs", 2)])
+def test_a_dvc_set_param_changes_one_line_of_params_yaml(tmp_path, key, value):
+    """params.yaml is written as DVC writes it back (`dvc exp run -S` round-trips the whole file
+    through ruamel), so an experiment's one change is a one-line diff, comments and all."""
+    path = tmp_path / "params.yaml"
+    shutil.copy(committed("params.yaml"), path)
+    before = path.read_text().splitlines()
+    with modify_yaml(path) as data:
+        section, name = key.split(".")
+        data[section][name] = value
+    after = path.read_text().splitlines()
+    assert len(after) == len(before)
+    changed = [(a, b) for a, b in zip(before, after) if a != b]
+    assert len(changed) == 1 and changed[0][1].lstrip().startswith(f"{name}:"), changed
