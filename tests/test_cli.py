@@ -56,6 +56,7 @@ def test_cli_streams_the_continuation(tmp_path, capsys):
                 "--max-new-tokens",
                 "12",
                 "--no-eos",
+                "--greedy",
             ]
         )
         == 0
@@ -64,6 +65,12 @@ def test_cli_streams_the_continuation(tmp_path, capsys):
     ids = tok.encode("every effort moves you")
     expected = tok.decode(ids + generate(model, [ids], 12)[0])
     assert out == expected
+    # By default chapter 5's sampling (temperature 1.4, top-k 25), which a seed fixes
+    argv = ["generate", "--model", str(tmp_path / "m"), "--prompt", "every effort moves you", "--seed", "7"]
+    assert cli([*argv, "--max-new-tokens", "12", "--no-eos"]) == 0
+    sampled = generate(model, [ids], 12, temperature=1.4, top_k=25, generator=torch.Generator().manual_seed(7))[0]
+    assert capsys.readouterr().out.strip() == tok.decode(ids + sampled)
+    assert sampled != generate(model, [ids], 12)[0], "sampled, not greedy"
     with pytest.raises(SystemExit) as e:
         cli(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"])
     assert e.value.code == 2
@@ -324,7 +331,7 @@ def alpaca(instruction: str) -> str:
 def test_chat_from_a_pipe_answers_as_greedy_generate_does(language_model, tok, monkeypatch, capsys):
     questions = ["Name a color", "What is 2 + 2?", "Rewrite: the cat sat."]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(questions) + "\n\n"))
-    assert cli(["chat", "--model", str(language_model), "--max-new-tokens", "12"]) == 0
+    assert cli(["chat", "--model", str(language_model), "--max-new-tokens", "12", "--greedy"]) == 0
     out = capsys.readouterr().out
     model = load_model(language_model)
     answers = []

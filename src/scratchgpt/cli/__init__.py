@@ -37,6 +37,9 @@ from scratchgpt.cli.common import (
     top_p,
 )
 
+# Chapter 5's sampling (section 5.3): what generate and chat do unless told --greedy.
+BOOK_TEMPERATURE, BOOK_TOP_K = 1.4, 25
+
 # Each command, in --help's order, with its help; scratchgpt.cli.<command> runs it.
 COMMANDS = {
     "generate": "Continue a prompt with a language model, streaming the text as it comes.",
@@ -99,13 +102,23 @@ def _sampling_options(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
     p.add_argument(
         "--temperature",
         type=temperature,
-        default=0.0,
+        default=BOOK_TEMPERATURE,
         metavar="T",
-        help="0 picks the most likely token (greedy, the default); above 0 samples from the "
-        "probabilities divided by T (finite, >= 0)",
+        help="sample from the probabilities divided by T (finite, >= 0; default %(default)s with top-k "
+        f"{BOOK_TOP_K}: chapter 5's sampling, which does not loop as the most likely token does); 0 is greedy",
     )
     p.add_argument(
-        "--top-k", type=positive_int, default=None, metavar="K", help="sample among the K likeliest tokens (>= 1)"
+        "--top-k",
+        type=positive_int,
+        default=BOOK_TOP_K,
+        metavar="K",
+        help="sample among the K likeliest tokens (>= 1; default %(default)s)",
+    )
+    p.add_argument(
+        "--greedy",
+        action="store_true",
+        help="the most likely token each step, no sampling (as the book's reproductions; overrides the "
+        "sampling options)",
     )
     p.add_argument(
         "--top-p",

@@ -39,10 +39,12 @@ def load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
 
 
 def sampling(args: argparse.Namespace, tokenizer: Any, generator: Any) -> dict[str, Any]:
+    """The generation options of the command line: chapter 5's sampling unless --greedy."""
+    greedy = getattr(args, "greedy", False) or args.temperature == 0
     return dict(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
+        temperature=0.0 if greedy else args.temperature,
+        top_k=None if greedy else args.top_k,
+        top_p=None if greedy else args.top_p,
         use_cache=not getattr(args, "no_cache", False),
         eos_id=None if getattr(args, "no_eos", False) else tokenizer.eot_id,
         generator=generator,
