@@ -10,7 +10,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 # Stage commands call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test setup shell clean-venv report-screenshot book-ch05-figure bench plots-screenshot exp-show
+.PHONY: repro test setup shell clean-venv report-screenshot book-ch05-figure bench plots-screenshot exp-show compare
 
 # The whole of params.yaml is checked first: each stage checks only the sections it reads.
 repro: $(STAMP)
@@ -49,6 +49,11 @@ shell: $(STAMP)
 clean-venv:
 	rm -rf $(VENV)
 
+# The workspace's metrics against the committed ones: equal, float noise (another CPU's SIMD units)
+# or different (exit 1), with this CPU's name and SIMD flags.
+compare: $(STAMP)
+	$(BIN)/scratchgpt compare
+
 # Chapter 5's figure, docs/book-ch05-loss.png: experiment book-ch05's losses against the book's
 # printed points, from its snapshot metrics/experiments/book-ch05.json (written after the run by
 # `scratchgpt experiments snapshot book-ch05`).
@@ -77,7 +82,8 @@ plots-screenshot:
 # Every experiment in 120 columns: the params it changed (--only-changed) and one headline metric
 # per stage (pretrain, finetune_classifier, finetune_instruct, evaluate); every other column
 # (Created, dependency hashes, file-qualified names, the rest of the metrics) dropped.
-# docs/pipeline.md shows the same command; tests/test_exp_show.py checks it fits.
+# docs/pipeline.md shows the same command; tests/test_exp_show.py checks it fits. More options of
+# dvc exp show in EXP_SHOW_ARGS, e.g. make exp-show EXP_SHOW_ARGS='--sort-by test_accuracy'.
 exp-show:
 	dvc exp show --no-pager --only-changed --drop '.*/|[^.]*$$' \
-	  --keep '(Experiment|final_val_loss|test_accuracy|finetuned_val_loss|instruct_rouge_l)$$'
+	  --keep '(Experiment|final_val_loss|test_accuracy|finetuned_val_loss|instruct_rouge_l)$$' $(EXP_SHOW_ARGS)

@@ -142,6 +142,7 @@ def test_cli_download_errors_in_one_line(server, tmp_path, capsys):
 HELPS = [
     [],
     ["params"],
+    ["compare"],
     ["generate"],
     ["chat"],
     ["classify"],
@@ -577,3 +578,29 @@ def test_experiments_list_fits_a_terminal(monkeypatch, capsys):
     assert max(len(line) for line in lines) <= 100, lines
     assert len(lines) == 1 + len(list((ROOT / "experiments").glob("*.yaml")))
     assert "test machines" not in "\n".join(lines)
+
+
+def test_compare_tells_float_noise_from_a_difference(tmp_path, monkeypatch, capsys):
+    """The workspace's metrics against a commit's: equal, float noise within --rtol (what
+    another CPU gives), or different (exit 1); the CPU and its SIMD flags are named."""
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    metrics = tmp_path / "metrics" / "pretrain" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"final_val_loss": 6.125, "steps": 150, "untrained_val_loss": 10.900361442565918}))
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "run"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    metrics.write_text(json.dumps({"final_val_loss": 6.125, "steps": 150, "untrained_val_loss": 10.900361633300781}))
+    assert cli(["compare"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        out.startswith("CPU: ")
+        and "untrained_val_loss: 10.90036144 → 10.90036163 (1.7e-08 relative: float noise)" in out
+    )
+    assert out.rstrip().endswith(
+        "2 numbers equal, 1 within 0.001 relative (float noise: another CPU's SIMD units), 0 differ from HEAD"
+    )
+    metrics.write_text(json.dumps({"final_val_loss": 6.5, "steps": 150, "untrained_val_loss": 10.900361442565918}))
+    assert cli(["compare"]) == 1
+    assert "final_val_loss: 6.125 → 6.5 (5.8e-02 relative: DIFFERS)" in capsys.readouterr().out

@@ -49,6 +49,8 @@ COMMANDS = {
     "export a model directory to Hugging Face's layout.",
     "experiments": "The book's runs, named in experiments/: list them, show one, run one as a DVC experiment of "
     "only the stages it reproduces.",
+    "compare": "The workspace's metrics against the committed ones: equal, float noise (within --rtol, as another "
+    "CPU's SIMD units give) or different; with the CPU's name and SIMD flags.",
     "params": "Check the whole of params.yaml: every section and the rules across them (a stage checks only the "
     "sections it reads). Prints each problem by its full key.",
 }
@@ -233,6 +235,12 @@ def parser() -> argparse.ArgumentParser:
     ex_fig = ex_action("figure", "chapter 5's loss curves of a snapshot against the book's 18 printed points")
     ex_fig.add_argument("name", help="a snapshotted pretraining experiment, e.g. book-ch05")
     ex_fig.add_argument("out", metavar="PNG", help="where to write the figure, e.g. docs/book-ch05-loss.png")
+
+    compare = command("compare")
+    compare.add_argument("--rev", default="HEAD", help="the commit whose metrics to compare with (default %(default)s)")
+    compare.add_argument(
+        "--rtol", type=float, default=1e-3, help="the relative difference still called noise (default %(default)s)"
+    )
 
     params = command("params")
     params.add_argument("file", nargs="?", default="params.yaml", help="the params file (default %(default)s)")
