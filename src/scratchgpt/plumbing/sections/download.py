@@ -32,7 +32,7 @@ class HttpParams(Section):
     total_timeout: float = Field(1800.0, gt=0, le=DAY)  # one file from one source, retries included
     max_bytes: int = Field(2 * GIB, ge=1, le=TIB)  # a file without a declared size may not pass this
     user_agent: str = Field(
-        "scratchgpt/0.1 (+https://github.com/scratchgpt/scratchgpt)",  # who asks, and where to read why
+        "scratchgpt/0.1 (educational LLM pipeline; https://github.com/scratchgpt/scratchgpt)",
         min_length=1,
         max_length=512,
     )
