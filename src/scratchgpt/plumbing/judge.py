@@ -184,33 +184,30 @@ class Judge:
         problem = judge_url_problem(url, settings.allow_http)
         if problem:
             raise PipelineError(f"evaluate.judge_url: {problem.replace(repr(url), repr(redact(url)))}")
-        self.settings = settings
-        self.url, self.model, self.api = url, settings.model, settings.api
+        self.settings, self.url = settings, url
         self.client = client or HttpClient(allow_http=settings.allow_http)
         self.options = {"seed": settings.seed, "temperature": settings.temperature, "num_ctx": settings.num_ctx}
-        self.max_tokens = settings.max_tokens
-        self.api_key_env = settings.api_key_env
         self._api_key = api_key or None
         if self._api_key and url.startswith("http://") and settings.allow_http:
             log.warning("the judge's API key goes over plain http to %s (evaluate.judge_allow_http)", redact(url))
 
     def __repr__(self) -> str:
         key = "***" if self._api_key else None
-        return f"Judge({redact(self.url)!r}, {self.model!r}, api={self.api!r}, api_key={key})"
+        return f"Judge({redact(self.url)!r}, {self.settings.model!r}, api={self.settings.api!r}, api_key={key})"
 
     def payload(self, prompt: str) -> dict[str, Any]:
         """The JSON body of one chat request."""
         messages = [{"role": "user", "content": prompt}]
-        if self.api == "openai":
+        if self.settings.api == "openai":
             return {
-                "model": self.model,
+                "model": self.settings.model,
                 "messages": messages,
                 "temperature": self.options["temperature"],
                 "seed": self.options["seed"],
-                "max_tokens": self.max_tokens,
+                "max_tokens": self.settings.max_tokens,
                 "stream": False,
             }
-        return {"model": self.model, "messages": messages, "options": dict(self.options), "stream": False}
+        return {"model": self.settings.model, "messages": messages, "options": dict(self.options), "stream": False}
 
     def headers(self) -> dict[str, str]:
         """The request's extra headers: the API key, when there is one."""
@@ -253,8 +250,8 @@ class Judge:
             return self.client.retrying(attempt, redact(self.url))
         except SourceFailed as e:
             message = self.hide(str(e))
-            if self.api_key_env and any(f"HTTP {code}" in message for code in (401, 403)):
-                message += f" (is ${self.api_key_env} set to a key this server accepts?)"
+            if self.settings.api_key_env and any(f"HTTP {code}" in message for code in (401, 403)):
+                message += f" (is ${self.settings.api_key_env} set to a key this server accepts?)"
             raise SourceFailed(message) from None
 
     def ask(self, prompt: str) -> int | None:
@@ -265,7 +262,7 @@ class Judge:
         except ReplyRefused as e:
             log.warning("judge at %s sent %s; response left unscored", redact(self.url), e)
             return None
-        content = reply_content(self.hide(body.decode("utf-8", "replace")).encode(), self.api)
+        content = reply_content(self.hide(body.decode("utf-8", "replace")).encode(), self.settings.api)
         return None if content is None else parse_score(content)
 
     def score(self, prompt: str) -> int | None:
@@ -283,9 +280,9 @@ class JudgeUnreachable(PipelineError):
     def __init__(self, judge: Judge, reason: str, count: int):
         tries = "the only request" if count == 1 else f"all {count} requests"
         hint = (
-            f"Is the server running (e.g. `ollama serve`) and the model pulled (`ollama pull {judge.model}`)?"
-            if judge.api == "ollama"
-            else f"Is the server running, and does it serve the model {judge.model!r}?"
+            f"Is the server running (e.g. `ollama serve`) and the model pulled (`ollama pull {judge.settings.model}`)?"
+            if judge.settings.api == "ollama"
+            else f"Is the server running, and does it serve the model {judge.settings.model!r}?"
         )
         super().__init__(
             f"the judge at {redact(judge.url)} could not be reached ({tries} failed): {reason}\n"
