@@ -28,6 +28,7 @@ from scratchgpt.book.instruct import (
 )
 from scratchgpt.book.loader import Evaluator, lm_loss
 from scratchgpt.book.scoring import exact_match, rouge_l_f1, summarize_scores
+from scratchgpt.device import check_precision, pick_device
 from scratchgpt.files import write_json
 from scratchgpt.formats.classifier import load_classifier
 from scratchgpt.formats.finetuned import load_finetuned
@@ -53,7 +54,9 @@ def score_responses(
         mask_prompt=params.instruct.mask_prompt,
     )
     data = {"test": InstructionDataset(load_entries(paths.INSTRUCT_DATA / "test.json"), tokenizer)}
-    test_loss = Evaluator(model, data, p.batch_size, lm_loss, device, collate).loss("test", None, draw=False)
+    test_loss = Evaluator(model, data, p.batch_size, lm_loss, device, collate, p.precision).loss(
+        "test", None, draw=False
+    )
     answered = load_answered(responses)
     per_item = [
         {
@@ -80,12 +83,13 @@ def score_responses(
 def main(st: stage.Stage) -> dict[str, Any]:
     params = st.params
     p = params.evaluate
-    device = torch.device("cpu")
+    device = pick_device(p.device)
+    check_precision(p.precision, device)
     metrics: dict[str, Any] = {}
 
     model, tokenizer, head = load_classifier(paths.CLASSIFIER, device)
     test = SpamDataset(paths.SPAM / "test.csv", tokenizer, head.max_length)
-    s = scores(*predict(model, test, head.position, p.batch_size, head.pad_id))
+    s = scores(*predict(model, test, head.position, p.batch_size, head.pad_id, p.precision))
     metrics |= {f"classifier_test_{k}": s[k] for k in ("accuracy", "precision", "recall", "f1")}
 
     client = HttpClient(

@@ -127,11 +127,11 @@ def final_scores(run: training.TrainingRun, model: Any, data: dict[str, SpamData
     F1 of spam from a prediction for every message of each split; and the predictions."""
     p = run.params
     measure = accuracy_and_loss(head.position, head.pad_id)
-    ev = Evaluator(model, data, p.batch_size, loss_fn(head.position, head.pad_id), run.device)
+    ev = Evaluator(model, data, p.batch_size, loss_fn(head.position, head.pad_id), run.device, precision=p.precision)
     summary, predictions = {}, {}
     for name in SPLITS:
         accuracy, split_loss = ev.measure(name, None, measure)
-        predictions[name] = predict(model, data[name], head.position, p.batch_size, head.pad_id)
+        predictions[name] = predict(model, data[name], head.position, p.batch_size, head.pad_id, p.precision)
         s = scores(*predictions[name])
         summary |= {
             f"{name}_accuracy": accuracy,
@@ -167,7 +167,7 @@ def save(st: stage.Stage, run: training.TrainingRun, model: Any, tokenizer: Any,
         title="spam classifier: accuracy (eval_iter batches per epoch)",
     )
     with atomic_dir(st.out(paths.CLASSIFIER)) as staging:
-        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict()}
+        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "classifier": head.to_dict(), **run.model_meta}
         save_finetuned(model, staging, run.params, paths.BASE, meta, lands_at=paths.CLASSIFIER)
 
 

@@ -3,7 +3,8 @@ Optimization on the preference data.
 
 Splits instruction-data-with-preference.json as chapter 7 splits its data (instruct's keys: the
 same test entries, checked against data/instruct/test.json) into data/dpo/ (train, val, test),
-trains models/dpo/ against a frozen copy of models/instruct, answers the test split
+trains models/dpo/ against a frozen copy of models/instruct (scored once per pair: the reference's
+values are remembered), answers the test split
 (data/dpo/test-responses.json), and writes DVCLive metrics and curves under metrics/dpo/ (DPO
 loss, chosen and rejected rewards, reward margin and accuracy), a response after the epoch
 (samples.json), and the book's figures plots/dpo/loss.png and plots/dpo/reward-margins.png.
@@ -19,7 +20,7 @@ from typing import Any
 from torch.utils.data import Subset
 
 from scratchgpt.book import lora
-from scratchgpt.book.dpo import MEASURES, PREFERENCE_KEYS, Collate, Objective, PreferenceDataset
+from scratchgpt.book.dpo import MEASURES, PREFERENCE_KEYS, Collate, Keyed, Objective, PreferenceDataset
 from scratchgpt.book.instruct import (
     SPLITS,
     EntryError,
@@ -31,6 +32,7 @@ from scratchgpt.book.instruct import (
 )
 from scratchgpt.book.loader import Evaluator, seed_everything
 from scratchgpt.book.train import TooLittleData
+from scratchgpt.device import autocast
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.finetuned import load_finetuned, save_finetuned
 from scratchgpt.formats.modeldir import load_tokenizer, save_tokenizer
@@ -88,8 +90,9 @@ def split(st: stage.Stage, run: training.TrainingRun) -> tuple[dict[str, list[di
 
 
 def pairs_with_responses(run: training.TrainingRun, parts: dict, tokenizer: Any, collate: Collate) -> dict:
-    """The training and validation pairs that keep a response token within the length limit."""
-    data = {}
+    """The training and validation pairs that keep a response token within the length limit,
+    keyed (the validation keys after the training ones) for the reference's remembered values."""
+    data: dict[str, Keyed] = {}
     for name in ("train", "val"):  # test: answered after training
         pairs = PreferenceDataset(parts[name], tokenizer)
         keep = [i for i, item in enumerate(pairs.items) if collate.has_response(item)]
@@ -106,7 +109,7 @@ def pairs_with_responses(run: training.TrainingRun, parts: dict, tokenizer: Any,
                 len(pairs),
                 collate.allowed_max_length,
             )
-        data[name] = Subset(pairs, keep)
+        data[name] = Keyed(Subset(pairs, keep), first_key=sum(len(d) for d in data.values()))
     return data
 
 
@@ -188,6 +191,7 @@ def save(st: stage.Stage, run: training.TrainingRun, policy: Any, tokenizer: Any
             "tokenizer": save_tokenizer(tokenizer, staging),
             "instruct": {"format": "alpaca"},
             "dpo": {"beta": run.params.beta},
+            **run.model_meta,
         }
         save_finetuned(policy, staging, run.params, paths.INSTRUCT, meta, lands_at=paths.DPO)
 
@@ -204,7 +208,9 @@ def main(st: stage.Stage) -> dict[str, Any]:
     data = pairs_with_responses(run, parts, tokenizer, collate)
     lora.setup(policy, p)  # method lora: everything frozen, adapters train
     objective = Objective(reference, p.beta)
-    evaluator = Evaluator(policy, data, p.batch_size, objective.loss, run.device, collate)
+    with autocast(run.device, p.precision):
+        objective.remember(list(data.values()), collate, p.batch_size, run.device)
+    evaluator = Evaluator(policy, data, p.batch_size, objective.loss, run.device, collate, p.precision)
     n_trainable = policy.num_parameters(trainable_only=True)
     measured = measurer(evaluator, objective)
     start = measure_start(run, policy, measured)
@@ -212,7 +218,8 @@ def main(st: stage.Stage) -> dict[str, Any]:
     progress = finetune(run, policy, objective, data, collate, epoch_sample(tokenizer, sample_prompt))
     summary: dict[str, Any] = {}
     if run.is_main:
-        responses = answer(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        with autocast(run.device, p.precision):
+            responses = answer(policy, tokenizer, parts["test"], p.response_tokens, p.response_batch)
         write_json(data_dir / "test-responses.json", responses)
         final = measured("val", None, draw=False)
         summary = summarize(start, final, progress, len(data["train"]), n_trainable, policy.num_parameters())

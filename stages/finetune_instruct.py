@@ -25,6 +25,7 @@ from scratchgpt.book.instruct import (
     split_entries,
 )
 from scratchgpt.book.loader import Evaluator, lm_loss, seed_everything
+from scratchgpt.device import autocast
 from scratchgpt.files import atomic_dir, write_json
 from scratchgpt.formats.finetuned import save_finetuned
 from scratchgpt.formats.modeldir import (
@@ -94,7 +95,7 @@ def save(st: stage.Stage, run: training.TrainingRun, model: Any, tokenizer: Any,
     run.finish(summary)
     plot_losses(history, st.out(paths.PLOTS / "instruct" / "loss.png"), title="instruction finetuning")
     with atomic_dir(st.out(paths.INSTRUCT)) as staging:
-        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}}
+        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "instruct": {"format": "alpaca"}, **run.model_meta}
         save_finetuned(model, staging, run.params, paths.BASE, meta, lands_at=paths.INSTRUCT)
 
 
@@ -109,13 +110,14 @@ def main(st: stage.Stage) -> dict[str, Any]:
     )
     data = {name: InstructionDataset(parts[name], tokenizer) for name in ("train", "val")}  # test: answered below
     lora.setup(model, p)  # method lora: everything frozen, adapters train
-    evaluator = Evaluator(model, data, p.batch_size, lm_loss, run.device, collate_fn)
+    evaluator = Evaluator(model, data, p.batch_size, lm_loss, run.device, collate_fn, p.precision)
     n_trainable = model.num_parameters(trainable_only=True)
     start = measure_start(run, model, evaluator)
     progress = finetune(run, model, tokenizer, data, collate_fn, format_input(parts["val"][0]))
     summary: dict[str, Any] = {}
     if run.is_main:
-        responses = answer(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
+        with autocast(run.device, p.precision):
+            responses = answer(model, tokenizer, parts["test"], p.response_tokens, p.response_batch)
         write_json(data_dir / "test-responses.json", responses)
         final_val = evaluator.loss("val", None, draw=False)
         summary = {

@@ -89,7 +89,8 @@ def save(
 ) -> dict[str, Any]:
     """The final validation loss over the whole split, the metrics, the figure and the model."""
     p = run.params
-    final_val = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device).loss("val", None, draw=False)
+    final = Evaluator(model, {"val": val_data}, p.batch_size, lm_loss, run.device, precision=p.precision)
+    final_val = final.loss("val", None, draw=False)
     summary = {
         "untrained_val_loss": progress.untrained_val_loss,
         "final_val_loss": final_val,
@@ -102,7 +103,12 @@ def save(
         progress.history, st.out(paths.PLOTS / "pretrain" / "loss.png"), title=f"pretraining: {', '.join(p.corpora)}"
     )
     with atomic_dir(st.out(paths.PRETRAINED)) as staging:
-        meta = {"tokenizer": save_tokenizer(tokenizer, staging), "trained_on": list(p.corpora), "steps": progress.step}
+        meta = {
+            "tokenizer": save_tokenizer(tokenizer, staging),
+            "trained_on": list(p.corpora),
+            "steps": progress.step,
+            **run.model_meta,
+        }
         save_model(model, staging, metadata=meta)
     log.info("untrained val loss %.3f → final %.3f", progress.untrained_val_loss, final_val)
     return summary

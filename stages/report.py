@@ -11,7 +11,7 @@ from typing import Any
 
 from scratchgpt.files import atomic_dir, write_text
 from scratchgpt.plumbing import paths, report, results, stage
-from scratchgpt.plumbing.report import CH05_FIGURE, CHAPTERS, FIGURES, MISSING, Settings
+from scratchgpt.plumbing.report import CH05_ALSO, CH05_FIGURE, CHAPTERS, FIGURES, MISSING, Settings
 from scratchgpt.plumbing.sections.classifier import ClassifierParams
 from scratchgpt.plumbing.sections.dpo import DPOParams
 from scratchgpt.plumbing.sections.init import InitParams
@@ -28,7 +28,10 @@ def figures(data: dict[str, Any], folder: Path, attention_text: str) -> list[tup
     ch05 = data["experiments"].get("book-ch05")
     if ch05 is not None:
         caption = "Chapter 5 reproduced: experiment book-ch05's losses (lines), the book's printed points (markers)"
-        found.insert(0, (caption, results.ch05_figure(ch05, folder / CH05_FIGURE)))
+        others = [snap for name, snap in data["experiments"].items() if name in CH05_ALSO]
+        if others:
+            caption += "; thin lines: " + ", ".join(f"experiment {s['experiment']}" for s in others)
+        found.insert(0, (caption, results.ch05_figure(ch05, folder / CH05_FIGURE, others)))
     caption = report.attention_figure(paths.PRETRAINED, attention_text, folder / "attention.png")
     if caption is not None:
         found.append((caption, folder / "attention.png"))

@@ -143,6 +143,7 @@ HELPS = [
     [],
     ["params"],
     ["compare"],
+    ["metrics"],
     ["generate"],
     ["chat"],
     ["classify"],
@@ -254,7 +255,7 @@ def test_the_names_the_command_line_repeats_agree_with_the_library():
         (["--temperature", "nan"], "--temperature", "must be a finite number, got nan"),
         (["--temperature", "inf"], "--temperature", "must be a finite number, got inf"),
         (["--temperature", "-1"], "--temperature", "must be >= 0"),
-        (["--device", "tpu"], "--device", "expected auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["--device", "tpu"], "--device", "expected auto, cpu, mps, cuda or cuda:N, got 'tpu'"),
     ],
 )
 @pytest.mark.parametrize("command", ["generate", "chat"])
@@ -547,9 +548,11 @@ def test_experiments_run_calls_dvc_on_the_target_stages(tmp_path, monkeypatch, c
 def test_experiments_run_snapshots_what_it_ran(tmp_path, monkeypatch, capsys):
     """A run that is not queued ends by copying its results where the report reads them; a failed
     or queued one does not."""
+    from scratchgpt.cli import experiments
     from scratchgpt.plumbing import results
 
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(experiments, "dvc_running", lambda: None)  # whatever runs in the checkout
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "dvc"
@@ -604,3 +607,80 @@ def test_compare_tells_float_noise_from_a_difference(tmp_path, monkeypatch, caps
     metrics.write_text(json.dumps({"final_val_loss": 6.5, "steps": 150, "untrained_val_loss": 10.900361442565918}))
     assert cli(["compare"]) == 1
     assert "final_val_loss: 6.125 → 6.5 (5.8e-02 relative: DIFFERS)" in capsys.readouterr().out
+
+
+def test_metrics_prints_each_file_within_the_width(tmp_path, monkeypatch, capsys):
+    """Every metrics file dvc.yaml declares, read through DVC, its numbers in columns no wider
+    than asked (at most 120); a file not written yet is named and the exit status is 1."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  a:\n    cmd: 'true'\n    metrics:\n    - metrics/a.json:\n        cache: false\n"
+        "  b:\n    cmd: 'true'\n    metrics:\n    - metrics/b.json:\n        cache: false\n"
+    )
+    (tmp_path / "metrics").mkdir()
+    many = {f"metric_number_{i}": i + 0.123456 for i in range(12)}
+    (tmp_path / "metrics" / "a.json").write_text(json.dumps({**many, "steps": 150000, "nested": {"loss": 6.1}}))
+    monkeypatch.chdir(tmp_path)
+    for width, most in ((60, 60), (200, 120)):
+        assert cli(["metrics", "--width", str(width)]) == 1
+        out = capsys.readouterr().out
+        lines = out.splitlines()
+        assert lines[0] == "metrics/a.json" and max(map(len, lines)) <= most
+        assert "metric_number_11 11.12" in out and "steps 150,000" in out and "nested.loss 6.1" in out
+        assert lines[-1].startswith("metrics/b.json: not there")
+    (tmp_path / "metrics" / "b.json").write_text(json.dumps({"accuracy": 0.95}))
+    assert cli(["metrics"]) == 0
+    assert capsys.readouterr().out.endswith("metrics/b.json\n  accuracy 0.95\n")
+
+
+def test_a_model_dvc_is_rebuilding_is_explained(tmp_path, monkeypatch, capsys):
+    """DVC removes a stage's outputs while it reruns the stage: `classify` on the missing folder
+    names the DVC process and `dvc checkout`; with no DVC at work it points to `make repro`."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    tmp = tmp_path / ".dvc" / "tmp"
+    tmp.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        cli(["classify", "--model", "models/classifier", "hello"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "models/classifier: no such directory; `make repro` (or `dvc repro`) builds" in err
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        entry = {"pid": sleeper.pid, "cmd": "dvc repro"}
+        (tmp / "rwlock").write_text(json.dumps({"write": {str(tmp_path / "models/classifier"): entry}}))
+        with pytest.raises(SystemExit):
+            cli(["classify", "--model", "models/classifier", "hello"])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    err = capsys.readouterr().err
+    assert f"DVC is at work here (process {sleeper.pid}: dvc repro)" in err
+    assert "`dvc checkout models/classifier` brings back the last one built" in err
+
+
+def test_generate_in_bf16_holds_bf16_weights(language_model, monkeypatch, capsys):
+    """--precision bf16: bf16 weights (and KV cache) where the CPU has fast bf16; one line where not."""
+    monkeypatch.setattr("scratchgpt.device.cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    seen = []
+    real = generation.stream
+
+    def spy(model, prompts, *args, **kwargs):
+        seen.append(next(model.parameters()).dtype)
+        return real(model, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "stream", spy)
+    args = ["generate", "--model", str(language_model), "--prompt", "Every effort moves you", "--greedy"]
+    assert cli([*args, "--max-new-tokens", "8", "--precision", "bf16"]) == 0
+    bf16_text = capsys.readouterr().out
+    assert cli([*args, "--max-new-tokens", "8"]) == 0
+    assert seen == [torch.bfloat16, torch.float32]
+    assert bf16_text.startswith("Every effort moves you") and len(bf16_text) > len("Every effort moves you")
+    monkeypatch.setattr("scratchgpt.device.cpu_flags", lambda: {"avx2"})
+    with pytest.raises(SystemExit) as refused:
+        cli([*args, "--precision", "bf16"])
+    assert refused.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "precision bf16: this CPU" in err and err.endswith("use fp32 on this device")

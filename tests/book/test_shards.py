@@ -177,13 +177,42 @@ def test_wikitext_articles_become_documents(gpt2, tmp_path):
     docs = list(corpus.documents(corpus.corpus_files(raw), "wikitext"))
     joined = ["".join(d) for d in docs]
     assert joined == [
-        " \n = Alpha = \n \n Alpha text . \n \n = = Section = = \n More alpha . \n",
-        " = Beta = \n \n Beta text . \n",
+        "\n= Alpha =\n\nAlpha text.\n\n== Section ==\nMore alpha.\n",
+        "= Beta =\n\nBeta text.\n",
     ]
     meta = write_shards(corpus.corpus_files(raw), gpt2, tmp_path / "s", mode="wikitext", train_ratio=0.99)
     assert meta["splits"]["train"]["documents"] == 2
     train = np.fromfile(tmp_path / "s" / "train.bin", dtype=np.uint16).tolist()
     assert train.count(50256) == 1
+
+
+@pytest.mark.parametrize(
+    "line, text",
+    [
+        (" \n", "\n"),
+        (" = = Description = = \n", "== Description ==\n"),
+        (" It weighs 0 @.@ 7 – 2 @.@ 2 kg ( 1 @,@ 500 g ) . \n", "It weighs 0.7 – 2.2 kg (1,500 g).\n"),
+        (' a well @-@ known , " lobster red " claw ; it \'s here \n', 'a well-known, "lobster red" claw; it\'s here\n'),
+        (" They don 't know the players ' names ! \n", "They don't know the players' names!\n"),
+        (" a species of <unk> lobster , called <unk> ( <unk> ) . \n", "a species of lobster, called.\n"),
+        (' the <unk> @-@ square , <unk> \'s work and " <unk> " end \r\n', "the square, work and end\r\n"),
+    ],
+)
+def test_wikitext_lines_are_detokenised(line, text):
+    assert corpus.detokenize_wikitext(line) == text
+
+
+def test_wikitext_from_the_mirror_has_no_tokenization_left(mirror):
+    """Both WikiText files the default corpus reads: no <unk>, no @-@ separators, no space before
+    a comma or full stop, no line that starts or ends with a space; about 10% fewer characters."""
+    for name in ("valid.txt", "test.txt"):
+        raw = (mirror / "wikitext-2" / name).read_text(encoding="utf-8")
+        text = "".join(corpus.detokenize_wikitext(line) for line in raw.splitlines(keepends=True))
+        assert "<unk>" not in text and " @-@ " not in text and " @,@ " not in text
+        assert " , " not in text and " . " not in text and " 's " not in text
+        assert not [line for line in text.splitlines() if line != line.strip()]
+        assert 0.85 * len(raw) < len(text) < 0.95 * len(raw)
+        assert text.count("\n") == raw.count("\n")
 
 
 def test_jsonl_documents_and_bad_line(gpt2, tmp_path):
@@ -296,7 +325,7 @@ def test_character_count_equals_the_document_stream(tmp_path, mode):
     (raw / "b.txt").write_text("\n\n  \n")  # blank only
     (raw / "c.jsonl").write_text('{"text": "Alpha."}\n\n{"text": "Beta beta."}\n')
     files = corpus.corpus_files(raw)
-    assert corpus.count_characters(files) == sum(len(p) for _, p in corpus.pieces(files, mode, size=7))
+    assert corpus.count_characters(files, mode) == sum(len(p) for _, p in corpus.pieces(files, mode, size=7))
 
 
 def mixed_corpus(folder: Path) -> list[Path]:

@@ -174,6 +174,22 @@ def test_resume_after_interruption_equals_uninterrupted_run(data, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_bf16_trains_with_fp32_weights_and_resumes_as_if_never_stopped(data, tmp_path):
+    cfg = dataclasses.replace(TRAIN, precision="bf16")
+    fp32_model, fp32 = run(data, tmp_path / "fp32")
+    full_model, full = run(data, tmp_path / "a", cfg)
+    assert all(p.dtype == torch.float32 for p in full_model.parameters()), "master weights stay fp32"
+    assert full.history[-1]["val_loss"] < full.history[0]["val_loss"] - 0.5, "it learns"
+    assert full.history != fp32.history, "bf16 computes in bf16: other losses than fp32"
+    assert abs(full.history[-1]["val_loss"] - fp32.history[-1]["val_loss"]) < 0.1
+    with pytest.raises(Killed):
+        run(data, tmp_path / "b", cfg, hooks=kill_at(11))
+    model, resumed = run(data, tmp_path / "b", cfg)
+    assert resumed.history == full.history
+    for (name, a), b in zip(full_model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
 def test_resuming_says_where_the_run_stands(data, tmp_path, caplog):
     """Mid-run: the step and the epoch of the run's epochs; a run killed after its last
     checkpoint (all its steps done, the outputs not yet written): that only the end remains."""

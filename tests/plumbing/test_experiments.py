@@ -19,10 +19,10 @@ import yaml
 
 from committed import committed
 from scratch_repo import DVC, init_repo, repo_env, sh
+from scratchgpt.plumbing.dvc_lock import dvc_running
 from scratchgpt.plumbing.experiments import (
     EXPERIMENTS_DIR,
     changes,
-    dvc_running,
     load,
     names,
     run_command,
@@ -36,6 +36,7 @@ FOLDER = ROOT / EXPERIMENTS_DIR
 # What each of the book's runs reproduces; the stages DVC may run for it are these and their upstream.
 TARGETS = {
     "book-ch05": ("pretrain",),
+    "book-ch05-bf16": ("pretrain",),
     "book-ch06": ("finetune_classifier",),
     "book-ch07": ("finetune_instruct",),
     "book-ch07-dpo": ("finetune_dpo",),

@@ -133,3 +133,43 @@ def test_max_length_beyond_the_base_models_context_is_refused_by_name(tmp_path):
         PipelineError, match=r"classifier.max_length: must be <= the base model's context length \(16, "
     ):
         STAGE.check_max_length(17, tmp_path)
+
+
+def _bf16_params(**changes):
+    params = load_params(committed("params.yaml"))
+    settings = dict(
+        epochs=1, max_steps=3, batch_size=4, eval_freq=2, eval_iter=1, max_length=16, checkpoint_every=0, device="cpu"
+    )
+    clf = params.classifier.model_copy(update={**settings, "precision": "bf16", **changes})
+    return params.model_copy(update={"classifier": clf})
+
+
+def test_bf16_is_refused_in_one_line_on_a_cpu_without_fast_bf16(stage_dir, monkeypatch, run_stage):
+    monkeypatch.setattr("scratchgpt.device.cpu_flags", lambda: {"avx2", "fma"})
+    with pytest.raises(PipelineError) as refused:
+        run_stage("finetune_classifier", _bf16_params())
+    assert "precision bf16: this CPU" in str(refused.value) and "use fp32 on this device" in str(refused.value)
+    assert not paths.CLASSIFIER.exists() and not (paths.METRICS / "classifier").exists(), "nothing half-written"
+
+
+def test_bf16_classifier_trains_and_its_folder_says_so(stage_dir, monkeypatch, capsys, run_stage):
+    monkeypatch.setattr("scratchgpt.device.cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    summary = run_stage("finetune_classifier", _bf16_params())
+    assert summary["steps"] == 3 and 0 <= summary["test_accuracy"] <= 1
+    config = json.loads((paths.CLASSIFIER / "config.json").read_text())
+    assert config["precision"] == "bf16"
+    model, tokenizer, head = load_classifier(paths.CLASSIFIER)
+    assert next(model.parameters()).dtype == torch.float32, "saved as fp32 master weights"
+    capsys.readouterr()
+    assert cli(["classify", "--precision", "bf16", "--model", str(paths.CLASSIFIER), "See you at lunch"]) == 0
+    assert capsys.readouterr().out.rstrip().endswith("See you at lunch")
+    monkeypatch.setattr("scratchgpt.device.cpu_flags", lambda: {"avx2"})
+    with pytest.raises(SystemExit) as refused:
+        cli(["classify", "--precision", "bf16", "--model", str(paths.CLASSIFIER), "hi"])
+    assert refused.value.code == 1
+    assert "use fp32 on this device" in capsys.readouterr().err
+
+
+def test_an_fp32_folder_has_no_precision_entry(stage_dir, run_stage):
+    run_stage("finetune_classifier", _bf16_params(precision="fp32"))
+    assert "precision" not in json.loads((paths.CLASSIFIER / "config.json").read_text())

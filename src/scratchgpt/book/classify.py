@@ -230,8 +230,7 @@ def to_classifier(
 
 def head_logits(model: nn.Module, x: torch.Tensor, position: str, pad_id: int = GPT2_EOT_ID) -> torch.Tensor:
     """Class logits (batch, n_classes) read at the last real token or at the final position."""
-    with autocast(x.device):
-        out = model(x)
+    out = model(x)
     if position == "last":
         return out[:, -1, :].float()
     lengths = (x != pad_id).long().sum(dim=1).clamp(min=1)
@@ -260,16 +259,23 @@ def accuracy_and_loss(position: str, pad_id: int = GPT2_EOT_ID):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def predict(
-    model: nn.Module, dataset: Dataset, position: str, batch_size: int = 32, pad_id: int = GPT2_EOT_ID
+    model: nn.Module,
+    dataset: Dataset,
+    position: str,
+    batch_size: int = 32,
+    pad_id: int = GPT2_EOT_ID,
+    precision: str = "fp32",
 ) -> tuple[list[int], list[int]]:
-    """(actual, predicted) labels of a whole dataset, in order."""
+    """(actual, predicted) labels of a whole dataset, in order, computed in ``precision``."""
     device = next(model.parameters()).device
     actual, predicted = [], []
-    for start in range(0, len(dataset), batch_size):
-        x, y = collate(dataset, range(start, min(start + batch_size, len(dataset))), device)
-        predicted += head_logits(model, x, position, pad_id).argmax(dim=-1).tolist()
-        actual += y.tolist()
+    with autocast(device, precision):
+        for start in range(0, len(dataset), batch_size):
+            x, y = collate(dataset, range(start, min(start + batch_size, len(dataset))), device)
+            predicted += head_logits(model, x, position, pad_id).argmax(dim=-1).tolist()
+            actual += y.tolist()
     return actual, predicted
 
 

@@ -8,8 +8,9 @@
   response tokens (padding off, and with ``mask_prompt`` the prompt and the two tokens after
   it, ``"\\n\\n###"``), truncated to ``allowed_max_length``.
 - **Loss.** Each sequence's log-probability is the mean over its selected tokens
-  (:func:`sequence_logprobs`). With π the policy and π_ref the frozen reference (both start as
-  the instruction model), the loss of a pair is
+  (:func:`sequence_logprobs`; :func:`response_logprobs` computes the same with the output head
+  applied to the selected positions only, most of the cost at GPT-2's vocabulary). With π the
+  policy and π_ref the frozen reference (both start as the instruction model), the loss of a pair is
   ``-log σ(β · ((log π(c) - log π(r)) - (log π_ref(c) - log π_ref(r))))``; the rewards are
   ``log π(c) - log π_ref(c)`` and ``log π(r) - log π_ref(r)``, unscaled by β, as the book logs
   them. Before the first update the policy is the reference: the loss is ln 2 and every reward 0.
@@ -17,6 +18,10 @@
   loss, chosen and rejected rewards and reward accuracy (the share of pairs whose chosen reward
   beats the rejected one; the book's evaluate_dpo_loss_loader averages the first three the same
   way, per batch). The margin is chosen minus rejected.
+- **A frozen reference, scored once.** The reference never changes, so :meth:`Objective.remember`
+  scores every training and validation pair once, and each step and evaluation reads the values
+  back by the pair's key (:class:`Keyed`, the batch's fifth tensor) instead of running the
+  reference again. They equal the uncached ones up to float noise (other batch shapes).
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from scratchgpt.book.instruct import KEYS, format_input
 from scratchgpt.book.tokenizer import GPT2_EOT_ID
-from scratchgpt.device import autocast
 
 PREFERENCE_KEYS = (*KEYS, "chosen", "rejected")
 # What an evaluation measures on each batch (the loop logs them as train_<name>, val_<name>).
@@ -82,27 +87,45 @@ class Collate:
             selected[: n_prompt + 2] = False  # the prompt, then "\n\n###" (the book's + 2)
         return selected
 
-    def __call__(self, batch: Sequence[tuple[list[int], list[int], list[int]]]) -> tuple[torch.Tensor, ...]:
-        length = max(max(len(chosen), len(rejected)) + 1 for _, chosen, rejected in batch)
+    def __call__(self, batch: Sequence[tuple[Any, ...]]) -> tuple[torch.Tensor, ...]:
+        """Items (prompt, chosen, rejected) or, from :class:`Keyed`, (prompt, chosen, rejected,
+        key): then the keys come fifth."""
+        length = max(max(len(item[1]), len(item[2])) + 1 for item in batch)
         out: list[list[torch.Tensor]] = [[], [], [], []]
-        for prompt, *sides in batch:
+        for prompt, *sides in (item[:3] for item in batch):
             for k, ids in enumerate(sides):
                 out[k].append(torch.tensor(ids + [self.pad_id] * (length - len(ids))))
                 out[2 + k].append(self.mask(len(prompt), len(ids), length))
         stacked = [torch.stack(t) for t in out]
         if self.allowed_max_length is not None:
             stacked = [t[:, : self.allowed_max_length] for t in stacked]
+        if len(batch[0]) > 3:
+            stacked.append(torch.tensor([item[3] for item in batch], dtype=torch.long))
         return tuple(stacked)
 
     def has_response(self, item: tuple[list[int], list[int], list[int]]) -> bool:
         """Whether both sides of a pair keep a selected token after truncation (else its mean
         log-probability has nothing to average)."""
-        prompt, *sides = item
+        prompt, *sides = item[:3]
         for ids in sides:
             length = len(ids) if self.allowed_max_length is None else min(len(ids), self.allowed_max_length)
             if not bool(self.mask(len(prompt), len(ids), length)[1:].any()):
                 return False
         return True
+
+
+class Keyed(Dataset):
+    """The items of ``dataset``, each with its key ``first_key + index`` appended: what the
+    reference values of a pair are remembered by (keys must differ across the splits)."""
+
+    def __init__(self, dataset: Dataset, first_key: int = 0):
+        self.dataset, self.first_key = dataset, first_key
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return (*self.dataset[index], self.first_key + index)
 
 
 def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -112,6 +135,19 @@ def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
     logp = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
     token_logp = torch.gather(logp, -1, labels.unsqueeze(-1)).squeeze(-1)
     return (token_logp * selected).sum(-1) / selected.sum(-1)
+
+
+def response_logprobs(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """:func:`sequence_logprobs` of ``model(ids)``, with the output head and the softmax computed
+    only at the positions whose next token ``mask`` selects."""
+    targets = mask[:, 1:]
+    select = torch.zeros_like(mask)
+    select[:, :-1] = targets
+    logits = model(ids, select=select)  # (selected, vocab), row by row
+    token_logp = -F.cross_entropy(logits.float(), ids[:, 1:][targets], reduction="none")
+    rows = select.nonzero()[:, 0]
+    sums = torch.zeros(ids.shape[0], dtype=token_logp.dtype, device=ids.device).index_add(0, rows, token_logp)
+    return sums / targets.sum(-1)
 
 
 def dpo_loss(
@@ -133,6 +169,7 @@ class Objective:
 
     reference: torch.nn.Module
     beta: float  # how far the policy may move from the reference (params' dpo.beta; the book: 0.1)
+    remembered: torch.Tensor | None = None  # (keys, 2): the reference's values of each keyed pair
 
     def __post_init__(self) -> None:
         self.reference.eval().requires_grad_(False)
@@ -140,17 +177,34 @@ class Objective:
     @staticmethod
     def logprobs(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """(chosen, rejected) mean log-probabilities, from one forward pass over both sides."""
-        chosen, rejected, chosen_mask, rejected_mask = batch
+        chosen, rejected, chosen_mask, rejected_mask = batch[:4]
         ids = torch.cat([chosen, rejected])
-        with autocast(ids.device):
-            logits = model(ids)
-        return sequence_logprobs(logits, ids, torch.cat([chosen_mask, rejected_mask])).chunk(2)
+        return response_logprobs(model, ids, torch.cat([chosen_mask, rejected_mask])).chunk(2)
+
+    @torch.no_grad()
+    def remember(self, splits: Sequence[Dataset], collate: Any, batch_size: int, device: torch.device) -> None:
+        """Score every pair of ``splits`` (:class:`Keyed` datasets) with the reference once, in
+        order, ``batch_size`` pairs at a time (under the caller's autocast)."""
+        keys = [item[3] for split in splits for item in (split[i] for i in range(len(split)))]  # type: ignore[arg-type]
+        table = torch.full((max(keys) + 1, 2), float("nan"), device=device)
+        batches = [(split, start) for split in splits for start in range(0, len(split), batch_size)]  # type: ignore[arg-type]
+        for split, start in tqdm(batches, desc="scoring the reference", unit="batch", leave=False, disable=None):
+            batch = collate([split[i] for i in range(start, min(start + batch_size, len(split)))])  # type: ignore[arg-type]
+            batch = tuple(t.to(device) for t in batch)
+            table[batch[4]] = torch.stack(self.logprobs(self.reference, batch), dim=1).float()
+        self.remembered = table
+
+    def reference_logprobs(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference's (chosen, rejected) values: remembered when the batch carries keys."""
+        if self.remembered is not None and len(batch) > 4:
+            chosen, rejected = self.remembered[batch[4]].unbind(1)
+            return chosen, rejected
+        with torch.no_grad():
+            return self.logprobs(self.reference, batch)
 
     def terms(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         policy = self.logprobs(model, batch)
-        with torch.no_grad():
-            reference = self.logprobs(self.reference, batch)
-        return dpo_loss(*policy, *reference, beta=self.beta)
+        return dpo_loss(*policy, *self.reference_logprobs(batch), beta=self.beta)
 
     def loss(self, model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         return self.terms(model, batch)[0].mean()

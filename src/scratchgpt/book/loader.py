@@ -79,9 +79,7 @@ Measures = tuple[Sequence[str], Measure]  # what an evaluation measures: names, 
 def lm_loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Next-token cross-entropy of (input, target) windows (the book's calc_loss_batch)."""
     x, y = batch
-    with autocast(x.device):
-        logits = model(x)
-    return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    return F.cross_entropy(model(x).flatten(0, 1).float(), y.flatten())
 
 
 class Evaluator:
@@ -97,9 +95,10 @@ class Evaluator:
         loss_fn: LossFn,
         device: torch.device,
         collate_fn: CollateFn | None = None,
+        precision: str = "fp32",
     ):
         self.model, self.data, self.batch_size, self.loss_fn, self.device = model, data, batch_size, loss_fn, device
-        self.collate_fn = collate_fn
+        self.collate_fn, self.precision = collate_fn, precision
 
     @torch.no_grad()
     def measure(self, split: str, n_batches: int | None, measure: Measure, draw: bool = True) -> list[float]:
@@ -117,12 +116,13 @@ class Evaluator:
         totals: list[float] = []
         count = 0
         whole = n_batches is None and len(chosen) > 1  # a final evaluation: shown, it may take minutes
-        for indices in tqdm(
-            chosen, desc=f"evaluating {split}", unit="batch", leave=False, disable=None if whole else True
-        ):
-            sums, n = measure(self.model, collate(dataset, indices, self.device, self.collate_fn))
-            totals = [t + v for t, v in zip(totals, sums)] if totals else list(sums)
-            count += n
+        with autocast(self.device, self.precision):  # one region: bf16 weight casts made once
+            for indices in tqdm(
+                chosen, desc=f"evaluating {split}", unit="batch", leave=False, disable=None if whole else True
+            ):
+                sums, n = measure(self.model, collate(dataset, indices, self.device, self.collate_fn))
+                totals = [t + v for t, v in zip(totals, sums)] if totals else list(sums)
+                count += n
         return [t / count for t in totals] if count else [float("nan")]
 
     def loss(self, split: str, n_batches: int | None, draw: bool = True) -> float:

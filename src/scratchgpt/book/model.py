@@ -159,10 +159,12 @@ class GPTModel(nn.Module):
         positions: torch.Tensor | None = None,
         attn_mask: torch.Tensor | None = None,
         last_only: bool = False,
+        select: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (batch, tokens, vocab or n_classes) for token ids (batch, tokens); with
         ``last_only`` just those of the last position (batch, 1, ...), sparing the output head the
-        other positions (what generation needs).
+        other positions (what generation needs); with a boolean ``select`` (batch, tokens) those of
+        the selected positions, row by row (selected, vocab): what scoring some tokens needs.
 
         With a ``cache``, ``idx`` continues the cached tokens and positions continue from there.
         ``positions`` (batch, tokens) and a boolean ``attn_mask`` (batch, 1, tokens, keys) serve
@@ -184,6 +186,8 @@ class GPTModel(nn.Module):
             cache.length += t
         if last_only:
             x = x[:, -1:]
+        elif select is not None:
+            x = x[select]
         return self.out_head(self.final_norm(x))
 
     def num_parameters(self, trainable_only: bool = False) -> int:

@@ -13,9 +13,13 @@ import dataclasses
 import functools
 import typing
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Gt, Le, Lt
+
+# fp32, or bf16: autocast with fp32 master weights (training), bf16 weights (decoding); scratchgpt.device
+Precision = Literal["fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
 # Bounds of a GPT's shape that hold whatever the machine (GPTConfig below and
 # params' model section take them from here): a context beyond a million positions or a vocabulary
@@ -171,6 +175,7 @@ class TrainConfig:
     checkpoint_share: Annotated[float, Gt(0), Le(1)] = 1.0  # most of the run's time checkpoints take (1: no bound)
     max_steps: Annotated[int, Ge(0)] = 0  # stop early (0: every epoch to its end)
     seed: int = 123
+    precision: Precision = "fp32"  # bf16: autocast with fp32 master weights (scratchgpt.device)
 
     @classmethod
     def from_params(cls, section: Any) -> TrainConfig:

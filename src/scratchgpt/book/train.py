@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from scratchgpt.book.loader import CollateFn, Evaluator, LossFn, Measures, batches, collate, epoch_order
 from scratchgpt.book.settings import TrainConfig
+from scratchgpt.device import autocast
 from scratchgpt.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,13 @@ class _Run:
             ids = [setup.device.index] if setup.device.type == "cuda" else None
             self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         self.evaluator = Evaluator(
-            model, {"train": train_data, "val": val_data}, cfg.batch_size, setup.loss_fn, setup.device, setup.collate_fn
+            model,
+            {"train": train_data, "val": val_data},
+            cfg.batch_size,
+            setup.loss_fn,
+            setup.device,
+            setup.collate_fn,
+            cfg.precision,
         )
         self.per_rank = cfg.batch_size * world
         self.micro_per_epoch = (len(train_data) // self.per_rank) // cfg.grad_accum * cfg.grad_accum
@@ -229,7 +236,8 @@ class _Run:
             batch = collate(self.train_data, mine[progress.micro + k], setup.device, setup.collate_fn)
             sync = k == cfg.grad_accum - 1 or world == 1
             with contextlib.nullcontext() if sync else self.model.no_sync():
-                loss = setup.loss_fn(self.model, batch)
+                with autocast(setup.device, cfg.precision):  # the forward pass; backward runs outside
+                    loss = setup.loss_fn(self.model, batch)
                 if not torch.isfinite(loss):
                     raise self.diverged(f"the training loss is {loss.item()}")
                 (loss / cfg.grad_accum).backward()
@@ -268,7 +276,8 @@ class _Run:
         progress, epoch_end = self.progress, self.setup.epoch_end
         if epoch_end is not None:
             self.core.eval()
-            entry = {"epoch": progress.epoch + 1, "step": progress.step, **epoch_end(self.core, self.evaluator)}
+            with autocast(self.setup.device, self.cfg.precision):
+                entry = {"epoch": progress.epoch + 1, "step": progress.step, **epoch_end(self.core, self.evaluator)}
             self.core.train()
             progress.epochs.append(entry)
             if self.is_main:

@@ -24,6 +24,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+from scratchgpt.book.settings import PRECISIONS
 from scratchgpt.cli.common import (
     GPT2_SIZES,
     Formatter,
@@ -49,6 +50,8 @@ COMMANDS = {
     "export a model directory to Hugging Face's layout.",
     "experiments": "The book's runs, named in experiments/: list them, show one, run one as a DVC experiment of "
     "only the stages it reproduces.",
+    "metrics": "Every metric of the workspace, a block per metrics file of dvc.yaml, in the terminal's width (at "
+    "most 120 columns).",
     "compare": "The workspace's metrics against the committed ones: equal, float noise (within --rtol, as another "
     "CPU's SIMD units give) or different; with the CPU's name and SIMD flags.",
     "params": "Check the whole of params.yaml: every section and the rules across them (a stage checks only the "
@@ -80,6 +83,7 @@ examples:
   scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
   scratchgpt chat --model models/instruct
   scratchgpt classify --model models/classifier "You are a winner!" "See you at 6?"
+  scratchgpt metrics
   scratchgpt experiments list
   scratchgpt experiments run book-ch05
   scratchgpt weights download 124M gpt2-124M
@@ -130,11 +134,22 @@ def _sampling_options(p: argparse.ArgumentParser, max_new_tokens: int) -> None:
         help="sample among the likeliest tokens whose probability reaches P (0 < P <= 1)",
     )
     p.add_argument("--seed", type=int, default=None, help="fixes the sampling (default: unseeded)")
+    _device_options(p)
+
+
+def _device_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
         type=device,
         default="auto",
-        help="auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default %(default)s)",
+        help="auto (CUDA, else Apple's mps, else the CPU), cpu, mps, cuda or cuda:N (default %(default)s)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="fp32, or bf16 weights where the device has fast bf16 (CUDA, mps, a CPU with AMX or "
+        "AVX-512 BF16): half the bytes to read per token (default %(default)s)",
     )
 
 
@@ -188,6 +203,7 @@ def parser() -> argparse.ArgumentParser:
     clf = command("classify")
     clf.add_argument("--model", required=True, type=classifier, help="a classifier directory, e.g. models/classifier")
     clf.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (none: each UTF-8 line of stdin)")
+    _device_options(clf)
 
     weights = command("weights")
     action = _actions(weights)
@@ -235,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     ex_fig = ex_action("figure", "chapter 5's loss curves of a snapshot against the book's 18 printed points")
     ex_fig.add_argument("name", help="a snapshotted pretraining experiment, e.g. book-ch05")
     ex_fig.add_argument("out", metavar="PNG", help="where to write the figure, e.g. docs/book-ch05-loss.png")
+
+    metrics = command("metrics")
+    metrics.add_argument(
+        "--width", type=positive_int, default=None, help="columns to fill (default: the terminal's, at most 120)"
+    )
 
     compare = command("compare")
     compare.add_argument("--rev", default="HEAD", help="the commit whose metrics to compare with (default %(default)s)")

@@ -14,9 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from scratchgpt.plumbing.dvc_lock import dvc_running
+
 # formats.modeldir.CONFIG_FILE, read here without importing torch (tests/test_cli.py checks they agree)
 CONFIG_FILE = "config.json"
-DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # weights download: formats.openai_download.OPENAI_PRESETS, named without importing torch (a test checks)
 GPT2_SIZES = ("124M", "355M", "774M", "1558M")
 
@@ -108,8 +110,20 @@ def top_p(text: str) -> float:
 
 def device(text: str) -> str:
     if not DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected auto, cpu, mps, cuda or cuda:N, got {text!r}")
     return text
+
+
+def missing_output_hint(text: str) -> str:
+    """Why a model folder of this workspace may be missing: DVC removes a stage's outputs while
+    it reruns the stage and puts the new ones in place when it succeeds."""
+    holder = dvc_running()
+    if holder:
+        return (
+            f"; DVC is at work here ({holder}) and removes a stage's outputs until the stage succeeds: "
+            f"try again when it is done, or `dvc checkout {text}` brings back the last one built"
+        )
+    return "; `make repro` (or `dvc repro`) builds the pipeline's models" if Path("dvc.yaml").is_file() else ""
 
 
 def model_config(text: str) -> dict[str, Any]:
@@ -117,7 +131,7 @@ def model_config(text: str) -> dict[str, Any]:
     path = Path(text) / CONFIG_FILE
     if not path.is_file():
         what = "no such directory" if not Path(text).exists() else f"no {CONFIG_FILE}, not a model directory"
-        raise argparse.ArgumentTypeError(f"{text}: {what}")
+        raise argparse.ArgumentTypeError(f"{text}: {what}{missing_output_hint(text)}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:

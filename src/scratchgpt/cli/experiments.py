@@ -16,6 +16,7 @@ from scratchgpt.cli.common import columns, fail
 from scratchgpt.errors import PipelineError
 from scratchgpt.plumbing import experiments as ex
 from scratchgpt.plumbing import results
+from scratchgpt.plumbing.dvc_lock import dvc_running
 from scratchgpt.plumbing.params_file import ParamsError
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     options = (["--queue"] if args.queue else []) + args.dvc_options
     if not {"--queue", "--temp"} & set(options):  # those run in a folder of their own
-        holder = ex.dvc_running()
+        holder = dvc_running()
         if holder is not None:
             return fail(args, ex.busy_message(experiment.name, holder))
     cmd = ex.run_command(experiment, options)

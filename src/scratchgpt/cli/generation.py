@@ -12,7 +12,7 @@ import torch
 
 from scratchgpt.book.generate import stream
 from scratchgpt.cli.common import fail
-from scratchgpt.device import pick_device
+from scratchgpt.device import PrecisionUnsupported, check_precision, pick_device
 from scratchgpt.errors import PipelineError
 from scratchgpt.formats.finetuned import load_finetuned
 from scratchgpt.formats.modeldir import load_tokenizer
@@ -22,12 +22,9 @@ from scratchgpt.plumbing.allocator import tune_cpu_allocator
 def load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     """Model, tokenizer, device and sampling generator, or SystemExit with one line."""
     tune_cpu_allocator()
+    where = device_for(args)
     try:
-        where = pick_device(args.device)
-    except (ValueError, RuntimeError) as e:
-        args.parser.error(f"argument --device: {e}")
-    try:
-        model = load_finetuned(args.model, device=where)
+        model = in_precision(load_finetuned(args.model, device=where), args.precision)
         tokenizer = load_tokenizer(args.model)
     except (OSError, ValueError, PipelineError) as e:
         raise SystemExit(fail(args, str(e))) from None
@@ -36,6 +33,25 @@ def load_language_model(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
         generator = torch.Generator(device=where)
         generator.manual_seed(args.seed)
     return model, tokenizer, where, generator
+
+
+def device_for(args: argparse.Namespace) -> Any:
+    """The device of --device that can run --precision, or SystemExit with one line."""
+    try:
+        where = pick_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        args.parser.error(f"argument --device: {e}")
+    try:
+        check_precision(args.precision, where)
+    except PrecisionUnsupported as e:
+        raise SystemExit(fail(args, str(e))) from None
+    return where
+
+
+def in_precision(model: Any, precision: str) -> Any:
+    """The model for inference in ``precision``: bf16 holds bf16 weights (a decoding step reads
+    every weight once, so half the bytes; autocast would cast each weight at every step)."""
+    return model.to(torch.bfloat16) if precision == "bf16" else model
 
 
 def sampling(args: argparse.Namespace, tokenizer: Any, generator: Any) -> dict[str, Any]:

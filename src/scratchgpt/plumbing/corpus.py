@@ -2,8 +2,9 @@
 stream of documents, and each document as pieces of text cut only where the tokenizer would cut
 anyway (scratchgpt.plumbing.shard_writer tokenizes them into shards).
 
-A .txt file is one document, or with mode "wikitext" one per article of a WikiText file; each
-line of a .jsonl file is one document (its "text").
+A .txt file is one document, or with mode "wikitext" one per article of a WikiText file, each
+line detokenised back to ordinary text (`detokenize_wikitext`); each line of a .jsonl file is one
+document (its "text").
 """
 
 from __future__ import annotations
@@ -18,6 +19,25 @@ from scratchgpt.book.shards import ShardError
 
 CHUNK_CHARS = 1 << 20  # text handed to the tokenizer per piece
 WIKITEXT_TITLE = re.compile(r"^ = [^=].* = $")
+
+# WikiText's tokenization undone, in this order (the rules its users apply before a model with its
+# own tokenizer reads it, e.g. the wikitext task of EleutherAI's lm-evaluation-harness). Each rule
+# runs only on a line holding one of its triggers (a plain substring test, far cheaper than a scan).
+_WIKITEXT_RULES = [
+    # 1 @,@ 000 @.@ 5 → 1,000.5; well @-@ known → well-known
+    ((" @",), re.compile(r" @([-,.])@ "), r"\1"),
+    # <unk>, WikiText's stand-in for a rare word, is dropped with a separator or 's joined to it
+    # (mapping it to some word would invent text); then quotes or brackets it left empty
+    (("<unk>",), re.compile(r"[-,.]?<unk>(?:[-,.]<unk>)*(?:[-,.](?=\w)| ['’]s\b)?"), ""),
+    (('"', "(", "["), re.compile(r'"\s*"|\(\s*\)|\[\s*\]'), ""),
+    (("  ",), re.compile(r" {2,}"), " "),
+    (("= =",), re.compile(r"(?<==) (?==)"), ""),  # = = Heading = = → == Heading ==
+    ((" '", " ’"), re.compile(r" (['’](?:s|t|re|ve|ll|d|m))\b"), r"\1"),  # lobster 's → lobster's; don 't → don't
+    (("s ' ",), re.compile(r"(?<=s) ' "), "' "),  # the players ' → the players'
+    (("( ", "[ "), re.compile(r"([(\[]) "), r"\1"),
+    ((" ",), re.compile(r" ([)\].,;:!?%])(?= |$)"), r"\1"),  # no space before closing punctuation
+    (('" ',), re.compile(r'" ([^"]*?) "'), r'"\1"'),  # " lobster red " → "lobster red"
+]
 
 
 def is_jsonl(path: Path) -> bool:
@@ -73,16 +93,30 @@ def _read_blocks(path: Path, size: int) -> Iterator[str]:
         yield from iter(lambda: f.read(size), "")
 
 
+def detokenize_wikitext(line: str) -> str:
+    """One line of a WikiText file as ordinary text: `` @-@ `` → ``-``, `` @,@ `` → ``,``,
+    `` @.@ `` → ``.``, no space before punctuation or inside quotes and brackets, ``'s`` and
+    ``n't`` joined, `` = = Heading = = `` → ``== Heading ==``, the line's outer spaces gone, and
+    ``<unk>`` (WikiText's stand-in for rare words) dropped. The line break is kept."""
+    body = line.rstrip("\r\n")
+    text = body.strip()
+    for triggers, pattern, replacement in _WIKITEXT_RULES:
+        if any(trigger in text for trigger in triggers):
+            text = pattern.sub(replacement, text)
+    return text.strip() + line[len(body) :]
+
+
 def _wikitext_articles(path: Path) -> Iterator[Iterator[str]]:
-    """WikiText files: a new document at each top-level title line `` = Title = ``."""
+    """WikiText files: a new document at each top-level title line `` = Title = ``; each line
+    detokenised."""
     with open(path, encoding="utf-8", newline="") as f:
         lines: list[str] = []
         for line in f:
             if WIKITEXT_TITLE.match(line.rstrip("\r\n")) and any(s.strip() for s in lines):
                 yield iter(lines)
                 lines = []
-            lines.append(line)
-        if lines:  # every character belongs to some document (count_characters relies on it)
+            lines.append(detokenize_wikitext(line))
+        if lines:
             yield iter(lines)
 
 
@@ -119,16 +153,10 @@ def documents(files: list[Path], mode: str = "file", block: int = CHUNK_CHARS) -
             yield _read_blocks(path, block)
 
 
-def count_characters(files: list[Path]) -> int:
-    """The characters of every document: a .txt file's are all its characters (whichever way it
-    is cut into documents, so the same for every mode), a .jsonl file's those of its "text" fields."""
-    total = 0
-    for path in files:
-        if is_jsonl(path):
-            total += sum(len(text) for doc in _jsonl_documents(path) for text in doc)
-        else:
-            total += sum(len(block) for block in _read_blocks(path, CHUNK_CHARS))
-    return total
+def count_characters(files: list[Path], mode: str = "file") -> int:
+    """The characters of every document of the corpus (a .txt file's in mode "wikitext" are
+    those of its detokenised lines, a .jsonl file's those of its "text" fields)."""
+    return sum(len(part) for parts in documents(files, mode) for part in parts)
 
 
 def pieces(files: list[Path], mode: str = "file", size: int = CHUNK_CHARS) -> Iterator[tuple[int, str]]:

@@ -67,12 +67,14 @@ def book_overlay_figure(
     tokens_seen: Sequence[tuple[float, float]],
     book: Sequence[tuple[int, float, float]],
     title: str,
+    others: dict[str, dict[str, Sequence[tuple[float, float]]]] | None = None,
 ) -> Figure:
     """Our training and validation loss (``ours``: {"train_loss"|"val_loss": [(step, loss)]})
     against tokens seen, as lines, and the book's printed evaluation points ``book`` ((step,
     train, val)) as markers at the tokens seen of the same step (``tokens_seen``: [(step,
-    tokens)] of our run, interpolated between logged steps). The legend sits below the axes,
-    where it covers no curve."""
+    tokens)] of our run, interpolated between logged steps). ``others`` ({name: curves like
+    ``ours``}, the same steps) adds thinner lines of other runs, e.g. the same run in bf16. The
+    legend sits below the axes, where it covers no curve."""
     if not tokens_seen:
         raise ValueError("no tokens_seen points: the figure's x axis needs them")
     steps, tokens = zip(*sorted(tokens_seen))
@@ -86,6 +88,10 @@ def book_overlay_figure(
         if not ours.get(key):
             raise ValueError(f"no {key} points in our run")
         ax.plot(*at_tokens(sorted(ours[key])), linestyle=style, linewidth=2, label=label)
+    for name, curves in (others or {}).items():
+        for key, what, style in (("train_loss", "training", "-"), ("val_loss", "validation", "-.")):
+            if curves.get(key):
+                ax.plot(*at_tokens(sorted(curves[key])), linestyle=style, linewidth=1, label=f"{name}: {what} loss")
     book_train = at_tokens([(s, t) for s, t, _ in book])
     book_val = at_tokens([(s, v) for s, _, v in book])
     ax.plot(*book_train, "o", color="black", markersize=5, label="the book: training loss")

@@ -48,6 +48,7 @@ METRIC_FILES = {
     "evaluate": paths.METRICS / "evaluate.json",
 }
 CH05_FIGURE = "book-ch05-loss.png"  # in the report folder, when book-ch05 has been snapshotted
+CH05_ALSO = ("book-ch05-bf16",)  # snapshots drawn as thin lines in that figure, when present
 MISSING = object()
 
 Settings = Callable[[str], Any]  # a dotted params key -> its value in a run, or MISSING

@@ -157,15 +157,21 @@ def stage_metrics(data: dict[str, Any], stage: str) -> dict[str, Any]:
     return data.get("metrics", {}).get(f"{paths.METRICS}/{stage}/metrics.json") or {}
 
 
-def ch05_figure(data: dict[str, Any], out: str | os.PathLike[str]) -> Path:
-    """Chapter 5's figure: the snapshot's pretraining curves against the book's 18 points."""
+def ch05_figure(data: dict[str, Any], out: str | os.PathLike[str], others: Sequence[dict[str, Any]] = ()) -> Path:
+    """Chapter 5's figure: the snapshot's pretraining curves against the book's 18 points, with
+    the curves of ``others`` (snapshots of the same run in other settings, e.g. book-ch05-bf16)."""
     name = data.get("experiment", "?")
+
+    def losses(snap: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+        return {key: curve(snap, "pretrain", key) for key in ("train_loss", "val_loss")}
+
     try:
         fig = figures.book_overlay_figure(
-            {"train_loss": curve(data, "pretrain", "train_loss"), "val_loss": curve(data, "pretrain", "val_loss")},
+            losses(data),
             curve(data, "pretrain", "tokens_seen"),
             CH05_LOSSES,
             f"Chapter 5: experiment {name} (lines) against the book's printed losses (markers)",
+            {other.get("experiment", "?"): losses(other) for other in others},
         )
     except ValueError as e:
         raise ResultsError(f"experiment {name}: {e}") from None

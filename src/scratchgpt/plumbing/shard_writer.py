@@ -12,6 +12,7 @@ joined in file order: the shards are the same bytes for any number of workers.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import multiprocessing
@@ -206,7 +207,8 @@ def write_shards(
         if processes > 1:
             context = multiprocessing.get_context("spawn")
             pool = stack.enter_context(context.Pool(processes, _start_worker, (tokenizer,)))
-        counts = list((pool.map if pool else map)(count_characters, [[p] for p in files]))
+        count = functools.partial(count_characters, mode=mode)
+        counts = list((pool.map if pool else map)(count, [[p] for p in files]))
         total_chars = sum(counts)
         if total_chars == 0:
             raise ShardError(f"corpus {name or out_dir.name} is empty: {', '.join(map(str, files))}")

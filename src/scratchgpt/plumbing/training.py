@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from scratchgpt.book.loader import CollateFn, LossFn, Measures
 from scratchgpt.book.train import EpochEnd, Hooks, Progress, Setup, TrainConfig, train
-from scratchgpt.device import peak_memory_mb
+from scratchgpt.device import check_precision, peak_memory_mb
 from scratchgpt.files import write_json
 from scratchgpt.formats.checkpoint import Checkpoints
 from scratchgpt.plumbing import paths
@@ -64,6 +64,16 @@ class TrainingRun:
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
+
+    @property
+    def precision(self) -> str:
+        return self.params.precision
+
+    @property
+    def model_meta(self) -> dict[str, Any]:
+        """What the model folder's metadata says of the run: its precision, when not fp32 (an fp32
+        folder stays byte for byte what it was before bf16 existed)."""
+        return {} if self.precision == "fp32" else {"precision": self.precision}
 
     @property
     def metrics_dir(self) -> Path:
@@ -131,6 +141,9 @@ class TrainingRun:
 
 
 def start(st: Stage, section: str, metrics: str | None = None) -> TrainingRun:
-    """Join the ``torchrun`` job if there is one and pick the device ``params.<section>.device`` asks for."""
-    dist_info, device = init_distributed(getattr(st.params, section).device)
+    """Join the ``torchrun`` job if there is one and pick the device ``params.<section>.device`` asks
+    for; refuse a precision the device would emulate."""
+    p = getattr(st.params, section)
+    dist_info, device = init_distributed(p.device)
+    check_precision(p.precision, device)
     return TrainingRun(st, section, metrics or section, dist_info, device)

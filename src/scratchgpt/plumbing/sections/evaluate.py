@@ -8,7 +8,9 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, StringConstraints
 
+from scratchgpt.book.settings import Precision
 from scratchgpt.plumbing.sections.base import MAX_NAME, MAX_URL, Section, allowed_url
+from scratchgpt.plumbing.sections.training import Device
 
 
 def _check_judge_url(value: str) -> str:
@@ -47,6 +49,8 @@ class EvaluateParams(Section):
     section: ClassVar[str] = "evaluate"
 
     batch_size: int = Field(ge=1)
+    precision: Precision
+    device: Device
     judge_url: JudgeUrl | None = None  # no judge unless one is given
     judge_api: Literal["ollama", "openai"] = "ollama"  # Ollama's /api/chat or /v1/chat/completions
     judge_model: str = Field(min_length=1, max_length=MAX_NAME)

@@ -15,6 +15,8 @@ from scratchgpt.book.settings import TrainConfig
 from scratchgpt.plumbing.sections.base import Section
 
 LAUNCHERS = ("python", "torchrun")
+# auto: CUDA, else Apple's mps, else the CPU (scratchgpt.device.pick_device)
+Device = Literal["auto", "cpu", "cuda", "mps"]
 
 
 def _check_launcher(value: str) -> str:
@@ -48,10 +50,10 @@ TrainingParams: type[Section] = create_model(
     __base__=_Training,
     __module__=__name__,
     __doc__="""What every training stage shares: the keys and bounds of the loop's settings
-    (scratchgpt.book.settings.TrainConfig, declared there once), the device to train on and the
+    (scratchgpt.book.settings.TrainConfig, declared there once, precision included), the device to train on and the
     program that starts the stage (python, or torchrun for DistributedDataParallel).""",
     **_training_fields(),
-    device=(Literal["auto", "cpu", "cuda"], ...),
+    device=(Device, ...),
     launcher=(Annotated[str, StringConstraints(max_length=1_000), AfterValidator(_check_launcher)], ...),
 )
 
