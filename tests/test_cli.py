@@ -147,6 +147,7 @@ HELPS = [
     ["generate"],
     ["chat"],
     ["classify"],
+    ["serve"],
     ["weights"],
     ["weights", "download"],
     ["weights", "convert"],
@@ -208,8 +209,9 @@ def test_help_answers_without_importing_torch():
         assert f"    {action} " in helps["experiments"][1]
     assert "stop after N new tokens (>= 1; default 50)" in helps["generate"][1]
     assert "stop after N new tokens (>= 1; default 64)" in helps["chat"][1] and "/reset" in helps["chat"][1]
-    for command in ("generate", "chat", "classify", "weights", "experiments"):
+    for command in ("generate", "chat", "classify", "serve", "weights", "experiments"):
         assert command in helps[""][1]
+    assert "--api-key-env NAME" in helps["serve"][1] and "/v1/chat/completions" in helps["serve"][1]
 
 
 def test_params_checks_the_whole_file_and_names_each_problem(tmp_path, capsys):

@@ -3,6 +3,7 @@
     scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
     scratchgpt chat --model models/instruct
     scratchgpt classify --model models/classifier "You are a winner!"
+    scratchgpt serve --model models/instruct [--host 127.0.0.1] [--port 8000]
     scratchgpt experiments list | show NAME | run NAME [--queue]
     scratchgpt weights download 124M ~/gpt2-124M | convert SRC OUT | export-hf MODEL OUT
     scratchgpt params [FILE]
@@ -33,6 +34,10 @@ from scratchgpt.cli.common import (
     columns,
     device,
     language_model,
+    model_dir,
+    natural,
+    port,
+    positive_float,
     positive_int,
     temperature,
     top_p,
@@ -46,6 +51,8 @@ COMMANDS = {
     "generate": "Continue a prompt with a language model, streaming the text as it comes.",
     "chat": "Talk to an instruction model with the book's Alpaca prompt, streaming each answer.",
     "classify": "Label each text (or each line of stdin) with the classifier: label, probability, text.",
+    "serve": "Serve a model folder over an OpenAI-compatible HTTP API (chat and text completions, streaming; "
+    "classify for a classifier), concurrent requests decoded together.",
     "weights": "Download OpenAI's GPT-2 checkpoints, convert them or Hugging Face folders into model directories, "
     "export a model directory to Hugging Face's layout.",
     "experiments": "The book's runs, named in experiments/: list them, show one, run one as a DVC experiment of "
@@ -78,11 +85,25 @@ Input is read as UTF-8: bytes that are not UTF-8 are read as U+FFFD (the replace
 with a one-line warning when they come from a pipe or file.
 """
 
+SERVE_EPILOG = """\
+Routes: GET /v1/models; POST /v1/chat/completions (the messages as the book's Alpaca prompt) and
+POST /v1/completions (a raw prompt) for a language model, with max_tokens, temperature, top_p,
+top_k, stop, seed and stream; POST /v1/classify for a classifier. Try it with the openai client:
+
+  scratchgpt serve --model models/instruct &
+  python -c "from openai import OpenAI; c = OpenAI(base_url='http://127.0.0.1:8000/v1', api_key='-');
+  print(c.chat.completions.create(model='instruct', messages=[{'role': 'user', 'content': 'Hi'}]))"
+
+Requests that arrive while others decode join the running batch (up to --max-batch rows); up to
+--max-queue more wait, past that the answer is 429. docs/serving.md has the details.
+"""
+
 TOP_EPILOG = """\
 examples:
   scratchgpt generate --model models/pretrained --prompt "Every effort moves you"
   scratchgpt chat --model models/instruct
   scratchgpt classify --model models/classifier "You are a winner!" "See you at 6?"
+  scratchgpt serve --model models/instruct
   scratchgpt metrics
   scratchgpt experiments list
   scratchgpt experiments run book-ch05
@@ -204,6 +225,47 @@ def parser() -> argparse.ArgumentParser:
     clf.add_argument("--model", required=True, type=classifier, help="a classifier directory, e.g. models/classifier")
     clf.add_argument("texts", nargs="*", metavar="TEXT", help="texts to label (none: each UTF-8 line of stdin)")
     _device_options(clf)
+
+    srv = command("serve", epilog=SERVE_EPILOG)
+    srv.add_argument(
+        "--model", required=True, type=model_dir, help="a model directory: models/instruct, models/classifier, ..."
+    )
+    srv.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default %(default)s: this machine only)"
+    )
+    srv.add_argument("--port", type=port, default=8000, help="the port (default %(default)s; 0 picks a free one)")
+    srv.add_argument("--name", default=None, help="the model's id in the API (default: the folder's name)")
+    srv.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        default=None,
+        help="require `Authorization: Bearer KEY`, KEY read from environment variable NAME (never logged)",
+    )
+    srv.add_argument(
+        "--max-batch", type=positive_int, default=8, metavar="N", help="rows decoded together (default %(default)s)"
+    )
+    srv.add_argument(
+        "--max-queue",
+        type=natural,
+        default=32,
+        metavar="N",
+        help="requests waiting for a row; past that 429 (default %(default)s)",
+    )
+    srv.add_argument(
+        "--max-tokens",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="the most new tokens a request may ask for (default %(default)s)",
+    )
+    srv.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds a client has to send its request headers (default %(default)s)",
+    )
+    _device_options(srv)
 
     weights = command("weights")
     action = _actions(weights)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.book.instruct import INTRO, format_example
+from scratchgpt.book.instruct import conversation_prompt
 from scratchgpt.cli.common import CONFIG_FILE, stdin_lines
 from scratchgpt.cli.generation import context_note, load_language_model, new_text, sampling
 
@@ -57,11 +57,7 @@ class Conversation:
 
     @staticmethod
     def text(turns: list[tuple[str, str]], instruction: str) -> str:
-        entries = [{"instruction": q, "input": "", "output": a} for q, a in turns]
-        entries.append({"instruction": instruction, "input": "", "output": ""})
-        parts = [format_example(entries[0])]
-        parts += [format_example(e).removeprefix(INTRO + "\n\n") for e in entries[1:]]
-        return "\n\n".join(parts)
+        return conversation_prompt(turns, instruction)
 
     def prompt_ids(self, instruction: str) -> list[int]:
         turns = list(self.turns) if self.keep_history else []

@@ -84,6 +84,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    value = natural(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"must be in [0, 65535], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def _finite(text: str) -> float:
     try:
         value = float(text)
@@ -139,6 +163,12 @@ def model_config(text: str) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise argparse.ArgumentTypeError(f'{path}: not a scratchgpt model config (no "model" section)')
     return data
+
+
+def model_dir(text: str) -> str:
+    """Any model directory: a language model or a classifier."""
+    model_config(text)
+    return text
 
 
 def _is_classifier(config: dict[str, Any]) -> bool:
