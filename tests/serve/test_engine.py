@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,16 @@ def test_chat_messages_become_the_books_prompt():
         chat_prompt([("user", "q"), ("assistant", "a")])
     with pytest.raises(PromptError, match="must answer a user message"):
         chat_prompt([("assistant", "a"), ("user", "q")])
+
+
+def test_the_benchmark_table_is_the_same_in_both_docs():
+    """docs/serving.md and docs/performance.md show bench/serve.py's rows: the same rows."""
+    root = Path(__file__).resolve().parents[2]
+
+    def rows(name):
+        text = (root / "docs" / name).read_text(encoding="utf-8")
+        table = text[text.index("| clients | tokens/s |") :].split("\n\n")[0]
+        return table.splitlines()
+
+    assert rows("serving.md") == rows("performance.md")
+    assert len(rows("serving.md")) == 5

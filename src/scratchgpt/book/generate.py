@@ -99,20 +99,12 @@ def _packed_linear(packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Ten
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-def _by_batch(layer: torch.nn.Linear, packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-    """One sequence: :func:`_decode_linear` (what :func:`generate` runs); several rows of a
-    batch: oneDNN's linear on the weight packed for batches (:func:`decode_layout`)."""
-    if x.dim() == 3 and x.shape[0] > 1:
-        return _packed_linear(packed, bias, x)
-    return _decode_linear(layer, x)
-
-
 def _onednn_packing() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
 
 
 @contextlib.contextmanager
-def decode_layout(model: GPTModel, enabled: bool = True, batch_rows: int = 0) -> Iterator[None]:
+def decode_layout(model: GPTModel, enabled: bool = True) -> Iterator[None]:
     """While generating on the CPU, hold each linear layer's weight in the layout a few-row
     product reads fastest.
 
@@ -127,30 +119,18 @@ def decode_layout(model: GPTModel, enabled: bool = True, batch_rows: int = 0) ->
     - **bf16**: ATen's bf16 product reads about 18 GB/s whatever the layout; oneDNN's linear on
       a weight packed for it (a copy, held while generating) reads at the memory's speed, with
       the same values (measured here: the head 17.7 → 32.8 GB/s, the blocks' matrices twice as
-      fast).
-    - **fp32 batches** (``batch_rows`` > 1, a server decoding many requests together): MKL's
-      product of a few rows reaches a third of the arithmetic's speed; oneDNN's linear on a
-      weight packed for ``batch_rows`` rows is 2-3 times faster (measured here: the 124M
-      model's step at 8 rows 59 → 30 ms, at one row 20 ms). Those packed copies are held
-      beside the weights (the model's size again) and used for inputs of several sequences;
-      one sequence still takes the path above, so its ids are those of :func:`generate`."""
+      fast)."""
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     params = {id(m.weight): m.weight for m in layers}
     dtypes = {p.dtype for p in params.values()}
     on_cpu = all(p.device.type == "cpu" for p in params.values())
     transposed = enabled and on_cpu and dtypes == {torch.float32}
     packed = enabled and on_cpu and dtypes == {torch.bfloat16} and _onednn_packing()
-    batched = transposed and batch_rows > 1 and _onednn_packing()
     if transposed:
         for p in params.values():
             p.data = p.data.t().contiguous().t()
         for m in layers:
-            if batched:
-                weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), batch_rows)
-                bias = None if m.bias is None else m.bias.detach()
-                m.forward = functools.partial(_by_batch, m, weight, bias)
-            else:
-                m.forward = functools.partial(_decode_linear, m)
+            m.forward = functools.partial(_decode_linear, m)
     if packed:
         for m in layers:
             weight = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), 1)

@@ -105,16 +105,6 @@ def format_example(entry: dict[str, str]) -> str:
     return f"{format_input(entry)}\n\n### Response:\n{entry['output']}"
 
 
-def conversation_prompt(turns: Sequence[tuple[str, str]], instruction: str, intro: str = INTRO) -> str:
-    """A conversation in the book's Alpaca prompt: the introduction once, each earlier turn as
-    ``### Instruction:`` / ``### Response:`` with its answer, then ``instruction`` and an open
-    ``### Response:``. ``intro`` replaces the introduction line (a chat's system message)."""
-    entries = [{"instruction": q, "input": "", "output": a} for q, a in turns]
-    entries.append({"instruction": instruction, "input": "", "output": ""})
-    parts = [format_example(e).removeprefix(INTRO + "\n\n") for e in entries]
-    return "\n\n".join([intro, *parts])
-
-
 class InstructionDataset(Dataset):
     """Each entry as (ids of prompt + response, number of prompt ids)."""
 

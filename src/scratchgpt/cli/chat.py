@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from scratchgpt.book.instruct import conversation_prompt
 from scratchgpt.cli.common import CONFIG_FILE, stdin_lines
 from scratchgpt.cli.generation import context_note, load_language_model, new_text, sampling
+from scratchgpt.serve.text import conversation_prompt
 
 SECTION = "###"  # the Alpaca prompt's section marker: an answer ends before the next one
 QUIT = ("/quit", "/exit")  # and, typed at a terminal, plain exit or quit

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -35,6 +36,35 @@ from scratchgpt.book.generate import decode_layout, sample_next
 from scratchgpt.book.model import GPTModel, KVCache
 
 log = logging.getLogger(__name__)
+
+
+def _by_batch(one: Callable, packed: torch.Tensor, bias: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+    """Several sequences: oneDNN's linear on the weight packed for batches; one sequence:
+    ``one``, the layer's forward in :func:`~scratchgpt.book.generate.decode_layout`."""
+    if x.dim() == 3 and x.shape[0] > 1:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return one(x)
+
+
+@contextlib.contextmanager
+def batch_layout(model: GPTModel, rows: int) -> Iterator[None]:
+    """:func:`~scratchgpt.book.generate.decode_layout` (what ``generate`` decodes one sequence
+    with), plus, for fp32 weights, a copy of each weight packed for oneDNN's linear at ``rows``
+    rows, used for steps of several sequences.
+
+    MKL multiplies a few rows by a weight at a third of the arithmetic's speed; oneDNN's linear
+    on a packed weight is 2-3 times faster (measured here, the 124M model's decoding step at 8
+    rows: 59 → 30 ms; at one row it is 20 ms either way, so one sequence keeps generate's path
+    and its ids). The packed copies cost the model's size again in memory while serving."""
+    with decode_layout(model):
+        layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        packing = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+        if packing and rows > 1 and all(m.weight.dtype == torch.float32 for m in layers):
+            for m in layers:
+                packed = torch.ops.mkldnn._reorder_linear_weight(m.weight.detach(), rows)
+                bias = None if m.bias is None else m.bias.detach()
+                m.forward = functools.partial(_by_batch, m.forward, packed, bias)
+        yield  # decode_layout puts every layer's own forward back
 
 
 class QueueFull(RuntimeError):
@@ -172,7 +202,7 @@ class Engine:
     def run(self) -> None:
         """Admit, prefill, decode, until :meth:`stop`."""
         cpu = self.device.type == "cpu"
-        layout = decode_layout(self.model, batch_rows=self.max_batch) if cpu else contextlib.nullcontext()
+        layout = batch_layout(self.model, self.max_batch) if cpu else contextlib.nullcontext()
         with torch.no_grad(), layout:
             while True:
                 with self._lock:

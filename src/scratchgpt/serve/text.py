@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from scratchgpt.book.instruct import INTRO, conversation_prompt
+from scratchgpt.book.instruct import INTRO, format_example
 
 SECTION = "###"  # the Alpaca prompt's section marker: an instruction model's answer ends before it
 
@@ -17,6 +17,17 @@ class PromptError(ValueError):
     def __init__(self, message: str, param: str = "messages") -> None:
         super().__init__(message)
         self.param = param
+
+
+def conversation_prompt(turns: Sequence[tuple[str, str]], instruction: str, intro: str = INTRO) -> str:
+    """A conversation in the book's Alpaca prompt: the introduction once, each earlier turn as
+    ``### Instruction:`` / ``### Response:`` with its answer, then ``instruction`` and an open
+    ``### Response:`` (what ``scratchgpt chat`` sends). ``intro`` replaces the introduction line
+    (a chat's system message)."""
+    entries = [{"instruction": q, "input": "", "output": a} for q, a in turns]
+    entries.append({"instruction": instruction, "input": "", "output": ""})
+    parts = [format_example(e).removeprefix(INTRO + "\n\n") for e in entries]
+    return "\n\n".join([intro, *parts])
 
 
 def chat_prompt(messages: Sequence[tuple[str, str]]) -> str:
