@@ -47,6 +47,13 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if not key and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: listening on {args.host} with no API key: anyone who reaches this machine can use the model "
+            "(--api-key-env NAME requires one)",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
         server.run()
     finally:
