@@ -48,7 +48,7 @@ def build(
     snapshotted) into ``out_dir`` (replaced whole). ``settings`` gives the default run's value
     of a dotted params key (the stage passes its declared params)."""
     out_dir = Path(out_dir)
-    data = report.collect([c.experiment for c in CHAPTERS])
+    data = report.collect([c.experiment for c in CHAPTERS] + list(CH05_ALSO))
     rows = report.comparison(data, settings or (lambda key: MISSING))
     with atomic_dir(out_dir) as staging:
         shown = figures(data, staging, attention_text)

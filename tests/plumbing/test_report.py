@@ -129,6 +129,15 @@ def test_like_for_like_from_settings():
     assert "model.emb_dim: 192 (book: 768)" in row.differs
 
 
+def test_the_bf16_snapshot_is_drawn_beside_chapter_5(workdir):
+    """With book-ch05-bf16 snapshotted too, the chapter 5 figure carries its curves as thin lines."""
+    write_json(results.snapshot_path("book-ch05"), ch05_snapshot())
+    bf16 = ch05_snapshot(offset=0.005) | {"experiment": "book-ch05-bf16", "params": book_params("book-ch05-bf16")}
+    write_json(results.snapshot_path("book-ch05-bf16"), bf16)
+    page = build(settings=settings_of(PARAMS)).read_text()
+    assert "thin lines: experiment book-ch05-bf16" in page
+
+
 def test_snapshot_is_the_like_for_like_row(workdir):
     write_json(results.snapshot_path("book-ch05"), ch05_snapshot())
     page = build(settings=settings_of(PARAMS)).read_text()
