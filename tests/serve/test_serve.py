@@ -51,9 +51,11 @@ def plain_dir(tmp_path_factory, tok):
 
 
 @contextlib.contextmanager
-def serving(folder, header_timeout=10.0, **kw):
+def serving(folder, header_timeout=10.0, body_timeout=30.0, **kw):
     served = open_model(folder, torch.device("cpu"), **kw)
-    server = make_server(create_app(served), port=0, header_timeout=header_timeout, log_level="warning")
+    server = make_server(
+        create_app(served), port=0, header_timeout=header_timeout, body_timeout=body_timeout, log_level="warning"
+    )
     try:
         with Background(server) as url:
             yield url, served
@@ -355,6 +357,13 @@ def test_a_slow_client_is_timed_out(instruct_dir):
         with socket.create_connection(served_address(url)) as s:  # nothing sent at all
             s.settimeout(5)
             assert s.recv(100) == b""
+        assert client(url).models.list().data
+    with serving(instruct_dir, body_timeout=0.5) as (url, _):
+        with socket.create_connection(served_address(url)) as s:  # headers, then half the body
+            s.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"model": ')
+            s.settimeout(5)
+            reply = s.recv(1000)
+        assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5s" in reply
         assert client(url).models.list().data
 
 
