@@ -28,7 +28,7 @@ def figures(data: dict[str, Any], folder: Path, attention_text: str) -> list[tup
     ch05 = data["experiments"].get("book-ch05")
     if ch05 is not None:
         caption = "Chapter 5 reproduced: experiment book-ch05's losses (lines), the book's printed points (markers)"
-        others = [snap for name, snap in data["experiments"].items() if name in CH05_ALSO]
+        others = [snap for name, snap in data["experiments"].items() if name in CH05_ALSO and snap is not None]
         if others:
             caption += "; thin lines: " + ", ".join(f"experiment {s['experiment']}" for s in others)
         found.insert(0, (caption, results.ch05_figure(ch05, folder / CH05_FIGURE, others)))
