@@ -93,12 +93,7 @@ def bf16(work: Path, mirror: str, book_seconds: float, book_points: list[dict], 
         print(f"bf16: not run ({problem})")
         return
     times, points, log = ours(work, mirror, "book-ch05-bf16")
-    total = sum(times.values())
-    print(f"scratchgpt bf16 (dvc repro pretrain, book-ch05-bf16): {total:7.1f} s", end="")
-    print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + ")")
-    loop = re.search(r"(\d+) steps in (\d+)s \((\d+) tokens/s\); time in (.*)", log)
-    if loop:
-        print(f"  training loop {loop.group(2)} s: {loop.group(4)}")
+    total = show_ours("scratchgpt bf16 (dvc repro pretrain, book-ch05-bf16):", times, log)
     print(f"ratio bf16 (book / ours): {book_seconds / total:.2f}x (target on a CPU with AMX: >= 2.5x)")
     book = {p["step"]: p for p in book_points}
     worst = max(abs(p[k] - book[p["step"]][k]) for p in points for k in ("train_loss", "val_loss"))
@@ -108,6 +103,20 @@ def bf16(work: Path, mirror: str, book_seconds: float, book_points: list[dict], 
         f"final validation loss: bf16 {points[-1]['val_loss']:.3f}, fp32 {fp32_points[-1]['val_loss']:.3f}, "
         f"difference {final:.3f} (target <= 0.1)"
     )
+
+
+def show_ours(label: str, times: dict[str, float], log: str, outside: bool = False) -> float:
+    """Print one of our runs: its total and parts, and the training loop's own account (with
+    ``outside``, the pretrain stage's time outside the loop too); return the total."""
+    total = sum(times.values())
+    print(f"{label} {total:7.1f} s", end="")
+    print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in times.items()) + ")")
+    loop = re.search(r"(\d+) steps in (\d+)s \((\d+) tokens/s\); time in (.*)", log)
+    if loop:
+        print(f"  training loop {loop.group(2)} s: {loop.group(4)}")
+        if outside:
+            print(f"  pretrain stage outside the loop: {times['pretrain stage'] - float(loop.group(2)):.0f} s")
+    return total
 
 
 def main() -> None:
@@ -120,15 +129,9 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-e2e-")) / "repo"
     ours_times, our_points, log = ours(work, args.mirror)
     book_seconds, book_result = book(work)
-    our_total = sum(ours_times.values())
     print(f"book's code (llms-from-scratch, train_model_simple): {book_seconds:7.1f} s", end="")
     print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in book_result["seconds"].items()) + ")")
-    print(f"scratchgpt (dvc repro pretrain, book-ch05):          {our_total:7.1f} s", end="")
-    print("  (" + ", ".join(f"{k} {v:.1f}s" for k, v in ours_times.items()) + ")")
-    loop = re.search(r"(\d+) steps in (\d+)s \((\d+) tokens/s\); time in (.*)", log)
-    if loop:
-        print(f"  training loop {loop.group(2)} s: {loop.group(4)}")
-        print(f"  pretrain stage outside the loop: {ours_times['pretrain stage'] - float(loop.group(2)):.0f} s")
+    our_total = show_ours("scratchgpt (dvc repro pretrain, book-ch05):         ", ours_times, log, outside=True)
     print(f"ratio (book / ours): {book_seconds / our_total:.2f}x")
     book_points = [(p["step"], round(p["train_loss"], 3), round(p["val_loss"], 3)) for p in book_result["points"]]
     mine = [(p["step"], round(p["train_loss"], 3), round(p["val_loss"], 3)) for p in our_points]

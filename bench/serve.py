@@ -54,7 +54,7 @@ def start(folder: Path, precision: str) -> tuple[subprocess.Popen, str]:
     raise SystemExit("the server did not start")
 
 
-def one_client(url: str, name: str, question: str, tokens: int, out: list, start_at: float) -> None:
+def one_client(url: str, name: str, question: str, tokens: int, out: list) -> None:
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="-", max_retries=0, timeout=600)
     times = []
     sent = time.perf_counter()
@@ -80,7 +80,7 @@ def load(url: str, name: str, clients: int, tokens: int) -> dict[str, float]:
     threads = [
         threading.Thread(
             target=one_client,
-            args=(url, name, f"Request {i}: tell me about " + "the weather " * (i + 1), tokens, results, 0.0),
+            args=(url, name, f"Request {i}: tell me about " + "the weather " * (i + 1), tokens, results),
         )
         for i in range(clients)
     ]

@@ -13,9 +13,8 @@ from typing import Any
 
 from scratchgpt.cli.common import CONFIG_FILE, stdin_lines
 from scratchgpt.cli.generation import context_note, load_language_model, new_text, sampling
-from scratchgpt.serve.text import conversation_prompt
+from scratchgpt.serve.text import SECTION, conversation_prompt
 
-SECTION = "###"  # the Alpaca prompt's section marker: an answer ends before the next one
 QUIT = ("/quit", "/exit")  # and, typed at a terminal, plain exit or quit
 HELP = "/reset forgets the conversation; /quit, /exit, exit, quit or Ctrl-D ends; Ctrl-C stops an answer; /help: this"
 EMPTY = (

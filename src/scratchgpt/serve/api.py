@@ -433,7 +433,7 @@ async def sse(pieces, kind, ident, created, name, with_usage, usage) -> AsyncIte
             if piece:
                 yield event(choice(piece, None))
             if reason:
-                yield event(choice("", reason) if kind == "chat" else choice("", reason))
+                yield event(choice("", reason))
                 break
     except RuntimeError as e:
         error = {"error": {"message": f"generation failed: {e}", "type": "server_error", "param": None, "code": None}}

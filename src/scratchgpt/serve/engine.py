@@ -26,7 +26,6 @@ import contextlib
 import functools
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -91,7 +90,6 @@ class Request:
     generated: int = 0
     cancelled: threading.Event = field(default_factory=threading.Event)
     generator: torch.Generator | None = None
-    submitted: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
         """Leave the batch before the next step (safe from any thread)."""
