@@ -388,7 +388,8 @@ def test_a_classifier_serves_classify_and_refuses_completions(tmp_path, tok):
             client(url).chat.completions.create(model="classifier", messages=[{"role": "user", "content": "x"}])
 
 
-def test_serve_command_starts_and_answers(instruct_dir):
+@pytest.mark.parametrize("ask", [True, False], ids=["after-a-request", "idle"])
+def test_serve_command_starts_and_answers(instruct_dir, ask):
     """`scratchgpt serve` as a user runs it: a free port, the URL in its log, a chat answer, Ctrl-C."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "scratchgpt", "serve", "--model", str(instruct_dir), "--port", "0"],
@@ -402,16 +403,18 @@ def test_serve_command_starts_and_answers(instruct_dir):
                 url = line.split("running on ")[1].split()[0]
                 break
         assert url, "no URL printed"
-        reply = client(url).chat.completions.create(
-            model="instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
-        )
-        assert reply.object == "chat.completion"
+        if ask:
+            reply = client(url).chat.completions.create(
+                model="instruct", messages=[{"role": "user", "content": "Hi"}], max_tokens=4
+            )
+            assert reply.object == "chat.completion"
     finally:
         proc.send_signal(2)
         rest = proc.stderr.read()
         proc.wait(30)
     assert proc.returncode == 130  # Ctrl-C's status, after uvicorn's graceful shutdown
     assert "Traceback" not in rest and "Finished server process" in rest
+    assert "terminate called" not in rest  # the engine's thread ended before the interpreter did
 
 
 # ---------------------------------------------------------------------------------------------

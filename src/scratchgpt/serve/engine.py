@@ -163,6 +163,7 @@ class Engine:
         self.steps = 0  # decoding steps run, and rows they decoded (for tests and the log)
         self.rows_decoded = 0
         self.cache = SlotCache(model, max_batch, self.context_length)
+        self.thread: threading.Thread | None = None
 
     # --- the other threads' side -------------------------------------------------------------
 
@@ -190,10 +191,21 @@ class Engine:
         with self._lock:
             return len(self._rows), len(self._waiting)
 
-    def stop(self) -> None:
+    def start(self) -> threading.Thread:
+        """Run :meth:`run` in a daemon thread of its own."""
+        self.thread = threading.Thread(target=self.run, name="scratchgpt-engine", daemon=True)
+        self.thread.start()
+        return self.thread
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """End :meth:`run` and, when :meth:`start` started it, wait for its thread: it puts the
+        weights back in their layout, which must not be cut short by the interpreter's exit
+        (a daemon thread killed inside torch aborts the process)."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
     # --- the engine's thread -----------------------------------------------------------------
 

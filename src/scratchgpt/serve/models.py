@@ -4,7 +4,6 @@ classifier."""
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ def open_model(
     model = load_finetuned(directory, device=device)
     model = model.to(dtype) if dtype else model
     engine = Engine(model, max_batch=max_batch, max_queue=max_queue)
-    threading.Thread(target=engine.run, name="scratchgpt-engine", daemon=True).start()
+    engine.start()
     return Served(
         label,
         model,
